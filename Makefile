@@ -1,0 +1,33 @@
+# The two commands a newcomer needs, plus the pieces they are made of.
+#   make run    deps, build, local redis-server (+ simulator without Twilio
+#               credentials), commsgate in the foreground; Ctrl-C stops all.
+#   make test   deps, ASan+UBSan build, every test through ctest.
+
+BUILD      ?= build
+TEST_BUILD ?= build-asan
+JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
+
+.PHONY: all deps build run test test-build clean
+
+all: build
+
+deps:
+	@sh scripts/deps.sh build test
+
+build: deps
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo
+	cmake --build $(BUILD) -j $(JOBS)
+
+run: build
+	@sh scripts/run.sh $(BUILD)
+
+test-build: deps
+	cmake -S . -B $(TEST_BUILD) -DCMAKE_BUILD_TYPE=Debug -DCOMMSGATE_SANITIZE=ON
+	cmake --build $(TEST_BUILD) -j $(JOBS)
+
+test: test-build
+	@sh scripts/node-deps.sh
+	cd $(TEST_BUILD) && ctest --output-on-failure -j $(JOBS)
+
+clean:
+	rm -rf $(BUILD) $(TEST_BUILD)

@@ -1,0 +1,164 @@
+"""Start real processes on loopback for the integration tests.
+
+Every test gets its own redis-server, simulator and daemon on free ports, so
+tests can run in parallel under ctest -j and never touch anything but 127.0.0.1.
+"""
+import json
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+
+BIN_DIR = os.environ.get("COMMSGATE_BIN_DIR", os.path.join(
+    os.path.dirname(__file__), "..", "..", "build", "bin"))
+SRC_DIR = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+
+# The simulator's documented test values (README, "The Twilio simulator").
+# They open nothing anywhere but the simulator.
+SIM_ACCOUNT_SID = "AC00000000000000000000000000000000"
+SIM_AUTH_TOKEN = "simulator-auth-token"
+SIM_VERIFY_SID = "VA00000000000000000000000000000000"
+SIM_FROM = "+15005550006"
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=10.0, proc=None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError("process exited with %s before listening on %d"
+                               % (proc.returncode, port))
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise TimeoutError("nothing listening on port %d after %.1fs" % (port, timeout))
+
+
+class Proc:
+    """A child process whose stderr goes to a temp file we can read back."""
+
+    def __init__(self, name, argv, env=None, port=None, timeout=10.0):
+        self.name = name
+        self.log = tempfile.NamedTemporaryFile(
+            prefix="commsgate-%s-" % name, suffix=".log", delete=False)
+        full_env = dict(os.environ)
+        if env:
+            full_env.update(env)
+        self.proc = subprocess.Popen(argv, env=full_env, stdin=subprocess.DEVNULL,
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        self.port = port
+        if port is not None:
+            try:
+                wait_port(port, timeout, self.proc)
+            except Exception:
+                self.stop()
+                raise RuntimeError("%s did not start:\n%s" % (name, self.output()))
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def output(self):
+        with open(self.log.name, "r", errors="replace") as f:
+            return f.read()
+
+    def signal(self, sig):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def wait(self, timeout):
+        return self.proc.wait(timeout=timeout)
+
+    def stop(self, timeout=10.0):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def start_redis(port=None):
+    port = port or free_port()
+    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+            "--save", "", "--appendonly", "no", "--daemonize", "no"]
+    return Proc("redis", argv, port=port)
+
+
+def start_sim(extra_args=(), env=None):
+    port = free_port()
+    sim_env = {"TWILIO_ACCOUNT_SID": SIM_ACCOUNT_SID, "TWILIO_AUTH_TOKEN": SIM_AUTH_TOKEN}
+    if env:
+        sim_env.update(env)
+    argv = [os.path.join(BIN_DIR, "twilio-sim"), "--listen", "127.0.0.1:%d" % port]
+    argv += list(extra_args)
+    p = Proc("sim", argv, env=sim_env, port=port)
+    p.url = "http://127.0.0.1:%d" % port
+    return p
+
+
+def daemon_env(redis_port, sim_url, grpc_port, http_port, extra=None):
+    env = {
+        "COMMSGATE_GRPC_ADDR": "127.0.0.1:%d" % grpc_port,
+        "COMMSGATE_HTTP_ADDR": "127.0.0.1:%d" % http_port,
+        "COMMSGATE_PUBLIC_URL": "http://127.0.0.1:%d" % http_port,
+        "REDIS_URL": "redis://127.0.0.1:%d/0" % redis_port,
+        "TWILIO_ACCOUNT_SID": SIM_ACCOUNT_SID,
+        "TWILIO_AUTH_TOKEN": SIM_AUTH_TOKEN,
+        "TWILIO_PHONE_NUMBER": SIM_FROM,
+        "TWILIO_VERIFY_SERVICE_SID": SIM_VERIFY_SID,
+        "TWILIO_API_BASE_URL": sim_url,
+        "TWILIO_VERIFY_BASE_URL": sim_url,
+    }
+    if extra:
+        env.update(extra)
+    return env
+
+
+def start_daemon(redis_port, sim_url, extra_env=None, args=()):
+    grpc_port, http_port = free_port(), free_port()
+    env = daemon_env(redis_port, sim_url, grpc_port, http_port, extra_env)
+    p = Proc("commsgate", [os.path.join(BIN_DIR, "commsgate")] + list(args),
+             env=env, port=grpc_port)
+    p.grpc_port = grpc_port
+    p.grpc_target = "127.0.0.1:%d" % grpc_port
+    p.http_port = http_port
+    return p
+
+
+def thread_count(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("Threads:"):
+                return int(line.split()[1])
+    raise RuntimeError("no thread count for pid %d" % pid)
+
+
+def http_json(method, url, body=None, headers=None, timeout=5.0):
+    data = None
+    hdrs = dict(headers or {})
+    if body is not None:
+        data = json.dumps(body).encode()
+        hdrs.setdefault("Content-Type", "application/json")
+    req = urllib.request.Request(url, data=data, method=method, headers=hdrs)
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        raw = r.read()
+        return r.status, (json.loads(raw) if raw else None)
+
+
+def redis_cli(port, *args):
+    out = subprocess.run(["redis-cli", "-p", str(port)] + [str(a) for a in args],
+                         check=True, capture_output=True, text=True)
+    return out.stdout.strip()
