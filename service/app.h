@@ -1,0 +1,20 @@
+/* The long-lived parts of a running commsgate, wired together by main.c and
+ * reached by RPC handlers through rpc_call_app(). */
+#ifndef COMMSGATE_APP_H
+#define COMMSGATE_APP_H
+
+struct config;
+struct loop_ctx;
+struct redis_ctx;
+struct health_ctx;
+struct rpc_server;
+
+struct app {
+    const struct config *cfg;
+    struct loop_ctx *loop;
+    struct redis_ctx *redis; /* loop thread only */
+    struct health_ctx *health;
+    struct rpc_server *server;
+};
+
+#endif

@@ -1,0 +1,388 @@
+/* Settings: one table names every variable, its default, its help text and
+ * how it is checked, so --help, loading and the docs cannot drift apart. */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+
+/* The simulator's documented test account (README, "The Twilio simulator"). */
+#define SIM_ACCOUNT_SID "AC00000000000000000000000000000000"
+
+enum kind { K_ADDR, K_URL, K_REDIS_URL, K_SID, K_E164, K_TEXT, K_INT, K_LEVEL };
+
+struct setting {
+    const char *name;
+    const char *def;
+    enum kind kind;
+    int secret;          /* has a *_FILE twin; never echoed */
+    size_t offset;       /* into struct config */
+    size_t size;         /* of a char[] field */
+    const char *prefix;  /* K_SID: "AC", "SK", ... */
+    long min, max;       /* K_INT */
+    const char *help;
+};
+
+#define STR(field) offsetof(struct config, field), sizeof(((struct config *)0)->field)
+#define NUM(field) offsetof(struct config, field), 0
+
+static const struct setting settings[] = {
+    {"COMMSGATE_GRPC_ADDR", "0.0.0.0:50051", K_ADDR, 0, STR(grpc_addr), NULL, 0, 0,
+     "host:port the gRPC server listens on"},
+    {"COMMSGATE_HTTP_ADDR", "0.0.0.0:8080", K_ADDR, 0, STR(http_addr), NULL, 0, 0,
+     "host:port of the HTTP server (Twilio webhooks, /metrics, /healthz, /readyz)"},
+    {"COMMSGATE_PUBLIC_URL", "", K_URL, 0, STR(public_url), NULL, 0, 0,
+     "base URL Twilio reaches our webhooks at, e.g. https://hooks.example.com "
+     "(empty: http://<COMMSGATE_HTTP_ADDR>)"},
+    {"REDIS_URL", "redis://127.0.0.1:6379/0", K_REDIS_URL, 1, STR(redis_url), NULL, 0, 0,
+     "redis://[[user]:password@]host:port/db"},
+    {"TWILIO_ACCOUNT_SID", NULL, K_SID, 0, STR(account_sid), "AC", 0, 0,
+     "Twilio account SID (AC...), required"},
+    {"TWILIO_AUTH_TOKEN", "", K_TEXT, 1, STR(auth_token), NULL, 0, 0,
+     "auth token: signs webhooks; authenticates API calls unless an API key is set"},
+    {"TWILIO_API_KEY_SID", "", K_SID, 0, STR(api_key_sid), "SK", 0, 0,
+     "API key SID (SK...) to authenticate API calls instead of the auth token"},
+    {"TWILIO_API_KEY_SECRET", "", K_TEXT, 1, STR(api_key_secret), NULL, 0, 0,
+     "secret of TWILIO_API_KEY_SID"},
+    {"TWILIO_PHONE_NUMBER", "", K_E164, 0, STR(phone_number), NULL, 0, 0,
+     "default sender for SMS and calls (E.164)"},
+    {"TWILIO_MESSAGING_SERVICE_SID", "", K_SID, 0, STR(messaging_service_sid), "MG", 0, 0,
+     "default messaging service (MG...) for SMS; used when no number is set"},
+    {"TWILIO_WHATSAPP_NUMBER", "", K_E164, 0, STR(whatsapp_number), NULL, 0, 0,
+     "WhatsApp sender (E.164, without the whatsapp: prefix)"},
+    {"TWILIO_VERIFY_SERVICE_SID", "", K_SID, 0, STR(verify_service_sid), "VA", 0, 0,
+     "Verify service SID (VA...) for StartVerification/CheckVerification"},
+    {"TWILIO_API_BASE_URL", "https://api.twilio.com", K_URL, 0, STR(api_base_url), NULL, 0, 0,
+     "base URL of the Twilio REST API (tests point it at the simulator)"},
+    {"TWILIO_VERIFY_BASE_URL", "https://verify.twilio.com", K_URL, 0, STR(verify_base_url),
+     NULL, 0, 0, "base URL of Twilio Verify"},
+    {"COMMSGATE_GRPC_THREADS", "2", K_INT, 0, NUM(grpc_threads), NULL, 1, 64,
+     "threads polling the gRPC completion queue"},
+    {"COMMSGATE_LOG_LEVEL", "info", K_LEVEL, 0, NUM(log_level), NULL, 0, 0,
+     "debug, info, warn or error"},
+    {"COMMSGATE_SHUTDOWN_GRACE_MS", "5000", K_INT, 0, NUM(shutdown_grace_ms), NULL, 0, 600000,
+     "on SIGTERM, how long in-flight calls may finish before they are cancelled"},
+    {"COMMSGATE_REDIS_PING_INTERVAL_MS", "500", K_INT, 0, NUM(redis_ping_interval_ms), NULL,
+     50, 60000, "how often Redis is pinged to decide health"},
+    {"COMMSGATE_REDIS_TIMEOUT_MS", "1000", K_INT, 0, NUM(redis_timeout_ms), NULL, 50, 60000,
+     "a Redis connection that leaves a ping unanswered this long is dropped"},
+    {"COMMSGATE_MAX_MESSAGE_BYTES", "65536", K_INT, 0, NUM(max_message_bytes), NULL, 1024,
+     4194304, "largest gRPC request accepted, in bytes"},
+};
+
+#define NSETTINGS (sizeof(settings) / sizeof(settings[0]))
+
+void config_print_help(FILE *out)
+{
+    fprintf(out, "Settings (environment variables; a secret may instead be read from the\n"
+                 "file named by NAME_FILE):\n\n");
+    for (size_t i = 0; i < NSETTINGS; i++) {
+        const struct setting *s = &settings[i];
+        fprintf(out, "  %-34s default: %s\n      %s\n", s->name,
+                s->def ? (*s->def ? s->def : "(empty)") : "(required)", s->help);
+        if (s->secret)
+            fprintf(out, "      secret: or from the file named by %s_FILE\n", s->name);
+    }
+}
+
+int config_split_hostport(const char *addr, char *host, size_t hostlen, int *port)
+{
+    const char *colon;
+    const char *h = addr;
+    size_t hl;
+
+    if (addr[0] == '[') {
+        const char *close = strchr(addr, ']');
+        if (!close || close[1] != ':')
+            return -1;
+        h = addr + 1;
+        hl = (size_t)(close - h);
+        colon = close + 1;
+    } else {
+        colon = strrchr(addr, ':');
+        if (!colon || strchr(addr, ':') != colon)
+            return -1;
+        hl = (size_t)(colon - addr);
+    }
+    if (hl == 0 || hl >= hostlen)
+        return -1;
+    char *end;
+    errno = 0;
+    long p = strtol(colon + 1, &end, 10);
+    if (errno || *end || end == colon + 1 || p < 0 || p > 65535)
+        return -1;
+    memcpy(host, h, hl);
+    host[hl] = '\0';
+    *port = (int)p;
+    return 0;
+}
+
+static int is_e164(const char *s)
+{
+    size_t n = strlen(s);
+    if (n < 3 || n > 16 || s[0] != '+' || s[1] < '1' || s[1] > '9')
+        return 0;
+    for (size_t i = 1; i < n; i++)
+        if (!isdigit((unsigned char)s[i]))
+            return 0;
+    return 1;
+}
+
+static int is_sid(const char *s, const char *prefix)
+{
+    if (strlen(s) != 34 || strncmp(s, prefix, 2) != 0)
+        return 0;
+    for (int i = 2; i < 34; i++)
+        if (!isxdigit((unsigned char)s[i]))
+            return 0;
+    return 1;
+}
+
+static int is_http_url(const char *s)
+{
+    return (strncmp(s, "http://", 7) == 0 && s[7]) || (strncmp(s, "https://", 8) == 0 && s[8]);
+}
+
+/* Reads a percent-encoded URL part into out; -1 on bad encoding or length. */
+static int url_decode(const char *s, size_t n, char *out, size_t outlen)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (c == '%') {
+            if (i + 2 >= n || !isxdigit((unsigned char)s[i + 1]) ||
+                !isxdigit((unsigned char)s[i + 2]))
+                return -1;
+            char hex[3] = {s[i + 1], s[i + 2], 0};
+            c = (char)strtol(hex, NULL, 16);
+            i += 2;
+        }
+        if (o + 1 >= outlen)
+            return -1;
+        out[o++] = c;
+    }
+    out[o] = '\0';
+    return 0;
+}
+
+static int parse_redis_url(const char *url, struct config_redis *r)
+{
+    const char *p;
+    const char *at, *slash;
+    char hostport[300];
+
+    memset(r, 0, sizeof(*r));
+    if (strncmp(url, "redis://", 8) != 0)
+        return -1;
+    p = url + 8;
+    slash = strchr(p, '/');
+    at = memchr(p, '@', slash ? (size_t)(slash - p) : strlen(p));
+    if (at) {
+        const char *colon = memchr(p, ':', (size_t)(at - p));
+        if (!colon)
+            return -1; /* user without password: Redis ACL needs both */
+        if (url_decode(p, (size_t)(colon - p), r->user, sizeof(r->user)) ||
+            url_decode(colon + 1, (size_t)(at - colon - 1), r->password, sizeof(r->password)))
+            return -1;
+        p = at + 1;
+    }
+    size_t hl = slash ? (size_t)(slash - p) : strlen(p);
+    if (hl == 0 || hl >= sizeof(hostport))
+        return -1;
+    memcpy(hostport, p, hl);
+    hostport[hl] = '\0';
+    if (hostport[0] == '[' || strchr(hostport, ':')) {
+        if (config_split_hostport(hostport, r->host, sizeof(r->host), &r->port) || r->port == 0)
+            return -1;
+    } else {
+        if (hl >= sizeof(r->host))
+            return -1;
+        memcpy(r->host, hostport, hl + 1);
+        r->port = 6379;
+    }
+    r->db = 0;
+    if (slash && slash[1]) {
+        char *end;
+        errno = 0;
+        long db = strtol(slash + 1, &end, 10);
+        if (errno || *end || db < 0 || db > 65535)
+            return -1;
+        r->db = (int)db;
+    }
+    return 0;
+}
+
+/* Value of a setting: the variable itself, else the content of NAME_FILE for
+ * secrets (trailing newlines dropped), else the default. */
+static int read_value(const struct setting *s, const char *(*getenv_fn)(const char *),
+                      char *buf, size_t len, char *errbuf, size_t errlen)
+{
+    char fname[96];
+    const char *v = getenv_fn(s->name);
+
+    if (v) {
+        if (strlen(v) >= len)
+            goto too_long;
+        strcpy(buf, v);
+        return 0;
+    }
+    if (s->secret) {
+        snprintf(fname, sizeof(fname), "%s_FILE", s->name);
+        const char *path = getenv_fn(fname);
+        if (path) {
+            FILE *f = fopen(path, "r");
+            if (!f) {
+                snprintf(errbuf, errlen, "config: %s: cannot read %s: %s", fname, path,
+                         strerror(errno));
+                return CG_ECONFIG;
+            }
+            size_t n = fread(buf, 1, len, f);
+            int big = n == len;
+            fclose(f);
+            if (big) {
+                snprintf(errbuf, errlen, "config: %s: file %s is too long", fname, path);
+                return CG_ECONFIG;
+            }
+            buf[n] = '\0';
+            while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+                buf[--n] = '\0';
+            return 0;
+        }
+    }
+    if (!s->def) {
+        snprintf(errbuf, errlen, "config: %s is required (see commsgate --help)", s->name);
+        return CG_ECONFIG;
+    }
+    strcpy(buf, s->def);
+    return 0;
+too_long:
+    snprintf(errbuf, errlen, "config: %s is too long (at most %zu bytes)", s->name, len - 1);
+    return CG_ECONFIG;
+}
+
+static int check_value(const struct setting *s, struct config *cfg, const char *v,
+                       char *errbuf, size_t errlen)
+{
+    char host[256];
+    int port;
+    char *field = (char *)cfg + s->offset;
+    const char *want = NULL;
+
+    switch (s->kind) {
+    case K_ADDR:
+        if (config_split_hostport(v, host, sizeof(host), &port))
+            want = "host:port, e.g. 0.0.0.0:50051";
+        break;
+    case K_URL:
+        if (*v && !is_http_url(v))
+            want = "an http:// or https:// URL";
+        break;
+    case K_REDIS_URL:
+        if (parse_redis_url(v, &cfg->redis))
+            want = "redis://[[user]:password@]host:port/db";
+        break;
+    case K_SID:
+        if (*v && !is_sid(v, s->prefix))
+            want = s->prefix[0] == 'A'   ? "AC followed by 32 hex digits"
+                   : s->prefix[0] == 'S' ? "SK followed by 32 hex digits"
+                   : s->prefix[0] == 'M' ? "MG followed by 32 hex digits"
+                                         : "VA followed by 32 hex digits";
+        break;
+    case K_E164:
+        if (*v && !is_e164(strncmp(v, "whatsapp:", 9) == 0 ? v + 9 : v))
+            want = "an E.164 number such as +14155551234";
+        break;
+    case K_TEXT:
+        break;
+    case K_INT: {
+        char *end;
+        errno = 0;
+        long n = strtol(v, &end, 10);
+        if (errno || !*v || *end || n < s->min || n > s->max) {
+            snprintf(errbuf, errlen, "config: %s=%s: expected a whole number from %ld to %ld",
+                     s->name, v, s->min, s->max);
+            return CG_ECONFIG;
+        }
+        if (s->offset == offsetof(struct config, max_message_bytes))
+            cfg->max_message_bytes = n;
+        else
+            *(int *)field = (int)n;
+        return 0;
+    }
+    case K_LEVEL:
+        if (log_level_parse(v, &cfg->log_level))
+            want = "debug, info, warn or error";
+        return want ? (snprintf(errbuf, errlen, "config: %s=%s: expected %s", s->name, v, want),
+                       CG_ECONFIG)
+                    : 0;
+    }
+    if (want) {
+        if (s->secret)
+            snprintf(errbuf, errlen, "config: %s: expected %s (value not shown: secret)",
+                     s->name, want);
+        else
+            snprintf(errbuf, errlen, "config: %s=%s: expected %s", s->name, v, want);
+        return CG_ECONFIG;
+    }
+    return 0;
+}
+
+static void strip_slash(char *url)
+{
+    size_t n = strlen(url);
+    while (n > 0 && url[n - 1] == '/')
+        url[--n] = '\0';
+}
+
+int config_load(struct config *cfg, const char *(*getenv_fn)(const char *name),
+                char *errbuf, size_t errlen)
+{
+    char value[1024];
+    int rc;
+
+    memset(cfg, 0, sizeof(*cfg));
+    for (size_t i = 0; i < NSETTINGS; i++) {
+        const struct setting *s = &settings[i];
+        size_t cap = s->size ? s->size : sizeof(value);
+        rc = read_value(s, getenv_fn, value, cap, errbuf, errlen);
+        if (rc)
+            return rc;
+        rc = check_value(s, cfg, value, errbuf, errlen);
+        if (rc)
+            return rc;
+        if (s->size)
+            strcpy((char *)cfg + s->offset, value);
+    }
+    if (strncmp(cfg->whatsapp_number, "whatsapp:", 9) == 0)
+        memmove(cfg->whatsapp_number, cfg->whatsapp_number + 9,
+                strlen(cfg->whatsapp_number + 9) + 1);
+    strip_slash(cfg->api_base_url);
+    strip_slash(cfg->verify_base_url);
+    strip_slash(cfg->public_url);
+    if (!cfg->public_url[0])
+        snprintf(cfg->public_url, sizeof(cfg->public_url), "http://%s", cfg->http_addr);
+
+    if (cfg->api_key_sid[0] && !cfg->api_key_secret[0]) {
+        snprintf(errbuf, errlen, "config: TWILIO_API_KEY_SECRET is required with TWILIO_API_KEY_SID");
+        return CG_ECONFIG;
+    }
+    if (cfg->api_key_secret[0] && !cfg->api_key_sid[0]) {
+        snprintf(errbuf, errlen, "config: TWILIO_API_KEY_SID is required with TWILIO_API_KEY_SECRET");
+        return CG_ECONFIG;
+    }
+    if (!cfg->auth_token[0] && !cfg->api_key_sid[0]) {
+        snprintf(errbuf, errlen,
+                 "config: TWILIO_AUTH_TOKEN (or TWILIO_API_KEY_SID + TWILIO_API_KEY_SECRET) is required");
+        return CG_ECONFIG;
+    }
+    return CG_OK;
+}
+
+int config_is_simulator(const struct config *cfg)
+{
+    return strcmp(cfg->account_sid, SIM_ACCOUNT_SID) == 0;
+}

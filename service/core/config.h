@@ -1,0 +1,62 @@
+/* commsgate's settings, read once at startup from the environment. Secrets
+ * also come from a file named by the setting's *_FILE twin (for secrets
+ * mounted by Docker or Kubernetes). */
+#ifndef COMMSGATE_CONFIG_H
+#define COMMSGATE_CONFIG_H
+
+#include <stdio.h>
+
+#include "log.h"
+
+struct config_redis {
+    char host[256];
+    int port;
+    char user[128];
+    char password[256];
+    int db;
+};
+
+struct config {
+    char grpc_addr[272];
+    char http_addr[272];
+    char public_url[512];
+    char redis_url[768];
+    struct config_redis redis;
+
+    char account_sid[40];
+    char auth_token[128];
+    char api_key_sid[40];
+    char api_key_secret[128];
+    char phone_number[24];
+    char messaging_service_sid[40];
+    char whatsapp_number[24];
+    char verify_service_sid[40];
+    char api_base_url[512];
+    char verify_base_url[512];
+
+    int grpc_threads;
+    enum log_level log_level;
+    int shutdown_grace_ms;
+    int redis_ping_interval_ms;
+    int redis_timeout_ms;
+    long max_message_bytes;
+};
+
+/* Fills *cfg from the environment through `getenv_fn` (getenv in the daemon;
+ * tests pass their own). On failure returns CG_ECONFIG and writes one line
+ * naming the setting and what is wrong into errbuf; never includes a
+ * secret's value in it. */
+int config_load(struct config *cfg, const char *(*getenv_fn)(const char *name),
+                char *errbuf, size_t errlen);
+
+/* The settings table for `commsgate --help`: name, default, meaning. */
+void config_print_help(FILE *out);
+
+/* True when the credentials are the simulator's documented test values, so
+ * the log can say plainly that no real Twilio account is in use. */
+int config_is_simulator(const struct config *cfg);
+
+/* Splits "host:port" ("[v6]:port" too). Returns 0, or -1 if malformed. */
+int config_split_hostport(const char *addr, char *host, size_t hostlen, int *port);
+
+#endif

@@ -1,0 +1,191 @@
+/* commsgate: wiring only. config -> log -> loop thread (Redis, HTTP) ->
+ * gRPC server; then wait for SIGINT/SIGTERM and shut down in order. */
+#include <curl/curl.h>
+#include <grpc/grpc.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "app.h"
+#include "core/config.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "loop/loop.h"
+#include "redis/redis.h"
+#include "rpc/health.h"
+#include "rpc/messaging.h"
+#include "rpc/server.h"
+
+#define COMMSGATE_VERSION "0.1.0"
+
+static const char *env(const char *name)
+{
+    return getenv(name);
+}
+
+static void usage(FILE *out)
+{
+    fprintf(out, "Usage: commsgate [--help] [--version]\n\n"
+                 "commsgate is a gRPC gateway to Twilio (SMS, WhatsApp, voice, Verify) that\n"
+                 "enforces opt-outs, rate limits and idempotency in Redis. It is configured\n"
+                 "entirely through the environment.\n\n");
+    config_print_help(out);
+}
+
+static void on_redis_health(int up, void *data)
+{
+    struct app *app = data;
+    health_set_serving(app->health, up);
+}
+
+/* Loop thread: start what the loop owns. */
+static void loop_open(void *arg)
+{
+    struct app *app = arg;
+    if (redis_start(app->redis))
+        log_error("redis_start_failed", "cannot arm the Redis timer");
+}
+
+/* Loop thread, at shutdown: closing Redis fails its pending commands, which
+ * answers the calls waiting on them. */
+static void loop_close(void *arg)
+{
+    struct app *app = arg;
+    redis_free(&app->redis);
+}
+
+static long long ms_since(const struct timespec *t0)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (t.tv_sec - t0->tv_sec) * 1000LL + (t.tv_nsec - t0->tv_nsec) / 1000000;
+}
+
+int main(int argc, char **argv)
+{
+    static struct config cfg;
+    struct app app = {.cfg = &cfg};
+    struct rpc_method methods[2 + MESSAGING_MAX_METHODS];
+    size_t nmethods = 0;
+    char err[512];
+    sigset_t sigs;
+    int sig = 0, rc, exit_code = 1;
+    struct timespec t0;
+
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            usage(stdout);
+            return 0;
+        }
+        if (!strcmp(argv[i], "--version")) {
+            printf("commsgate %s\n", COMMSGATE_VERSION);
+            return 0;
+        }
+        fprintf(stderr, "commsgate: unknown argument %s (try --help)\n", argv[i]);
+        return 2;
+    }
+
+    if (config_load(&cfg, env, err, sizeof(err))) {
+        log_event(LOG_LEVEL_ERROR, "config_invalid", json_pack("{s:s}", "msg", err));
+        return 2;
+    }
+    log_set_level(cfg.log_level);
+
+    /* Signals are taken by sigwait in this thread only: block them before any
+     * thread (gRPC's included) exists, so every thread inherits the mask. */
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    log_event(LOG_LEVEL_INFO, "starting",
+              json_pack("{s:s, s:s, s:s, s:s, s:i, s:s, s:s}", "version", COMMSGATE_VERSION,
+                        "grpc_addr", cfg.grpc_addr, "public_url", cfg.public_url, "redis_host",
+                        cfg.redis.host, "redis_port", cfg.redis.port, "twilio_api",
+                        cfg.api_base_url, "twilio_verify", cfg.verify_base_url));
+    if (config_is_simulator(&cfg))
+        log_event(LOG_LEVEL_WARN, "twilio_simulator",
+                  json_pack("{s:s, s:s}", "msg",
+                            "no Twilio credentials: using the simulator's test account; "
+                            "nothing reaches a real phone",
+                            "twilio_api", cfg.api_base_url));
+
+    if (curl_global_init(CURL_GLOBAL_DEFAULT)) {
+        log_error("curl_init_failed", "curl_global_init failed");
+        return 1;
+    }
+    grpc_init();
+
+    rc = loop_new(&app.loop);
+    if (rc)
+        goto fail;
+    rc = health_new(&app.health);
+    if (rc)
+        goto fail;
+    struct redis_opts ropts = {.server = &cfg.redis,
+                               .ping_interval_ms = cfg.redis_ping_interval_ms,
+                               .timeout_ms = cfg.redis_timeout_ms,
+                               .on_health = on_redis_health,
+                               .health_data = &app};
+    rc = redis_new(loop_base(app.loop), &ropts, &app.redis);
+    if (rc)
+        goto fail;
+    rc = loop_start(app.loop, "cg-loop");
+    if (rc)
+        goto fail;
+    rc = loop_call(app.loop, loop_open, &app);
+    if (rc)
+        goto fail;
+
+    nmethods += health_methods(methods + nmethods);
+    nmethods += messaging_methods(methods + nmethods);
+    struct rpc_server_opts sopts = {.addr = cfg.grpc_addr,
+                                    .threads = cfg.grpc_threads,
+                                    .max_message_bytes = cfg.max_message_bytes,
+                                    .app = &app};
+    rc = rpc_server_new(&sopts, methods, nmethods, &app.server);
+    if (rc)
+        goto fail;
+    rc = rpc_server_start(app.server, err, sizeof(err));
+    if (rc) {
+        log_event(LOG_LEVEL_ERROR, "grpc_listen_failed", json_pack("{s:s}", "msg", err));
+        goto fail;
+    }
+    log_event(LOG_LEVEL_INFO, "ready",
+              json_pack("{s:s, s:i, s:i, s:I}", "grpc_addr", cfg.grpc_addr, "grpc_port",
+                        rpc_server_port(app.server), "grpc_threads", cfg.grpc_threads,
+                        "startup_ms", (json_int_t)ms_since(&t0)));
+
+    sigwait(&sigs, &sig);
+    log_event(LOG_LEVEL_INFO, "stopping",
+              json_pack("{s:s, s:i, s:i}", "signal", sig == SIGINT ? "SIGINT" : "SIGTERM",
+                        "calls_in_flight", rpc_server_live_calls(app.server), "grace_ms",
+                        cfg.shutdown_grace_ms));
+    health_shutdown(app.health);
+    int cancelled = rpc_server_shutdown(app.server, cfg.shutdown_grace_ms);
+    exit_code = 0;
+    log_event(LOG_LEVEL_INFO, "stopped",
+              json_pack("{s:i, s:I}", "calls_cancelled", cancelled, "shutdown_ms",
+                        (json_int_t)0));
+fail:
+    if (rc)
+        log_event(LOG_LEVEL_ERROR, "startup_failed",
+                  json_pack("{s:s, s:s}", "error", error_name(rc), "msg", error_message(rc)));
+    if (app.loop) {
+        if (app.redis)
+            loop_call(app.loop, loop_close, &app);
+        loop_stop(app.loop);
+    }
+    redis_free(&app.redis); /* only if the loop never ran */
+    rpc_server_free(&app.server);
+    health_free(&app.health);
+    loop_free(&app.loop);
+    grpc_shutdown();
+    curl_global_cleanup();
+    return exit_code;
+}

@@ -1,0 +1,310 @@
+/* hiredis async on libevent. hiredis 0.14 has no command timeouts, so a
+ * periodic PING doubles as the timeout: a connection that leaves it
+ * unanswered too long is dropped, which fails every pending command. */
+#include "redis.h"
+
+#include <arpa/inet.h>
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <event2/util.h>
+#include <hiredis/adapters/libevent.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../core/error.h"
+#include "../core/log.h"
+
+enum conn_state { CONN_IDLE, CONN_RESOLVING, CONN_CONNECTING, CONN_READY };
+
+struct redis_ctx {
+    struct event_base *base;
+    struct evdns_base *dns;
+    struct evdns_getaddrinfo_request *dns_req;
+    struct event *tick;
+    struct redis_opts opts;
+    struct config_redis server;
+
+    redisAsyncContext *ac;
+    enum conn_state state;
+    int up;
+    int ping_outstanding;
+    long long ping_sent_ms;
+    int failures; /* consecutive failed attempts, to log the first only */
+};
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void set_up(struct redis_ctx *r, int up, const char *why)
+{
+    if (r->up == up)
+        return;
+    r->up = up;
+    if (up)
+        log_event(LOG_LEVEL_INFO, "redis_up",
+                  json_pack("{s:s, s:i, s:i}", "host", r->server.host, "port", r->server.port,
+                            "db", r->server.db));
+    else
+        log_event(LOG_LEVEL_WARN, "redis_down",
+                  json_pack("{s:s, s:i, s:s}", "host", r->server.host, "port", r->server.port,
+                            "reason", why));
+    if (r->opts.on_health)
+        r->opts.on_health(up, r->opts.health_data);
+}
+
+static void note_failure(struct redis_ctx *r, const char *why)
+{
+    if (r->failures++ == 0 && !r->up)
+        log_event(LOG_LEVEL_WARN, "redis_connect_failed",
+                  json_pack("{s:s, s:i, s:s}", "host", r->server.host, "port", r->server.port,
+                            "reason", why));
+    set_up(r, 0, why);
+}
+
+/* Drops the connection from outside hiredis callbacks. */
+static void drop(struct redis_ctx *r, const char *why)
+{
+    redisAsyncContext *ac = r->ac;
+    r->ac = NULL; /* so on_disconnect knows it was us */
+    r->state = CONN_IDLE;
+    r->ping_outstanding = 0;
+    note_failure(r, why);
+    if (ac)
+        redisAsyncFree(ac);
+}
+
+static void on_ping(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct redis_ctx *r = privdata;
+    redisReply *rep = reply;
+
+    if (ac != r->ac)
+        return; /* a connection we already dropped */
+    r->ping_outstanding = 0;
+    if (!rep) {
+        return; /* disconnect callback reports it */
+    }
+    if (rep->type == REDIS_REPLY_ERROR) {
+        /* Wrong password or db, or a loading/busy server: not usable. */
+        log_event(LOG_LEVEL_WARN, "redis_error", json_pack("{s:s}", "reply", rep->str));
+        set_up(r, 0, "error reply to PING");
+        return;
+    }
+    r->failures = 0;
+    set_up(r, 1, NULL);
+}
+
+static void send_ping(struct redis_ctx *r)
+{
+    if (redisAsyncCommand(r->ac, on_ping, r, "PING") == REDIS_OK) {
+        r->ping_outstanding = 1;
+        r->ping_sent_ms = now_ms();
+    }
+}
+
+static void on_setup_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct redis_ctx *r = privdata;
+    redisReply *rep = reply;
+    if (ac == r->ac && rep && rep->type == REDIS_REPLY_ERROR)
+        log_event(LOG_LEVEL_ERROR, "redis_auth_failed",
+                  json_pack("{s:s, s:s}", "reply", rep->str, "hint",
+                            "check the password and db in REDIS_URL"));
+}
+
+static void on_connect(const redisAsyncContext *ac, int status)
+{
+    struct redis_ctx *r = ac->data;
+
+    if (ac != r->ac)
+        return;
+    if (status != REDIS_OK) {
+        r->ac = NULL; /* hiredis frees it after this callback */
+        r->state = CONN_IDLE;
+        note_failure(r, ac->errstr);
+        return;
+    }
+    r->state = CONN_READY;
+    /* AUTH and SELECT are pipelined ahead of the first PING: Redis answers in
+     * order, so the PING only succeeds if both did. */
+    if (r->server.password[0]) {
+        if (r->server.user[0])
+            redisAsyncCommand(r->ac, on_setup_reply, r, "AUTH %s %s", r->server.user,
+                              r->server.password);
+        else
+            redisAsyncCommand(r->ac, on_setup_reply, r, "AUTH %s", r->server.password);
+    }
+    if (r->server.db)
+        redisAsyncCommand(r->ac, on_setup_reply, r, "SELECT %d", r->server.db);
+    send_ping(r);
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status)
+{
+    struct redis_ctx *r = ac->data;
+    if (ac != r->ac)
+        return;
+    r->ac = NULL; /* hiredis frees it after this callback */
+    r->state = CONN_IDLE;
+    r->ping_outstanding = 0;
+    note_failure(r, status == REDIS_OK ? "connection closed" : ac->errstr);
+}
+
+static void connect_ip(struct redis_ctx *r, const char *ip)
+{
+    redisAsyncContext *ac = redisAsyncConnect(ip, r->server.port);
+    if (!ac) {
+        note_failure(r, "out of memory");
+        return;
+    }
+    if (ac->err) {
+        note_failure(r, ac->errstr);
+        redisAsyncFree(ac);
+        return;
+    }
+    ac->data = r;
+    r->ac = ac;
+    r->state = CONN_CONNECTING;
+    redisLibeventAttach(ac, r->base);
+    redisAsyncSetConnectCallback(ac, on_connect);
+    redisAsyncSetDisconnectCallback(ac, on_disconnect);
+}
+
+static void on_resolved(int result, struct evutil_addrinfo *res, void *arg)
+{
+    struct redis_ctx *r = arg;
+    char ip[INET6_ADDRSTRLEN];
+
+    if (result == EVUTIL_EAI_CANCEL)
+        return; /* redis_free cancelled us; r may be going away */
+    r->dns_req = NULL;
+    r->state = CONN_IDLE;
+    if (result != 0 || !res) {
+        note_failure(r, evutil_gai_strerror(result));
+        goto done;
+    }
+    if (res->ai_family == AF_INET)
+        inet_ntop(AF_INET, &((struct sockaddr_in *)res->ai_addr)->sin_addr, ip, sizeof(ip));
+    else
+        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)res->ai_addr)->sin6_addr, ip, sizeof(ip));
+    connect_ip(r, ip);
+done:
+    if (res)
+        evutil_freeaddrinfo(res);
+}
+
+/* Host names are resolved with evdns so that a slow DNS server never blocks
+ * the loop (hiredis 0.14 would call getaddrinfo inline). */
+static void start_connect(struct redis_ctx *r)
+{
+    struct in6_addr tmp;
+    struct evutil_addrinfo hints;
+
+    if (inet_pton(AF_INET, r->server.host, &tmp) == 1 ||
+        inet_pton(AF_INET6, r->server.host, &tmp) == 1) {
+        connect_ip(r, r->server.host);
+        return;
+    }
+    if (!r->dns) {
+        r->dns = evdns_base_new(r->base, EVDNS_BASE_INITIALIZE_NAMESERVERS |
+                                             EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+        if (!r->dns) {
+            note_failure(r, "cannot start the DNS resolver");
+            return;
+        }
+    }
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    r->state = CONN_RESOLVING;
+    r->dns_req = evdns_getaddrinfo(r->dns, r->server.host, NULL, &hints, on_resolved, r);
+}
+
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct redis_ctx *r = arg;
+
+    switch (r->state) {
+    case CONN_IDLE:
+        start_connect(r);
+        break;
+    case CONN_RESOLVING:
+    case CONN_CONNECTING:
+        break;
+    case CONN_READY:
+        if (!r->ping_outstanding)
+            send_ping(r);
+        else if (now_ms() - r->ping_sent_ms > r->opts.timeout_ms)
+            drop(r, "ping timed out");
+        break;
+    }
+}
+
+int redis_new(struct event_base *base, const struct redis_opts *opts, struct redis_ctx **out)
+{
+    struct redis_ctx *r = calloc(1, sizeof(*r));
+    if (!r)
+        return CG_ENOMEM;
+    r->base = base;
+    r->opts = *opts;
+    r->server = *opts->server;
+    r->opts.server = &r->server;
+    r->tick = event_new(base, -1, EV_PERSIST, on_tick, r);
+    if (!r->tick) {
+        free(r);
+        return CG_ENOMEM;
+    }
+    *out = r;
+    return CG_OK;
+}
+
+int redis_start(struct redis_ctx *r)
+{
+    struct timeval tv = {r->opts.ping_interval_ms / 1000,
+                         (r->opts.ping_interval_ms % 1000) * 1000};
+    if (event_add(r->tick, &tv))
+        return CG_ESYS;
+    start_connect(r);
+    return CG_OK;
+}
+
+int redis_is_up(const struct redis_ctx *r)
+{
+    return r->up && r->ac != NULL;
+}
+
+int redis_command_argv(struct redis_ctx *r, redisCallbackFn *fn, void *privdata, int argc,
+                       const char **argv, const size_t *argvlen)
+{
+    if (!redis_is_up(r))
+        return CG_EREDIS;
+    if (redisAsyncCommandArgv(r->ac, fn, privdata, argc, argv, argvlen) != REDIS_OK)
+        return CG_EREDIS;
+    return CG_OK;
+}
+
+void redis_free(struct redis_ctx **rp)
+{
+    struct redis_ctx *r = *rp;
+    if (!r)
+        return;
+    if (r->tick)
+        event_free(r->tick);
+    if (r->dns_req)
+        evdns_getaddrinfo_cancel(r->dns_req);
+    if (r->dns)
+        evdns_base_free(r->dns, 0);
+    r->opts.on_health = NULL; /* nobody is listening any more */
+    if (r->ac) {
+        redisAsyncContext *ac = r->ac;
+        r->ac = NULL;
+        redisAsyncFree(ac);
+    }
+    free(r);
+    *rp = NULL;
+}

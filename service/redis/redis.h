@@ -1,0 +1,44 @@
+/* The Redis connection, owned by the loop thread: connects (and reconnects),
+ * authenticates, selects the db, and pings so the service knows whether
+ * Redis answers. Everything here runs on the loop thread. */
+#ifndef COMMSGATE_REDIS_H
+#define COMMSGATE_REDIS_H
+
+#include <hiredis/async.h>
+#include <stddef.h>
+
+#include "../core/config.h"
+
+struct event_base;
+struct redis_ctx;
+
+/* Called on the loop thread each time Redis goes from answering to not
+ * answering, or back. */
+typedef void redis_health_fn(int up, void *data);
+
+struct redis_opts {
+    const struct config_redis *server;
+    int ping_interval_ms;
+    int timeout_ms;
+    redis_health_fn *on_health;
+    void *health_data;
+};
+
+int redis_new(struct event_base *base, const struct redis_opts *opts, struct redis_ctx **out);
+/* Starts connecting; health is reported through on_health from then on. */
+int redis_start(struct redis_ctx *r);
+/* True while the last ping was answered. */
+int redis_is_up(const struct redis_ctx *r);
+
+/* Sends one command. When Redis is not answering, returns CG_EREDIS at once
+ * and `fn` is never called (policies fail closed, and fast). Otherwise `fn`
+ * is called exactly once, with reply NULL if the connection was lost; the
+ * reply is hiredis's and is freed when `fn` returns. argv is copied. */
+int redis_command_argv(struct redis_ctx *r, redisCallbackFn *fn, void *privdata, int argc,
+                       const char **argv, const size_t *argvlen);
+
+/* Drops the connection: pending commands' callbacks run with reply NULL.
+ * Clears *r; NULL is a no-op. */
+void redis_free(struct redis_ctx **r);
+
+#endif

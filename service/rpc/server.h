@@ -1,0 +1,85 @@
+/* The gRPC server: completion-queue threads, the method table, and the
+ * per-call object every RPC goes through. A call arrives on a queue thread,
+ * its handler usually hands it to the loop thread, and whichever thread
+ * holds it answers with rpc_call_finish. */
+#ifndef COMMSGATE_RPC_SERVER_H
+#define COMMSGATE_RPC_SERVER_H
+
+#include <grpc/grpc.h>
+#include <protobuf-c/protobuf-c.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct rpc_server;
+struct rpc_call;
+
+struct rpc_method {
+    const char *path; /* "/package.Service/Method" */
+    /* Queue thread, once per call, with the request bytes (valid only during
+     * the call: unpack and free them here). The handler then owns the call
+     * and must end it with rpc_call_finish (or rpc_call_release, if the
+     * client is already gone). */
+    void (*on_call)(struct rpc_call *call, const uint8_t *req, size_t len);
+    /* Optional, streaming methods: a message from rpc_call_send was sent
+     * (ok) or not. Queue thread. */
+    void (*on_sent)(struct rpc_call *call, int ok);
+    /* Optional: the call is over on the client's side (cancelled: the client
+     * cancelled, its deadline passed, or the server shuts down). Queue
+     * thread; may run while the handler still holds the call. */
+    void (*on_closed)(struct rpc_call *call, int cancelled);
+    /* The method's own static data, e.g. its protobuf-c descriptor. */
+    const void *data;
+};
+
+struct rpc_server_opts {
+    const char *addr;
+    int threads;
+    long max_message_bytes;
+    void *app; /* handed to handlers through rpc_call_app */
+};
+
+/* `methods` must outlive the server. */
+int rpc_server_new(const struct rpc_server_opts *opts, const struct rpc_method *methods,
+                   size_t nmethods, struct rpc_server **out);
+/* Binds and starts the queue threads. On failure writes why into errbuf. */
+int rpc_server_start(struct rpc_server *s, char *errbuf, size_t errlen);
+int rpc_server_port(const struct rpc_server *s);
+/* Number of calls currently held (arrived and not yet freed). */
+int rpc_server_live_calls(struct rpc_server *s);
+
+/* Main thread. Stops accepting calls and waits up to grace_ms for the calls
+ * in flight to finish; then cancels the rest and waits for them to be
+ * answered. Returns the number of calls it had to cancel. The loop thread
+ * must still run, since it answers calls. */
+int rpc_server_shutdown(struct rpc_server *s, int grace_ms);
+/* After rpc_server_shutdown and after the loop thread has stopped: drains
+ * the queue, joins the threads, destroys the server. Clears *s. */
+void rpc_server_free(struct rpc_server **s);
+
+/* Per-call accessors; any thread that holds the call. */
+void *rpc_call_app(const struct rpc_call *call);
+const struct rpc_method *rpc_call_method(const struct rpc_call *call);
+gpr_timespec rpc_call_deadline(const struct rpc_call *call);
+/* Milliseconds left before the caller's deadline (INT64_MAX if none). */
+int64_t rpc_call_ms_left(const struct rpc_call *call);
+/* True once the client has gone (cancel, deadline, shutdown). */
+int rpc_call_is_cancelled(const struct rpc_call *call);
+/* A slot for the handler's own state. */
+void *rpc_call_get_data(const struct rpc_call *call);
+void rpc_call_set_data(struct rpc_call *call, void *data);
+/* For handing the call to the loop thread (loop_post). */
+struct loop_task *rpc_call_task(struct rpc_call *call);
+struct rpc_call *rpc_call_from_task(struct loop_task *task);
+
+/* Any thread that holds the call; ends the holder's ownership whatever it
+ * returns: never touch the call afterwards. `resp` is packed here (sent only
+ * with GRPC_STATUS_OK); `msg` is copied. */
+int rpc_call_finish(struct rpc_call *call, grpc_status_code code, const char *msg,
+                    const ProtobufCMessage *resp);
+/* Streaming: sends one message; at most one in flight per call. The holder
+ * keeps the call; on_sent reports completion. */
+int rpc_call_send(struct rpc_call *call, const ProtobufCMessage *msg);
+/* Gives the call up without answering (the client is gone). */
+void rpc_call_release(struct rpc_call *call);
+
+#endif
