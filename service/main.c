@@ -166,12 +166,13 @@ int main(int argc, char **argv)
               json_pack("{s:s, s:i, s:i}", "signal", sig == SIGINT ? "SIGINT" : "SIGTERM",
                         "calls_in_flight", rpc_server_live_calls(app.server), "grace_ms",
                         cfg.shutdown_grace_ms));
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     health_shutdown(app.health);
     int cancelled = rpc_server_shutdown(app.server, cfg.shutdown_grace_ms);
     exit_code = 0;
     log_event(LOG_LEVEL_INFO, "stopped",
               json_pack("{s:i, s:I}", "calls_cancelled", cancelled, "shutdown_ms",
-                        (json_int_t)0));
+                        (json_int_t)ms_since(&t0)));
 fail:
     if (rc)
         log_event(LOG_LEVEL_ERROR, "startup_failed",

@@ -277,8 +277,8 @@ static int check_value(const struct setting *s, struct config *cfg, const char *
         if (config_split_hostport(v, host, sizeof(host), &port))
             want = "host:port, e.g. 0.0.0.0:50051";
         break;
-    case K_URL:
-        if (*v && !is_http_url(v))
+    case K_URL: /* empty only where empty is the default */
+        if ((*v || (s->def && *s->def)) && !is_http_url(v))
             want = "an http:// or https:// URL";
         break;
     case K_REDIS_URL:

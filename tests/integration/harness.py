@@ -146,6 +146,17 @@ def thread_count(pid):
     raise RuntimeError("no thread count for pid %d" % pid)
 
 
+def thread_names(pid):
+    names = []
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/comm" % (pid, tid)) as f:
+                names.append(f.read().strip())
+        except OSError:
+            pass
+    return names
+
+
 def http_json(method, url, body=None, headers=None, timeout=5.0):
     data = None
     hdrs = dict(headers or {})
@@ -162,3 +173,79 @@ def redis_cli(port, *args):
     out = subprocess.run(["redis-cli", "-p", str(port)] + [str(a) for a in args],
                          check=True, capture_output=True, text=True)
     return out.stdout.strip()
+
+
+def protos():
+    """The Python messages generated from proto/ at build time (protoc
+    --python_out). They are imported as top-level modules because the
+    health one's package, grpc.health.v1, would shadow grpcio's own `grpc`."""
+    import sys
+    out = os.environ.get("COMMSGATE_PY_OUT", os.path.join(BIN_DIR, "..", "py"))
+    for sub in ("commsgate/v1", "grpc/health/v1"):
+        path = os.path.join(out, sub)
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    import health_pb2
+    import messaging_pb2
+    return health_pb2, messaging_pb2
+
+
+class Stubs:
+    """Unary and streaming callables for every method, made with grpcio's
+    generic API from the generated messages (no grpc_tools needed)."""
+
+    def __init__(self, channel):
+        import grpc  # noqa: F401  (grpcio, from Debian)
+        health, msg = protos()
+        self.health_pb2, self.messaging_pb2 = health, msg
+
+        def unary(path, req, resp):
+            return channel.unary_unary(path, request_serializer=req.SerializeToString,
+                                       response_deserializer=resp.FromString)
+        self.Check = unary("/grpc.health.v1.Health/Check", health.HealthCheckRequest,
+                           health.HealthCheckResponse)
+        self.Watch = channel.unary_stream(
+            "/grpc.health.v1.Health/Watch",
+            request_serializer=health.HealthCheckRequest.SerializeToString,
+            response_deserializer=health.HealthCheckResponse.FromString)
+        svc = msg.DESCRIPTOR.services_by_name["Messaging"]
+        for m in svc.methods:
+            req = getattr(msg, m.input_type.name)
+            resp = getattr(msg, m.output_type.name)
+            setattr(self, m.name, unary("/commsgate.v1.Messaging/%s" % m.name, req, resp))
+
+
+class Stack:
+    """redis-server + simulator (when built) + commsgate, all on loopback."""
+
+    def __init__(self, env=None, with_sim=True):
+        import grpc
+        self.redis = start_redis()
+        self.sim = None
+        sim_url = "http://127.0.0.1:1"
+        if with_sim and os.path.exists(os.path.join(BIN_DIR, "twilio-sim")):
+            self.sim = start_sim()
+            sim_url = self.sim.url
+        self.sim_url = sim_url
+        self.daemon = start_daemon(self.redis.port, sim_url, extra_env=env)
+        self.channel = grpc.insecure_channel(self.daemon.grpc_target)
+        self.stubs = Stubs(self.channel)
+
+    def wait_serving(self, want=1, timeout=5.0):
+        health = self.stubs.health_pb2
+        deadline = time.monotonic() + timeout
+        status = None
+        while time.monotonic() < deadline:
+            status = self.stubs.Check(health.HealthCheckRequest(), timeout=1).status
+            if status == want:
+                return time.monotonic()
+            time.sleep(0.02)
+        raise AssertionError("health stayed %s, wanted %s" % (status, want))
+
+    def close(self):
+        self.channel.close()
+        rc = self.daemon.stop()
+        if self.sim:
+            self.sim.stop()
+        self.redis.stop()
+        return rc

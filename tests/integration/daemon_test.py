@@ -1,0 +1,189 @@
+"""The daemon as an operator meets it: --help, one-line config errors,
+secrets never logged, SIGTERM/SIGINT with calls in flight."""
+import collections
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import time
+import unittest
+
+import grpc
+
+import harness
+
+COMMSGATE = os.path.join(harness.BIN_DIR, "commsgate")
+
+
+def run(env, args=(), timeout=10):
+    full = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    for k in ("ASAN_OPTIONS", "LSAN_OPTIONS", "UBSAN_OPTIONS"):
+        if k in os.environ:
+            full[k] = os.environ[k]
+    full.update(env)
+    return subprocess.run([COMMSGATE] + list(args), env=full, capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+GOOD = {"TWILIO_ACCOUNT_SID": harness.SIM_ACCOUNT_SID, "TWILIO_AUTH_TOKEN": "t",
+        "REDIS_URL": "redis://127.0.0.1:1/0", "COMMSGATE_GRPC_ADDR": "127.0.0.1:1"}
+
+
+class ConfigTest(unittest.TestCase):
+    def test_help_lists_every_setting_with_defaults(self):
+        r = run({}, ["--help"])
+        self.assertEqual(r.returncode, 0)
+        for name in ("COMMSGATE_GRPC_ADDR", "COMMSGATE_HTTP_ADDR", "COMMSGATE_PUBLIC_URL",
+                     "REDIS_URL", "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN",
+                     "TWILIO_API_KEY_SID", "TWILIO_API_KEY_SECRET", "TWILIO_PHONE_NUMBER",
+                     "TWILIO_MESSAGING_SERVICE_SID", "TWILIO_WHATSAPP_NUMBER",
+                     "TWILIO_VERIFY_SERVICE_SID", "TWILIO_API_BASE_URL",
+                     "TWILIO_VERIFY_BASE_URL"):
+            self.assertIn(name, r.stdout)
+        for default in ("0.0.0.0:50051", "0.0.0.0:8080", "redis://127.0.0.1:6379/0",
+                        "https://api.twilio.com", "https://verify.twilio.com"):
+            self.assertIn(default, r.stdout)
+
+    def test_unknown_argument(self):
+        r = run({}, ["--frobnicate"])
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("--frobnicate", r.stderr)
+
+    def assert_one_line_naming(self, env, name):
+        r = run(env)
+        self.assertEqual(r.returncode, 2, r.stderr)
+        lines = r.stderr.strip().splitlines()
+        self.assertEqual(len(lines), 1, r.stderr)
+        line = json.loads(lines[0])
+        self.assertEqual(line["level"], "error")
+        self.assertEqual(line["event"], "config_invalid")
+        self.assertIn(name, line["msg"])
+        return line["msg"]
+
+    def test_missing_account_sid(self):
+        env = dict(GOOD)
+        del env["TWILIO_ACCOUNT_SID"]
+        self.assert_one_line_naming(env, "TWILIO_ACCOUNT_SID")
+
+    def test_malformed_settings(self):
+        for name, value in (("REDIS_URL", "localhost:6379"),
+                            ("COMMSGATE_GRPC_ADDR", "nope"),
+                            ("TWILIO_API_BASE_URL", "api.twilio.com"),
+                            ("TWILIO_PHONE_NUMBER", "555-1234"),
+                            ("COMMSGATE_GRPC_THREADS", "many")):
+            env = dict(GOOD)
+            env[name] = value
+            self.assert_one_line_naming(env, name)
+
+    def test_secret_not_echoed_in_config_error(self):
+        env = dict(GOOD)
+        env["REDIS_URL"] = "redis://:Sup3rSecretPw@host:notaport/0"
+        msg = self.assert_one_line_naming(env, "REDIS_URL")
+        self.assertNotIn("Sup3rSecretPw", msg)
+
+    def test_port_in_use_is_one_clear_line(self):
+        import socket
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        env = dict(GOOD)
+        env["COMMSGATE_GRPC_ADDR"] = "127.0.0.1:%d" % s.getsockname()[1]
+        r = run(env)
+        s.close()
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("COMMSGATE_GRPC_ADDR", r.stderr)
+
+
+class RunningDaemonTest(unittest.TestCase):
+    TOKEN = "tok-0f1e2d3c4b5a69788796a5b4c3d2e1f0"
+    REDIS_PW = "redis-pw-5ae1c0ffee"
+
+    def test_secrets_from_files_and_never_logged(self):
+        port = harness.free_port()
+        redis = harness.Proc("redis", ["redis-server", "--port", str(port), "--bind",
+                                       "127.0.0.1", "--save", "", "--requirepass",
+                                       self.REDIS_PW], port=port)
+        grpc_port = harness.free_port()
+        env = harness.daemon_env(port, "http://127.0.0.1:1", grpc_port, harness.free_port(),
+                                 {"COMMSGATE_LOG_LEVEL": "debug"})
+        with tempfile.TemporaryDirectory() as d:
+            # The secrets come only from *_FILE twins.
+            del env["REDIS_URL"], env["TWILIO_AUTH_TOKEN"]
+            env["TWILIO_AUTH_TOKEN_FILE"] = os.path.join(d, "token")
+            env["REDIS_URL_FILE"] = os.path.join(d, "redis_url")
+            with open(env["TWILIO_AUTH_TOKEN_FILE"], "w") as f:
+                f.write(self.TOKEN + "\n")
+            with open(env["REDIS_URL_FILE"], "w") as f:
+                f.write("redis://:%s@127.0.0.1:%d/0\n" % (self.REDIS_PW, port))
+            full = {k: v for k, v in os.environ.items()
+                    if k not in ("REDIS_URL", "TWILIO_AUTH_TOKEN")}
+            full.update(env)
+            p = subprocess.Popen([COMMSGATE], env=full, stderr=subprocess.PIPE,
+                                 stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True)
+            try:
+                harness.wait_port(grpc_port, proc=p)
+                ch = grpc.insecure_channel("127.0.0.1:%d" % grpc_port)
+                stubs = harness.Stubs(ch)
+                H = stubs.health_pb2
+                deadline = time.monotonic() + 5
+                while stubs.Check(H.HealthCheckRequest(), timeout=1).status != \
+                        H.HealthCheckResponse.SERVING:
+                    self.assertLess(time.monotonic(), deadline, "never SERVING with file secrets")
+                    time.sleep(0.05)
+                for _ in range(5):
+                    with self.assertRaises(grpc.RpcError):
+                        stubs.SendSMS(stubs.messaging_pb2.SendSMSRequest(to="+1"), timeout=2)
+                ch.close()
+            finally:
+                p.send_signal(signal.SIGTERM)
+                _, err = p.communicate(timeout=10)
+                redis.stop()
+        self.assertEqual(p.returncode, 0, err)
+        self.assertIn('"event":"redis_up"', err)
+        for line in err.strip().splitlines():
+            obj = json.loads(line)  # every line is one JSON object
+            for key in ("time", "level", "event"):
+                self.assertIn(key, obj)
+        self.assertNotIn(self.TOKEN, err)
+        self.assertNotIn(self.REDIS_PW, err)
+
+    def test_sigterm_with_calls_in_flight(self):
+        stack = harness.Stack(with_sim=False, env={"COMMSGATE_SHUTDOWN_GRACE_MS": "500"})
+        try:
+            stack.wait_serving(stack.stubs.health_pb2.HealthCheckResponse.SERVING)
+            # A hung Redis holds every call on the loop thread.
+            stack.redis.signal(signal.SIGSTOP)
+            msg = stack.stubs.messaging_pb2
+            futures = [stack.stubs.SendSMS.future(msg.SendSMSRequest(), timeout=30)
+                       for _ in range(200)]
+            time.sleep(0.2)
+            t0 = time.monotonic()
+            stack.daemon.signal(signal.SIGTERM)
+            codes = collections.Counter(f.exception().code() for f in futures)
+            rc = stack.daemon.wait(10)
+            took = time.monotonic() - t0
+        finally:
+            stack.redis.signal(signal.SIGCONT)
+            stack.close()
+        # Every call got a status (none hung to its 30 s deadline), and the
+        # daemon exited 0 well within grace + a margin.
+        self.assertEqual(sum(codes.values()), 200)
+        self.assertTrue(set(codes) <= {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED,
+                                       grpc.StatusCode.UNIMPLEMENTED}, codes)
+        self.assertEqual(rc, 0, stack.daemon.output())
+        self.assertLess(took, 5.0)
+        self.assertIn('"event":"stopped"', stack.daemon.output())
+
+    def test_sigint_exits_zero(self):
+        stack = harness.Stack(with_sim=False)
+        stack.wait_serving(stack.stubs.health_pb2.HealthCheckResponse.SERVING)
+        stack.daemon.signal(signal.SIGINT)
+        rc = stack.daemon.wait(10)
+        stack.close()
+        self.assertEqual(rc, 0, stack.daemon.output())
+        self.assertIn('"signal":"SIGINT"', stack.daemon.output())
+
+
+if __name__ == "__main__":
+    unittest.main()

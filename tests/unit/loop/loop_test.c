@@ -1,0 +1,95 @@
+/* loop.c: tasks from many threads all run, on the loop thread, in each
+ * poster's order; tasks posted before loop_stop still run. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <pthread.h>
+#include <stdlib.h>
+
+#include "core/error.h"
+#include "loop/loop.h"
+
+#define POSTERS 4
+#define PER_POSTER 20000
+
+struct item {
+    struct loop_task task;
+    int poster, seq;
+};
+
+static struct loop_ctx *loop;
+static int last_seq[POSTERS];
+static int ran, wrong_thread, out_of_order;
+
+static void run_item(struct loop_task *t)
+{
+    struct item *it = (struct item *)t;
+    if (!loop_on_thread(loop))
+        wrong_thread++;
+    if (it->seq != last_seq[it->poster] + 1)
+        out_of_order++;
+    last_seq[it->poster] = it->seq;
+    ran++;
+    free(it);
+}
+
+static void *poster(void *arg)
+{
+    int id = (int)(intptr_t)arg;
+    for (int i = 1; i <= PER_POSTER; i++) {
+        struct item *it = malloc(sizeof(*it));
+        it->task.run = run_item;
+        it->poster = id;
+        it->seq = i;
+        loop_post(loop, &it->task);
+    }
+    return NULL;
+}
+
+static void test_many_posters(void **state)
+{
+    pthread_t th[POSTERS];
+    assert_int_equal(loop_new(&loop), CG_OK);
+    assert_int_equal(loop_start(loop, "test-loop"), CG_OK);
+    assert_false(loop_on_thread(loop));
+    for (int i = 0; i < POSTERS; i++)
+        pthread_create(&th[i], NULL, poster, (void *)(intptr_t)i);
+    for (int i = 0; i < POSTERS; i++)
+        pthread_join(th[i], NULL);
+    loop_stop(loop); /* everything posted above must still run */
+    assert_int_equal(ran, POSTERS * PER_POSTER);
+    assert_int_equal(wrong_thread, 0);
+    assert_int_equal(out_of_order, 0);
+    loop_free(&loop);
+    assert_null(loop);
+}
+
+static int called;
+
+static void bump(void *arg)
+{
+    called += *(int *)arg;
+}
+
+static void test_loop_call_and_free_null(void **state)
+{
+    int three = 3;
+    assert_int_equal(loop_new(&loop), CG_OK);
+    assert_int_equal(loop_start(loop, "test-loop"), CG_OK);
+    assert_int_equal(loop_call(loop, bump, &three), CG_OK);
+    assert_int_equal(loop_call(loop, bump, &three), CG_OK);
+    loop_stop(loop);
+    assert_int_equal(called, 6);
+    loop_free(&loop);
+    loop_free(&loop); /* NULL: no-op */
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_many_posters),
+        cmocka_unit_test(test_loop_call_and_free_null),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

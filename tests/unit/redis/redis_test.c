@@ -1,0 +1,220 @@
+/* redis.c against a real redis-server on a free loopback port: health goes
+ * up, down when the server stops or hangs, up again when it returns; wrong
+ * credentials never count as up; commands fail fast while down. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <arpa/inet.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/error.h"
+#include "redis/redis.h"
+
+static int free_port(void)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(a);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    bind(fd, (struct sockaddr *)&a, sizeof(a));
+    getsockname(fd, (struct sockaddr *)&a, &len);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+static pid_t start_server(int port, const char *password)
+{
+    char p[16];
+    snprintf(p, sizeof(p), "%d", port);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int devnull = open("/dev/null", 1);
+        dup2(devnull, 1);
+        if (password)
+            execlp("redis-server", "redis-server", "--port", p, "--bind", "127.0.0.1", "--save",
+                   "", "--appendonly", "no", "--requirepass", password, (char *)NULL);
+        else
+            execlp("redis-server", "redis-server", "--port", p, "--bind", "127.0.0.1", "--save",
+                   "", "--appendonly", "no", (char *)NULL);
+        _exit(127);
+    }
+    return pid;
+}
+
+static void stop_server(pid_t pid)
+{
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+}
+
+struct fixture {
+    struct event_base *base;
+    struct redis_ctx *r;
+    struct config_redis server;
+    int up, changes;
+    int replies, null_replies;
+};
+
+static void on_health(int up, void *data)
+{
+    struct fixture *f = data;
+    f->up = up;
+    f->changes++;
+}
+
+static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct fixture *f = privdata;
+    if (reply)
+        f->replies++;
+    else
+        f->null_replies++;
+}
+
+/* Runs the loop until *flag == want or ms pass; returns the ms it took. */
+static long run_until(struct fixture *f, int *flag, int want, int ms)
+{
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        long el = (t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000;
+        if (*flag == want || el > ms)
+            return el;
+        event_base_loop(f->base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+        usleep(1000);
+    }
+}
+
+static void open_fixture(struct fixture *f, int port, const char *password)
+{
+    memset(f, 0, sizeof(*f));
+    f->base = event_base_new();
+    strcpy(f->server.host, "127.0.0.1");
+    f->server.port = port;
+    if (password)
+        strcpy(f->server.password, password);
+    struct redis_opts o = {.server = &f->server, .ping_interval_ms = 100, .timeout_ms = 300,
+                           .on_health = on_health, .health_data = f};
+    assert_int_equal(redis_new(f->base, &o, &f->r), CG_OK);
+    assert_int_equal(redis_start(f->r), CG_OK);
+}
+
+static void close_fixture(struct fixture *f)
+{
+    redis_free(&f->r);
+    assert_null(f->r);
+    event_base_free(f->base);
+}
+
+static void test_up_down_up(void **state)
+{
+    struct fixture f;
+    int port = free_port();
+    pid_t pid = start_server(port, NULL);
+    open_fixture(&f, port, NULL);
+
+    run_until(&f, &f.up, 1, 5000);
+    assert_int_equal(f.up, 1);
+    assert_true(redis_is_up(f.r));
+
+    const char *argv[] = {"SET", "k", "v"};
+    assert_int_equal(redis_command_argv(f.r, on_reply, &f, 3, argv, NULL), CG_OK);
+    run_until(&f, &f.replies, 1, 2000);
+    assert_int_equal(f.replies, 1);
+
+    stop_server(pid);
+    long took = run_until(&f, &f.up, 0, 5000);
+    assert_int_equal(f.up, 0);
+    assert_true(took < 2000);
+    /* Down: refused at once, and the callback is never called. */
+    assert_int_equal(redis_command_argv(f.r, on_reply, &f, 3, argv, NULL), CG_EREDIS);
+
+    pid = start_server(port, NULL);
+    run_until(&f, &f.up, 1, 5000);
+    assert_int_equal(f.up, 1);
+    assert_int_equal(f.replies, 1);
+    assert_int_equal(f.null_replies, 0);
+    close_fixture(&f);
+    stop_server(pid);
+}
+
+static void test_hung_server_is_dropped(void **state)
+{
+    struct fixture f;
+    int port = free_port();
+    pid_t pid = start_server(port, NULL);
+    open_fixture(&f, port, NULL);
+    run_until(&f, &f.up, 1, 5000);
+    assert_int_equal(f.up, 1);
+
+    kill(pid, SIGSTOP); /* accepts nothing, answers nothing, closes nothing */
+    const char *argv[] = {"GET", "k"};
+    assert_int_equal(redis_command_argv(f.r, on_reply, &f, 2, argv, NULL), CG_OK);
+    long took = run_until(&f, &f.up, 0, 5000);
+    assert_int_equal(f.up, 0);
+    assert_true(took < 2000);
+    /* The pending command was failed, not left hanging. */
+    assert_int_equal(f.null_replies, 1);
+    kill(pid, SIGCONT);
+    run_until(&f, &f.up, 1, 5000);
+    assert_int_equal(f.up, 1);
+    close_fixture(&f);
+    stop_server(pid);
+}
+
+static void test_password(void **state)
+{
+    struct fixture f;
+    int port = free_port();
+    pid_t pid = start_server(port, "right-pass");
+
+    open_fixture(&f, port, "wrong-pass");
+    run_until(&f, &f.changes, 1, 1500);
+    assert_int_equal(f.up, 0);
+    close_fixture(&f);
+
+    open_fixture(&f, port, "right-pass");
+    run_until(&f, &f.up, 1, 5000);
+    assert_int_equal(f.up, 1);
+    close_fixture(&f);
+    stop_server(pid);
+}
+
+static void test_free_fails_pending(void **state)
+{
+    struct fixture f;
+    int port = free_port();
+    pid_t pid = start_server(port, NULL);
+    open_fixture(&f, port, NULL);
+    run_until(&f, &f.up, 1, 5000);
+    const char *argv[] = {"PING"};
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(redis_command_argv(f.r, on_reply, &f, 1, argv, NULL), CG_OK);
+    close_fixture(&f); /* before any reply was read */
+    assert_int_equal(f.replies + f.null_replies, 10);
+    assert_int_equal(f.null_replies, 10);
+    stop_server(pid);
+}
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_up_down_up),
+        cmocka_unit_test(test_hung_server_is_dropped),
+        cmocka_unit_test(test_password),
+        cmocka_unit_test(test_free_fails_pending),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
