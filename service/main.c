@@ -97,6 +97,10 @@ int main(int argc, char **argv)
 
     /* Signals are taken by sigwait in this thread only: block them before any
      * thread (gRPC's included) exists, so every thread inherits the mask. */
+    /* A shell starts background jobs with SIGINT ignored; sigwait cannot see
+     * an ignored signal, so restore the default first. */
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGINT);
     sigaddset(&sigs, SIGTERM);
