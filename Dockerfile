@@ -1,0 +1,28 @@
+# commsgate container: Debian 12 build stage, slim runtime stage.
+# Both stages install from deploy/debian-packages.txt through scripts/deps.sh,
+# the same list `make deps` and CI read.
+
+FROM debian:bookworm AS build
+WORKDIR /src
+COPY deploy/debian-packages.txt deploy/debian-packages.txt
+COPY scripts/deps.sh scripts/deps.sh
+RUN sh scripts/deps.sh build
+COPY . .
+RUN cmake -S . -B /build -DCMAKE_BUILD_TYPE=Release \
+ && cmake --build /build -j "$(nproc)" --target commsgate twilio-sim
+
+FROM debian:bookworm-slim AS runtime
+COPY deploy/debian-packages.txt /tmp/deploy/debian-packages.txt
+COPY scripts/deps.sh /tmp/scripts/deps.sh
+RUN sh /tmp/scripts/deps.sh runtime \
+ && rm -rf /var/lib/apt/lists/* /tmp/deploy /tmp/scripts \
+ && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin commsgate
+COPY --from=build /build/bin/commsgate /build/bin/twilio-sim /usr/local/bin/
+USER 10001:10001
+ENV COMMSGATE_GRPC_ADDR=0.0.0.0:50051 COMMSGATE_HTTP_ADDR=0.0.0.0:8080
+EXPOSE 50051 8080
+# Until the HTTP /healthz endpoint lands (webhook issue), check that the gRPC
+# port accepts connections; Kubernetes should use its native gRPC probe.
+HEALTHCHECK --interval=10s --timeout=2s --start-period=5s \
+  CMD bash -c 'exec 3<>/dev/tcp/127.0.0.1/${COMMSGATE_GRPC_ADDR##*:}' || exit 1
+ENTRYPOINT ["/usr/local/bin/commsgate"]
