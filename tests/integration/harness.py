@@ -49,6 +49,7 @@ class Proc:
 
     def __init__(self, name, argv, env=None, port=None, timeout=10.0):
         self.name = name
+        self._final = None
         self.log = tempfile.NamedTemporaryFile(
             prefix="commsgate-%s-" % name, suffix=".log", delete=False)
         full_env = dict(os.environ)
@@ -69,15 +70,27 @@ class Proc:
         return self.proc.pid
 
     def output(self):
+        if self._final is not None:
+            return self._final
         with open(self.log.name, "r", errors="replace") as f:
             return f.read()
+
+    def _collect(self):
+        """Keeps the output in memory once the process is gone, and removes
+        the temp file, so test runs leave nothing behind."""
+        if self._final is None and self.proc.poll() is not None:
+            self._final = self.output()
+            self.log.close()
+            os.unlink(self.log.name)
 
     def signal(self, sig):
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
 
     def wait(self, timeout):
-        return self.proc.wait(timeout=timeout)
+        rc = self.proc.wait(timeout=timeout)
+        self._collect()
+        return rc
 
     def stop(self, timeout=10.0):
         if self.proc.poll() is None:
@@ -87,6 +100,7 @@ class Proc:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self._collect()
         return self.proc.returncode
 
 

@@ -1,0 +1,728 @@
+/* libcurl's multi interface on the loop thread's libevent base, the pattern of
+ * curl's docs/examples hiper.c and multi-event.c: curl says which sockets to
+ * watch and when to wake it; finished transfers come back through
+ * curl_multi_info_read, with CURLOPT_PRIVATE pointing at the request. User
+ * callbacks run only after curl_multi_socket_action has returned, never from
+ * inside a curl callback, so they may start, cancel and free freely. */
+#include "http.h"
+
+#include <curl/curl.h>
+#include <event2/event.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "../core/error.h"
+#include "../core/log.h"
+
+#define CTYPE_PREFIX "Content-Type: "
+#define RETRY_AFTER "retry-after:"
+/* An idle request keeps buffers up to this size for the next one. */
+#define KEEP_BUFFER_MAX (64 * 1024)
+/* max_response_bytes is clamped here, so size arithmetic cannot overflow. */
+#define RESPONSE_LIMIT ((size_t)1 << 30)
+
+enum req_state { REQ_IDLE, REQ_RUNNING, REQ_FINISHING };
+
+static const char *const req_state_names[] = {"idle", "running", "finishing"};
+
+/* A socket curl asked us to watch. Kept on a spare list when curl is done
+ * with it, since a reused connection is removed and re-added per request. */
+struct sock {
+    struct http_ctx *ctx;
+    struct event *ev;
+    struct sock *prev, *next; /* ctx->socks while watched; ctx->spare_socks (next only) when not */
+};
+
+struct http_req {
+    struct http_ctx *ctx;
+    struct http_req *prev, *next; /* ctx->active while running; ctx->idle (next only) when idle */
+    enum req_state state;
+    unsigned long id;
+    CURL *easy;
+    http_done_fn *done;
+    void *data;
+
+    char *body; /* our copy of the POST body; curl reads it in place */
+    size_t body_cap;
+    char *resp; /* the response body, NUL-terminated at the end */
+    size_t resp_len, resp_cap, resp_max;
+    int too_big;
+    long retry_after_ms;
+    struct curl_slist *headers; /* "Expect:", then the Content-Type line if any; kept while
+                                   the next request's content type is the same */
+    char errbuf[CURL_ERROR_SIZE];
+};
+
+struct http_ctx {
+    struct event_base *base;
+    CURLM *multi;
+    struct event *timer;
+    char *user_agent;
+    unsigned idle_max;
+
+    struct http_req *active; /* requests in flight */
+    struct http_req *idle;   /* finished requests with their easy handles, for reuse */
+    struct sock *socks, *spare_socks;
+    struct http_stats stats;
+    int depth;   /* our event callbacks (and http_free) on the stack */
+    int closing; /* http_free ran; the memory goes when depth drops to 0 */
+};
+
+/* Every request state change goes through here, so a debug log shows them. */
+static void req_set_state(struct http_req *req, enum req_state state)
+{
+    if (req->state != state && log_enabled(LOG_LEVEL_DEBUG))
+        log_event(LOG_LEVEL_DEBUG, "http_req_state",
+                  json_pack("{s:I, s:s, s:s}", "req", (json_int_t)req->id, "from",
+                            req_state_names[req->state], "to", req_state_names[state]));
+    req->state = state;
+}
+
+/* ---- sockets and the timer: curl's callbacks into libevent ---- */
+
+static void destroy(struct http_ctx *c);
+static void finish(struct http_req *req, CURLcode code, const char *why);
+
+static void read_done(struct http_ctx *c)
+{
+    CURLMsg *msg;
+    int left;
+
+    while (!c->closing && (msg = curl_multi_info_read(c->multi, &left))) {
+        char *priv = NULL;
+        CURLcode code;
+
+        if (msg->msg != CURLMSG_DONE)
+            continue;
+        code = msg->data.result; /* msg is invalid once the handle is removed */
+        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &priv);
+        finish((struct http_req *)priv, code, NULL);
+    }
+}
+
+/* The one place curl runs; done callbacks follow once it has returned. */
+static void drive(struct http_ctx *c, curl_socket_t fd, int flags)
+{
+    int running;
+    CURLMcode mc;
+
+    c->depth++;
+    mc = curl_multi_socket_action(c->multi, fd, flags, &running);
+    if (mc != CURLM_OK)
+        log_warn("http_socket_action_failed", "%s", curl_multi_strerror(mc));
+    read_done(c);
+    if (--c->depth == 0 && c->closing)
+        destroy(c);
+}
+
+static void on_sock_event(evutil_socket_t fd, short events, void *arg)
+{
+    struct sock *s = arg;
+    int flags = ((events & EV_READ) ? CURL_CSELECT_IN : 0) |
+                ((events & EV_WRITE) ? CURL_CSELECT_OUT : 0);
+    drive(s->ctx, fd, flags); /* s may be gone after this */
+}
+
+static void on_timer(evutil_socket_t fd, short events, void *arg)
+{
+    drive(arg, CURL_SOCKET_TIMEOUT, 0);
+}
+
+/* CURLMOPT_TIMERFUNCTION: only arms the event. Calling curl from here is not
+ * allowed, and it keeps curl_multi_add_handle from running anything. */
+static int on_timer_set(CURLM *multi, long timeout_ms, void *userp)
+{
+    struct http_ctx *c = userp;
+    struct timeval tv;
+
+    if (timeout_ms < 0) {
+        evtimer_del(c->timer);
+        return 0;
+    }
+    tv.tv_sec = timeout_ms / 1000;
+    tv.tv_usec = (timeout_ms % 1000) * 1000;
+    return evtimer_add(c->timer, &tv) ? -1 : 0;
+}
+
+static struct sock *sock_get(struct http_ctx *c)
+{
+    struct sock *s = c->spare_socks;
+
+    if (s) {
+        c->spare_socks = s->next;
+    } else {
+        s = calloc(1, sizeof(*s));
+        if (!s)
+            return NULL;
+        s->ctx = c;
+        s->ev = event_new(c->base, -1, 0, on_sock_event, s);
+        if (!s->ev) {
+            free(s);
+            return NULL;
+        }
+    }
+    s->prev = NULL;
+    s->next = c->socks;
+    if (c->socks)
+        c->socks->prev = s;
+    c->socks = s;
+    return s;
+}
+
+static void sock_release(struct http_ctx *c, struct sock *s)
+{
+    event_del(s->ev);
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        c->socks = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    s->prev = NULL;
+    s->next = c->spare_socks;
+    c->spare_socks = s;
+}
+
+/* CURLMOPT_SOCKETFUNCTION */
+static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+    struct http_ctx *c = userp;
+    struct sock *s = socketp;
+    short events;
+
+    if (what == CURL_POLL_REMOVE) {
+        if (s)
+            sock_release(c, s);
+        return 0;
+    }
+    if (!s) {
+        s = sock_get(c);
+        if (!s)
+            return -1;
+        if (curl_multi_assign(c->multi, fd, s) != CURLM_OK) {
+            sock_release(c, s);
+            return -1;
+        }
+    } else {
+        event_del(s->ev); /* event_assign wants it not pending */
+    }
+    events = EV_PERSIST | ((what & CURL_POLL_IN) ? EV_READ : 0) |
+             ((what & CURL_POLL_OUT) ? EV_WRITE : 0);
+    if (event_assign(s->ev, c->base, fd, events, on_sock_event, s) || event_add(s->ev, NULL))
+        return -1;
+    return 0;
+}
+
+/* ---- per-request curl callbacks: data only, no user code ---- */
+
+static size_t on_body(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+    struct http_req *req = userdata;
+    size_t n = size * nmemb;
+
+    if (n > req->resp_max - req->resp_len) {
+        req->too_big = 1;
+        return 0; /* aborts the transfer */
+    }
+    if (req->resp_len + n + 1 > req->resp_cap) {
+        size_t cap = req->resp_cap ? req->resp_cap : 1024;
+        char *p;
+        while (cap < req->resp_len + n + 1)
+            cap *= 2;
+        if (cap > req->resp_max + 1)
+            cap = req->resp_max + 1;
+        p = realloc(req->resp, cap);
+        if (!p)
+            return 0;
+        req->resp = p;
+        req->resp_cap = cap;
+    }
+    memcpy(req->resp + req->resp_len, ptr, n);
+    req->resp_len += n;
+    return n;
+}
+
+/* Retry-After is delay-seconds or an HTTP date. */
+static long parse_retry_after(const char *v, size_t n)
+{
+    char buf[64];
+    long secs = 0;
+    time_t when, now;
+    size_t i;
+
+    while (n && (*v == ' ' || *v == '\t'))
+        v++, n--;
+    while (n && (v[n - 1] == '\r' || v[n - 1] == '\n' || v[n - 1] == ' ' || v[n - 1] == '\t'))
+        n--;
+    if (n == 0 || n >= sizeof(buf))
+        return -1;
+    for (i = 0; i < n && v[i] >= '0' && v[i] <= '9'; i++)
+        if (secs < 1000000000L)
+            secs = secs * 10 + (v[i] - '0');
+    if (i == n)
+        return secs * 1000;
+    memcpy(buf, v, n);
+    buf[n] = '\0';
+    when = curl_getdate(buf, NULL);
+    if (when == -1)
+        return -1;
+    now = time(NULL);
+    if (when <= now)
+        return 0;
+    if (when - now > 1000000000L)
+        return 1000000000L * 1000;
+    return (long)(when - now) * 1000;
+}
+
+static size_t on_header(char *line, size_t size, size_t nitems, void *userdata)
+{
+    struct http_req *req = userdata;
+    size_t n = size * nitems;
+    size_t name = sizeof(RETRY_AFTER) - 1;
+
+    if (n >= 5 && memcmp(line, "HTTP/", 5) == 0)
+        req->retry_after_ms = -1; /* a new response, after a 100 Continue say */
+    else if (n > name && strncasecmp(line, RETRY_AFTER, name) == 0)
+        req->retry_after_ms = parse_retry_after(line + name, n - name);
+    return n;
+}
+
+/* ---- requests ---- */
+
+static void req_destroy(struct http_req *req)
+{
+    curl_easy_cleanup(req->easy);
+    curl_slist_free_all(req->headers);
+    free(req->body);
+    free(req->resp);
+    free(req);
+}
+
+static int req_get(struct http_ctx *c, struct http_req **out)
+{
+    struct http_req *req = c->idle;
+
+    if (req) {
+        c->idle = req->next;
+        c->stats.idle_handles--;
+        req->next = NULL;
+        *out = req;
+        return CG_OK;
+    }
+    req = calloc(1, sizeof(*req));
+    if (!req)
+        return CG_ENOMEM;
+    req->easy = curl_easy_init();
+    if (!req->easy) {
+        free(req);
+        return CG_ENOMEM;
+    }
+    req->ctx = c;
+    req->state = REQ_IDLE;
+    c->stats.handles_created++;
+    *out = req;
+    return CG_OK;
+}
+
+/* Keeps the request for reuse, or frees it. Its easy handle is out of the
+ * multi handle. */
+static void recycle(struct http_ctx *c, struct http_req *req)
+{
+    if (c->closing || c->stats.idle_handles >= c->idle_max) {
+        req_destroy(req);
+        return;
+    }
+    curl_easy_reset(req->easy); /* also drops its copies of the URL and credentials */
+    if (req->resp_cap > KEEP_BUFFER_MAX) {
+        free(req->resp);
+        req->resp = NULL;
+        req->resp_cap = 0;
+    }
+    if (req->body_cap > KEEP_BUFFER_MAX) {
+        free(req->body);
+        req->body = NULL;
+        req->body_cap = 0;
+    }
+    req->resp_len = 0;
+    req->done = NULL;
+    req->data = NULL;
+    req_set_state(req, REQ_IDLE);
+    req->next = c->idle;
+    c->idle = req;
+    c->stats.idle_handles++;
+}
+
+static void link_active(struct http_ctx *c, struct http_req *req)
+{
+    req->prev = NULL;
+    req->next = c->active;
+    if (c->active)
+        c->active->prev = req;
+    c->active = req;
+}
+
+static void unlink_active(struct http_ctx *c, struct http_req *req)
+{
+    if (req->prev)
+        req->prev->next = req->next;
+    else
+        c->active = req->next;
+    if (req->next)
+        req->next->prev = req->prev;
+    req->prev = req->next = NULL;
+}
+
+/* "Expect:" stops curl from waiting for a 100 Continue on bodies over 1 KiB. */
+static int set_headers(struct http_req *req, const char *ctype)
+{
+    struct curl_slist *h = req->headers, *n;
+    const char *have = h && h->next ? h->next->data + strlen(CTYPE_PREFIX) : NULL;
+    char *line;
+    size_t len;
+
+    if (h && (ctype ? have && strcmp(have, ctype) == 0 : !have))
+        return CG_OK; /* same as last time */
+    if (ctype && strpbrk(ctype, "\r\n"))
+        return CG_EINVAL;
+    curl_slist_free_all(req->headers);
+    req->headers = NULL;
+    h = curl_slist_append(NULL, "Expect:");
+    if (!h)
+        return CG_ENOMEM;
+    if (ctype) {
+        len = strlen(CTYPE_PREFIX) + strlen(ctype) + 1;
+        line = malloc(len);
+        if (!line) {
+            curl_slist_free_all(h);
+            return CG_ENOMEM;
+        }
+        snprintf(line, len, "%s%s", CTYPE_PREFIX, ctype);
+        n = curl_slist_append(h, line);
+        free(line);
+        if (!n) {
+            curl_slist_free_all(h);
+            return CG_ENOMEM;
+        }
+    }
+    req->headers = h;
+    return CG_OK;
+}
+
+static int copy_body(struct http_req *req, const struct http_request *r)
+{
+    if (r->body_len + 1 > req->body_cap) {
+        char *p = realloc(req->body, r->body_len + 1);
+        if (!p)
+            return CG_ENOMEM;
+        req->body = p;
+        req->body_cap = r->body_len + 1;
+    }
+    if (r->body_len)
+        memcpy(req->body, r->body, r->body_len);
+    req->body[r->body_len] = '\0';
+    return CG_OK;
+}
+
+static int req_setup(struct http_ctx *c, struct http_req *req, const struct http_request *r,
+                     int post)
+{
+    CURL *e = req->easy;
+    CURLcode cc = CURLE_OK;
+    size_t max = r->max_response_bytes ? r->max_response_bytes : HTTP_DEFAULT_MAX_RESPONSE;
+    int rc;
+
+    if (max > RESPONSE_LIMIT)
+        max = RESPONSE_LIMIT;
+    req->resp_len = 0;
+    req->resp_max = max;
+    req->too_big = 0;
+    req->retry_after_ms = -1;
+    req->errbuf[0] = '\0';
+    if (post) {
+        rc = copy_body(req, r);
+        if (!rc)
+            rc = set_headers(req, r->content_type);
+        if (rc)
+            return rc;
+    }
+
+#define SET(opt, val)                          \
+    do {                                       \
+        if (cc == CURLE_OK)                    \
+            cc = curl_easy_setopt(e, opt, val); \
+    } while (0)
+    SET(CURLOPT_PRIVATE, (void *)req);
+    SET(CURLOPT_URL, r->url);
+    SET(CURLOPT_PROTOCOLS_STR, "http,https");
+    SET(CURLOPT_NOSIGNAL, 1L);
+    SET(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+    SET(CURLOPT_TCP_KEEPALIVE, 1L);
+    SET(CURLOPT_ERRORBUFFER, req->errbuf);
+    SET(CURLOPT_WRITEFUNCTION, on_body);
+    SET(CURLOPT_WRITEDATA, (void *)req);
+    SET(CURLOPT_HEADERFUNCTION, on_header);
+    SET(CURLOPT_HEADERDATA, (void *)req);
+    SET(CURLOPT_TIMEOUT_MS, r->timeout_ms);
+    if (r->connect_timeout_ms > 0)
+        SET(CURLOPT_CONNECTTIMEOUT_MS, r->connect_timeout_ms);
+    /* Fails early when Content-Length already says too much; on_body
+     * catches the rest. */
+    SET(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)max);
+    if (c->user_agent)
+        SET(CURLOPT_USERAGENT, c->user_agent);
+    if (r->username) {
+        SET(CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
+        SET(CURLOPT_USERNAME, r->username);
+        SET(CURLOPT_PASSWORD, r->password ? r->password : "");
+    }
+    if (post) {
+        SET(CURLOPT_POST, 1L);
+        SET(CURLOPT_POSTFIELDS, (void *)req->body);
+        SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
+        SET(CURLOPT_HTTPHEADER, req->headers);
+    } else {
+        SET(CURLOPT_HTTPGET, 1L);
+    }
+#undef SET
+    if (cc == CURLE_OUT_OF_MEMORY)
+        return CG_ENOMEM;
+    return cc == CURLE_OK ? CG_OK : CG_EHTTP;
+}
+
+/* The rule callers use to decide whether a retry could send twice. */
+static int maybe_sent(CURL *easy, CURLcode code)
+{
+    long bytes = 0;
+
+    switch (code) {
+    case CURLE_UNSUPPORTED_PROTOCOL:
+    case CURLE_URL_MALFORMAT:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+        return 0;
+    default:
+        break;
+    }
+    /* Request bytes written to the socket, retries included. */
+    if (curl_easy_getinfo(easy, CURLINFO_REQUEST_SIZE, &bytes) == CURLE_OK && bytes == 0)
+        return 0;
+    return 1;
+}
+
+static void fill_result(struct http_req *req, CURLcode code, const char *why,
+                        struct http_result *res)
+{
+    long status = 0;
+    double total = 0;
+
+    curl_easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_getinfo(req->easy, CURLINFO_TOTAL_TIME, &total);
+    if (req->too_big || code == CURLE_FILESIZE_EXCEEDED) {
+        code = CURLE_FILESIZE_EXCEEDED;
+        snprintf(req->errbuf, sizeof(req->errbuf), "response body over %zu bytes",
+                 req->resp_max);
+    } else if (why) {
+        snprintf(req->errbuf, sizeof(req->errbuf), "%s", why);
+    }
+    memset(res, 0, sizeof(*res));
+    res->ok = code == CURLE_OK && status > 0;
+    res->status = status;
+    res->curl_code = code;
+    res->maybe_sent = code == CURLE_OK ? 1 : maybe_sent(req->easy, code);
+    res->retry_after_ms = req->retry_after_ms;
+    res->total_ms = total * 1000.0;
+    if (code == CURLE_OK && req->resp) {
+        req->resp[req->resp_len] = '\0'; /* on_body keeps room for it */
+        res->body = req->resp;
+        res->body_len = req->resp_len;
+    } else {
+        res->body = ""; /* a partial body is of no use */
+    }
+    if (code == CURLE_OK)
+        res->error = "";
+    else
+        res->error = req->errbuf[0] ? req->errbuf : curl_easy_strerror(code);
+}
+
+/* Takes the request out of curl and calls its done; `why` overrides curl's
+ * error text. */
+static void finish(struct http_req *req, CURLcode code, const char *why)
+{
+    struct http_ctx *c = req->ctx;
+    struct http_result res;
+
+    unlink_active(c, req);
+    curl_multi_remove_handle(c->multi, req->easy);
+    c->stats.in_flight--;
+    fill_result(req, code, why, &res);
+    req_set_state(req, REQ_FINISHING);
+    req->done(&res, req->data);
+    recycle(c, req);
+}
+
+/* ---- the API ---- */
+
+int http_new(struct event_base *base, const struct http_ctx_opts *opts, struct http_ctx **out)
+{
+    static const struct http_ctx_opts none;
+    struct http_ctx *c;
+    int rc = CG_ENOMEM;
+
+    if (!base || !out)
+        return CG_EINVAL;
+    if (!opts)
+        opts = &none;
+    c = calloc(1, sizeof(*c));
+    if (!c)
+        return CG_ENOMEM;
+    c->base = base;
+    c->idle_max = opts->idle_handles ? opts->idle_handles : HTTP_DEFAULT_IDLE_HANDLES;
+    if (opts->user_agent && !(c->user_agent = strdup(opts->user_agent)))
+        goto fail;
+    c->timer = evtimer_new(base, on_timer, c);
+    if (!c->timer)
+        goto fail;
+    c->multi = curl_multi_init();
+    if (!c->multi)
+        goto fail;
+    rc = CG_EHTTP;
+    if (curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, on_socket) ||
+        curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, (void *)c) ||
+        curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, on_timer_set) ||
+        curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, (void *)c) ||
+        curl_multi_setopt(c->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_NOTHING) ||
+        curl_multi_setopt(c->multi, CURLMOPT_MAX_HOST_CONNECTIONS,
+                          opts->max_host_connections > 0 ? opts->max_host_connections : 0L) ||
+        curl_multi_setopt(c->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS,
+                          opts->max_total_connections > 0 ? opts->max_total_connections : 0L))
+        goto fail;
+    /* The idle-connection cache holds as many as may be open at once. */
+    if (opts->max_total_connections > 0 &&
+        curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, opts->max_total_connections))
+        goto fail;
+    *out = c;
+    return CG_OK;
+
+fail:
+    if (c->multi)
+        curl_multi_cleanup(c->multi);
+    if (c->timer)
+        event_free(c->timer);
+    free(c->user_agent);
+    free(c);
+    return rc;
+}
+
+int http_start(struct http_ctx *c, const struct http_request *r, http_done_fn *done, void *data,
+               struct http_req **out)
+{
+    struct http_req *req;
+    int post, rc;
+
+    if (!c || !r || !done || !r->method || !r->url || r->timeout_ms <= 0 ||
+        r->connect_timeout_ms < 0 || (r->body_len && !r->body))
+        return CG_EINVAL;
+    if (c->closing)
+        return CG_ESHUTDOWN;
+    if (strcmp(r->method, "POST") == 0)
+        post = 1;
+    else if (strcmp(r->method, "GET") == 0)
+        post = 0;
+    else
+        return CG_EINVAL;
+
+    rc = req_get(c, &req);
+    if (rc)
+        return rc;
+    rc = req_setup(c, req, r, post);
+    if (rc)
+        goto fail;
+    /* Only arms our timer (on_timer_set): the transfer starts from the loop,
+     * so done cannot run inside this call. */
+    if (curl_multi_add_handle(c->multi, req->easy) != CURLM_OK) {
+        rc = CG_EHTTP;
+        goto fail;
+    }
+    req->done = done;
+    req->data = data;
+    req->id = ++c->stats.requests_started;
+    c->stats.in_flight++;
+    link_active(c, req);
+    req_set_state(req, REQ_RUNNING);
+    if (out)
+        *out = req;
+    return CG_OK;
+
+fail:
+    recycle(c, req);
+    return rc;
+}
+
+void http_cancel(struct http_req *req)
+{
+    struct http_ctx *c;
+
+    if (!req || req->state != REQ_RUNNING)
+        return;
+    c = req->ctx;
+    unlink_active(c, req);
+    curl_multi_remove_handle(c->multi, req->easy);
+    c->stats.in_flight--;
+    recycle(c, req);
+}
+
+static void destroy(struct http_ctx *c)
+{
+    struct http_req *req;
+    struct sock *s;
+
+    while ((req = c->idle)) {
+        c->idle = req->next;
+        req_destroy(req);
+    }
+    curl_multi_cleanup(c->multi); /* closes pooled connections; may call on_socket */
+    while ((s = c->socks)) {
+        c->socks = s->next;
+        event_free(s->ev);
+        free(s);
+    }
+    while ((s = c->spare_socks)) {
+        c->spare_socks = s->next;
+        event_free(s->ev);
+        free(s);
+    }
+    event_free(c->timer);
+    free(c->user_agent);
+    free(c);
+}
+
+void http_free(struct http_ctx **pc)
+{
+    struct http_ctx *c;
+
+    if (!pc || !*pc)
+        return;
+    c = *pc;
+    *pc = NULL;
+    if (c->closing)
+        return; /* called again from a done callback */
+    c->closing = 1;
+    c->depth++;
+    while (c->active)
+        finish(c->active, CURLE_ABORTED_BY_CALLBACK, "http client shut down");
+    if (--c->depth == 0)
+        destroy(c);
+}
+
+void http_get_stats(const struct http_ctx *c, struct http_stats *out)
+{
+    static const struct http_stats zero;
+    *out = c ? c->stats : zero;
+}
