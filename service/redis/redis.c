@@ -141,6 +141,8 @@ static void on_connect(const redisAsyncContext *ac, int status)
     }
     if (r->server.db)
         redisAsyncCommand(r->ac, on_setup_reply, r, "SELECT %d", r->server.db);
+    if (r->opts.on_connect)
+        r->opts.on_connect(r->ac, r->opts.connect_data);
     send_ping(r);
 }
 

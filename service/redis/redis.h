@@ -22,6 +22,11 @@ struct redis_opts {
     int timeout_ms;
     redis_health_fn *on_health;
     void *health_data;
+    /* Optional: called on each new connection, after AUTH and SELECT are
+     * queued and before the first PING, to pipeline setup commands (such as
+     * SCRIPT LOAD) directly on `ac`. */
+    void (*on_connect)(redisAsyncContext *ac, void *data);
+    void *connect_data;
 };
 
 int redis_new(struct event_base *base, const struct redis_opts *opts, struct redis_ctx **out);

@@ -20,42 +20,7 @@
 
 #include "core/error.h"
 #include "redis/redis.h"
-
-static int free_port(void)
-{
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof(a);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    bind(fd, (struct sockaddr *)&a, sizeof(a));
-    getsockname(fd, (struct sockaddr *)&a, &len);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
-static pid_t start_server(int port, const char *password)
-{
-    char p[16];
-    snprintf(p, sizeof(p), "%d", port);
-    pid_t pid = fork();
-    if (pid == 0) {
-        int devnull = open("/dev/null", 1);
-        dup2(devnull, 1);
-        if (password)
-            execlp("redis-server", "redis-server", "--port", p, "--bind", "127.0.0.1", "--save",
-                   "", "--appendonly", "no", "--requirepass", password, (char *)NULL);
-        else
-            execlp("redis-server", "redis-server", "--port", p, "--bind", "127.0.0.1", "--save",
-                   "", "--appendonly", "no", (char *)NULL);
-        _exit(127);
-    }
-    return pid;
-}
-
-static void stop_server(pid_t pid)
-{
-    kill(pid, SIGKILL);
-    waitpid(pid, NULL, 0);
-}
+#include "support/redis_server.h"
 
 struct fixture {
     struct event_base *base;
@@ -81,19 +46,9 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
         f->null_replies++;
 }
 
-/* Runs the loop until *flag == want or ms pass; returns the ms it took. */
 static long run_until(struct fixture *f, int *flag, int want, int ms)
 {
-    struct timespec t0, t;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    for (;;) {
-        clock_gettime(CLOCK_MONOTONIC, &t);
-        long el = (t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000;
-        if (*flag == want || el > ms)
-            return el;
-        event_base_loop(f->base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
-        usleep(1000);
-    }
+    return test_run_until(f->base, flag, want, ms);
 }
 
 static void open_fixture(struct fixture *f, int port, const char *password)
@@ -120,8 +75,8 @@ static void close_fixture(struct fixture *f)
 static void test_up_down_up(void **state)
 {
     struct fixture f;
-    int port = free_port();
-    pid_t pid = start_server(port, NULL);
+    int port = test_free_port();
+    pid_t pid = test_redis_start(port, NULL);
     open_fixture(&f, port, NULL);
 
     run_until(&f, &f.up, 1, 5000);
@@ -133,27 +88,27 @@ static void test_up_down_up(void **state)
     run_until(&f, &f.replies, 1, 2000);
     assert_int_equal(f.replies, 1);
 
-    stop_server(pid);
+    test_redis_stop(pid);
     long took = run_until(&f, &f.up, 0, 5000);
     assert_int_equal(f.up, 0);
     assert_true(took < 2000);
     /* Down: refused at once, and the callback is never called. */
     assert_int_equal(redis_command_argv(f.r, on_reply, &f, 3, argv, NULL), CG_EREDIS);
 
-    pid = start_server(port, NULL);
+    pid = test_redis_start(port, NULL);
     run_until(&f, &f.up, 1, 5000);
     assert_int_equal(f.up, 1);
     assert_int_equal(f.replies, 1);
     assert_int_equal(f.null_replies, 0);
     close_fixture(&f);
-    stop_server(pid);
+    test_redis_stop(pid);
 }
 
 static void test_hung_server_is_dropped(void **state)
 {
     struct fixture f;
-    int port = free_port();
-    pid_t pid = start_server(port, NULL);
+    int port = test_free_port();
+    pid_t pid = test_redis_start(port, NULL);
     open_fixture(&f, port, NULL);
     run_until(&f, &f.up, 1, 5000);
     assert_int_equal(f.up, 1);
@@ -170,14 +125,14 @@ static void test_hung_server_is_dropped(void **state)
     run_until(&f, &f.up, 1, 5000);
     assert_int_equal(f.up, 1);
     close_fixture(&f);
-    stop_server(pid);
+    test_redis_stop(pid);
 }
 
 static void test_password(void **state)
 {
     struct fixture f;
-    int port = free_port();
-    pid_t pid = start_server(port, "right-pass");
+    int port = test_free_port();
+    pid_t pid = test_redis_start(port, "right-pass");
 
     open_fixture(&f, port, "wrong-pass");
     run_until(&f, &f.changes, 1, 1500);
@@ -188,14 +143,14 @@ static void test_password(void **state)
     run_until(&f, &f.up, 1, 5000);
     assert_int_equal(f.up, 1);
     close_fixture(&f);
-    stop_server(pid);
+    test_redis_stop(pid);
 }
 
 static void test_free_fails_pending(void **state)
 {
     struct fixture f;
-    int port = free_port();
-    pid_t pid = start_server(port, NULL);
+    int port = test_free_port();
+    pid_t pid = test_redis_start(port, NULL);
     open_fixture(&f, port, NULL);
     run_until(&f, &f.up, 1, 5000);
     const char *argv[] = {"PING"};
@@ -204,7 +159,7 @@ static void test_free_fails_pending(void **state)
     close_fixture(&f); /* before any reply was read */
     assert_int_equal(f.replies + f.null_replies, 10);
     assert_int_equal(f.null_replies, 10);
-    stop_server(pid);
+    test_redis_stop(pid);
 }
 
 int main(void)

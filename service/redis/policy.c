@@ -1,0 +1,101 @@
+/* EVALSHA plumbing for the Lua scripts in scripts/. */
+#include "policy.h"
+
+#include <openssl/sha.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "../core/error.h"
+#include "../core/log.h"
+#include "redis.h"
+#include "scripts.h"
+
+#define MAX_ARGV 16
+
+static const char *const script_names[POLICY_SCRIPT_COUNT] = {
+    [POLICY_SEND] = "send",
+    [POLICY_ACCOUNT] = "account",
+    [POLICY_VERIFY_START] = "verify_start",
+    [POLICY_VERIFY_CHECK] = "verify_check",
+};
+
+static struct {
+    const struct script_source *src;
+    char sha[SHA_DIGEST_LENGTH * 2 + 1];
+} scripts[POLICY_SCRIPT_COUNT];
+
+int policy_init(void)
+{
+    for (int s = 0; s < POLICY_SCRIPT_COUNT; s++) {
+        unsigned char digest[SHA_DIGEST_LENGTH];
+        scripts[s].src = NULL;
+        for (unsigned i = 0; i < script_source_count; i++)
+            if (strcmp(script_sources[i].name, script_names[s]) == 0)
+                scripts[s].src = &script_sources[i];
+        if (!scripts[s].src) {
+            log_error("policy_script_missing", "no embedded script %s.lua", script_names[s]);
+            return CG_EINVAL;
+        }
+        SHA1((const unsigned char *)scripts[s].src->text, scripts[s].src->len, digest);
+        for (int i = 0; i < SHA_DIGEST_LENGTH; i++)
+            snprintf(scripts[s].sha + 2 * i, 3, "%02x", digest[i]);
+    }
+    return CG_OK;
+}
+
+const char *policy_sha(enum policy_script s)
+{
+    return scripts[s].sha;
+}
+
+static void on_loaded(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    const redisReply *r = reply;
+    const char *name = privdata;
+    if (r && r->type == REDIS_REPLY_ERROR)
+        log_event(LOG_LEVEL_ERROR, "policy_script_load_failed",
+                  json_pack("{s:s, s:s}", "script", name, "reply", r->str));
+}
+
+void policy_load(redisAsyncContext *ac, void *unused)
+{
+    for (int s = 0; s < POLICY_SCRIPT_COUNT; s++) {
+        const char *argv[] = {"SCRIPT", "LOAD", scripts[s].src->text};
+        size_t lens[] = {6, 4, scripts[s].src->len};
+        redisAsyncCommandArgv(ac, on_loaded, (void *)script_names[s], 3, argv, lens);
+    }
+}
+
+void policy_reload(struct redis_ctx *r)
+{
+    for (int s = 0; s < POLICY_SCRIPT_COUNT; s++) {
+        const char *argv[] = {"SCRIPT", "LOAD", scripts[s].src->text};
+        size_t lens[] = {6, 4, scripts[s].src->len};
+        redis_command_argv(r, on_loaded, (void *)script_names[s], 3, argv, lens);
+    }
+}
+
+int policy_eval(struct redis_ctx *r, enum policy_script s, int nkeys, const char *const *keys,
+                int nargs, const char *const *args, redisCallbackFn *fn, void *privdata)
+{
+    const char *argv[MAX_ARGV];
+    char nk[12];
+    int argc = 0;
+
+    if (3 + nkeys + nargs > MAX_ARGV)
+        return CG_EINVAL;
+    snprintf(nk, sizeof(nk), "%d", nkeys);
+    argv[argc++] = "EVALSHA";
+    argv[argc++] = scripts[s].sha;
+    argv[argc++] = nk;
+    for (int i = 0; i < nkeys; i++)
+        argv[argc++] = keys[i];
+    for (int i = 0; i < nargs; i++)
+        argv[argc++] = args[i];
+    return redis_command_argv(r, fn, privdata, argc, argv, NULL);
+}
+
+int policy_is_noscript(const redisReply *reply)
+{
+    return reply && reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "NOSCRIPT", 8) == 0;
+}
