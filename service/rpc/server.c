@@ -17,6 +17,7 @@
 #include "../core/error.h"
 #include "../core/log.h"
 #include "../loop/loop.h"
+#include "google/rpc/status.pb-c.h"
 
 /* Calls armed per registered method: the core hands a new call to an armed
  * request without waiting for a queue thread to re-arm one. */
@@ -60,6 +61,8 @@ struct rpc_call {
     grpc_metadata_array request_md;
     grpc_byte_buffer *payload;
     grpc_byte_buffer *send_bb, *finish_bb;
+    grpc_metadata trailers[2]; /* kept until the call is freed */
+    size_t ntrailers;
     void *data;
 };
 
@@ -121,6 +124,10 @@ static void call_free(struct rpc_call *c)
         grpc_byte_buffer_destroy(c->send_bb);
     if (c->finish_bb)
         grpc_byte_buffer_destroy(c->finish_bb);
+    for (size_t i = 0; i < c->ntrailers; i++) {
+        grpc_slice_unref(c->trailers[i].key);
+        grpc_slice_unref(c->trailers[i].value);
+    }
     free(c);
     if (counted) {
         pthread_mutex_lock(&s->lock);
@@ -538,8 +545,44 @@ static grpc_byte_buffer *pack(const ProtobufCMessage *msg)
     return bb;
 }
 
+int rpc_call_metadata(const struct rpc_call *c, const char *key, char *buf, size_t buflen)
+{
+    size_t klen = strlen(key);
+    for (size_t i = 0; i < c->request_md.count; i++) {
+        const grpc_metadata *m = &c->request_md.metadata[i];
+        if (GRPC_SLICE_LENGTH(m->key) != klen ||
+            memcmp(GRPC_SLICE_START_PTR(m->key), key, klen) != 0)
+            continue;
+        size_t vlen = GRPC_SLICE_LENGTH(m->value);
+        if (vlen >= buflen)
+            return -1;
+        memcpy(buf, GRPC_SLICE_START_PTR(m->value), vlen);
+        buf[vlen] = '\0';
+        return (int)vlen;
+    }
+    return -1;
+}
+
+static int finish(struct rpc_call *c, grpc_status_code code, const char *msg,
+                  grpc_byte_buffer *bb);
+
+int rpc_call_finish_packed(struct rpc_call *c, const uint8_t *resp, size_t len)
+{
+    grpc_slice slice = grpc_slice_from_copied_buffer((const char *)resp, len);
+    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&slice, 1);
+    grpc_slice_unref(slice);
+    return finish(c, GRPC_STATUS_OK, NULL, bb);
+}
+
 int rpc_call_finish(struct rpc_call *c, grpc_status_code code, const char *msg,
                     const ProtobufCMessage *resp)
+{
+    return finish(c, code, msg, code == GRPC_STATUS_OK && resp ? pack(resp) : NULL);
+}
+
+/* bb: the response, sent only with OK; owned by the call from here on. */
+static int finish(struct rpc_call *c, grpc_status_code code, const char *msg,
+                  grpc_byte_buffer *bb)
 {
     grpc_op ops[3];
     size_t n = 0;
@@ -551,14 +594,16 @@ int rpc_call_finish(struct rpc_call *c, grpc_status_code code, const char *msg,
         ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
         c->initial_md_sent = 1;
     }
-    if (code == GRPC_STATUS_OK && resp) {
-        c->finish_bb = pack(resp);
+    c->finish_bb = bb;
+    if (bb && code == GRPC_STATUS_OK) {
         ops[n].op = GRPC_OP_SEND_MESSAGE;
-        ops[n++].data.send_message.send_message = c->finish_bb;
+        ops[n++].data.send_message.send_message = bb;
     }
     ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
     ops[n].data.send_status_from_server.status = code;
-    ops[n++].data.send_status_from_server.status_details = msg ? &details : NULL;
+    ops[n].data.send_status_from_server.status_details = msg ? &details : NULL;
+    ops[n].data.send_status_from_server.trailing_metadata = c->trailers;
+    ops[n++].data.send_status_from_server.trailing_metadata_count = c->ntrailers;
 
     /* The handler's reference passes to the batch. After start_batch the
      * call may already be freed by another queue thread. */
@@ -570,6 +615,84 @@ int rpc_call_finish(struct rpc_call *c, grpc_status_code code, const char *msg,
         return CG_EGRPC;
     }
     return CG_OK;
+}
+
+/* Packs one detail message into an Any; returns its packed size or 0. */
+static size_t pack_any(const ProtobufCMessage *m, const char *type_url, uint8_t *buf,
+                       size_t cap, Google__Rpc__Any *any)
+{
+    size_t len = protobuf_c_message_get_packed_size(m);
+    if (len > cap)
+        return 0;
+    protobuf_c_message_pack(m, buf);
+    any->type_url = (char *)type_url;
+    any->value.data = buf;
+    any->value.len = len;
+    return len ? len : 1;
+}
+
+static void add_trailer(struct rpc_call *c, const char *key, grpc_slice value)
+{
+    c->trailers[c->ntrailers].key = grpc_slice_from_static_string(key);
+    c->trailers[c->ntrailers].value = value;
+    c->ntrailers++;
+}
+
+int rpc_call_fail(struct rpc_call *c, const struct rpc_error *e)
+{
+    Google__Rpc__Status status = GOOGLE__RPC__STATUS__INIT;
+    Google__Rpc__ErrorInfo info = GOOGLE__RPC__ERROR_INFO__INIT;
+    Google__Rpc__RetryInfo retry = GOOGLE__RPC__RETRY_INFO__INIT;
+    Google__Rpc__Duration delay = GOOGLE__RPC__DURATION__INIT;
+    Google__Rpc__Any any_info = GOOGLE__RPC__ANY__INIT, any_retry = GOOGLE__RPC__ANY__INIT;
+    Google__Rpc__Any *details[2];
+    Google__Rpc__ErrorInfo__MetadataEntry md[2] = {GOOGLE__RPC__ERROR_INFO__METADATA_ENTRY__INIT,
+                                                   GOOGLE__RPC__ERROR_INFO__METADATA_ENTRY__INIT};
+    Google__Rpc__ErrorInfo__MetadataEntry *mdp[2];
+    char twilio_code[16], retry_s[24];
+    uint8_t info_buf[512], retry_buf[64];
+
+    if (e->twilio_code) {
+        snprintf(twilio_code, sizeof(twilio_code), "%d", e->twilio_code);
+        add_trailer(c, "twilio-error-code", grpc_slice_from_copied_string(twilio_code));
+    }
+    if (e->reason) {
+        info.reason = (char *)e->reason;
+        info.domain = "commsgate";
+        info.metadata = mdp;
+        if (e->twilio_code) {
+            md[info.n_metadata].key = "twilio_error_code";
+            md[info.n_metadata].value = twilio_code;
+            mdp[info.n_metadata] = &md[info.n_metadata];
+            info.n_metadata++;
+        }
+        if (e->retry_after_ms >= 0) {
+            snprintf(retry_s, sizeof(retry_s), "%lld", (long long)((e->retry_after_ms + 999) / 1000));
+            md[info.n_metadata].key = "retry_after_seconds";
+            md[info.n_metadata].value = retry_s;
+            mdp[info.n_metadata] = &md[info.n_metadata];
+            info.n_metadata++;
+        }
+        status.code = (int32_t)e->code;
+        status.message = (char *)(e->msg ? e->msg : "");
+        status.details = details;
+        if (pack_any(&info.base, "type.googleapis.com/google.rpc.ErrorInfo", info_buf,
+                     sizeof(info_buf), &any_info))
+            details[status.n_details++] = &any_info;
+        if (e->retry_after_ms >= 0) {
+            delay.seconds = e->retry_after_ms / 1000;
+            delay.nanos = (int32_t)(e->retry_after_ms % 1000) * 1000000;
+            retry.retry_delay = &delay;
+            if (pack_any(&retry.base, "type.googleapis.com/google.rpc.RetryInfo", retry_buf,
+                         sizeof(retry_buf), &any_retry))
+                details[status.n_details++] = &any_retry;
+        }
+        size_t len = protobuf_c_message_get_packed_size(&status.base);
+        grpc_slice bin = grpc_slice_malloc(len);
+        protobuf_c_message_pack(&status.base, GRPC_SLICE_START_PTR(bin));
+        add_trailer(c, "grpc-status-details-bin", bin);
+    }
+    return rpc_call_finish(c, e->code, e->msg, NULL);
 }
 
 int rpc_call_send(struct rpc_call *c, const ProtobufCMessage *msg)

@@ -64,6 +64,12 @@ gpr_timespec rpc_call_deadline(const struct rpc_call *call);
 int64_t rpc_call_ms_left(const struct rpc_call *call);
 /* True once the client has gone (cancel, deadline, shutdown). */
 int rpc_call_is_cancelled(const struct rpc_call *call);
+/* Copies the value of request metadata `key` (lowercase) into buf; returns
+ * its length, or -1 if absent or longer than buflen - 1. Queue thread, in
+ * on_call. */
+int rpc_call_metadata(const struct rpc_call *call, const char *key, char *buf, size_t buflen);
+/* Answers OK with a response packed elsewhere (an idempotent repeat). */
+int rpc_call_finish_packed(struct rpc_call *call, const uint8_t *resp, size_t len);
 /* A slot for the handler's own state. */
 void *rpc_call_get_data(const struct rpc_call *call);
 void rpc_call_set_data(struct rpc_call *call, void *data);
@@ -76,6 +82,23 @@ struct rpc_call *rpc_call_from_task(struct loop_task *task);
  * with GRPC_STATUS_OK); `msg` is copied. */
 int rpc_call_finish(struct rpc_call *call, grpc_status_code code, const char *msg,
                     const ProtobufCMessage *resp);
+/* A refusal carrying what the caller's code can act on, beyond the status
+ * code and message: */
+struct rpc_error {
+    grpc_status_code code;
+    const char *msg;        /* grpc-message; copied */
+    const char *reason;     /* google.rpc.ErrorInfo reason (OPTED_OUT, ...);
+                               NULL sends no status details */
+    int twilio_code;        /* non-zero: also the `twilio-error-code` trailer and
+                               ErrorInfo metadata twilio_error_code */
+    int64_t retry_after_ms; /* >= 0: RetryInfo, and ErrorInfo metadata
+                               retry_after_seconds (rounded up) */
+};
+
+/* rpc_call_finish for errors: adds the trailers above and a google.rpc.Status
+ * in `grpc-status-details-bin`. Same ownership rule as rpc_call_finish. */
+int rpc_call_fail(struct rpc_call *call, const struct rpc_error *e);
+
 /* Streaming: sends one message; at most one in flight per call. The holder
  * keeps the call; on_sent reports completion. */
 int rpc_call_send(struct rpc_call *call, const ProtobufCMessage *msg);

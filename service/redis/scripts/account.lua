@@ -13,11 +13,24 @@
 -- ARGV[4] lease id (unique per request)
 -- ARGV[5] lease lifetime, ms (the request's deadline: a crashed replica's
 --         leases expire on their own)
+-- ARGV[6] 'take', or 'give' to hand back what a 'take' got when the request
+--         is not sent after all (the lease, and the cost's place in the rate)
 --
 -- Returns {'ok'} or {'wait', ms, 'rate'|'concurrency'}.
 
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
+
+if ARGV[6] == 'give' then
+  redis.call('ZREM', KEYS[2], ARGV[4])
+  local cost = tonumber(ARGV[1])
+  local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+  if cost > 0 and tat > now then
+    local back = math.max(now, tat - cost * 1000 / tonumber(ARGV[2]))
+    redis.call('SET', KEYS[1], tostring(back), 'PX', math.ceil(back - now) + 1000)
+  end
+  return {'ok'}
+end
 
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then

@@ -197,26 +197,31 @@ static void test_account_rate_spacing(void **state)
 {
     const char *keys[] = {"cg:{account}:tat", "cg:{account}:leases"};
     /* 10 segments/s: a 1-segment send, then the next must wait ~100 ms. */
-    const char *a1[] = {"1", "10", "100", "lease-1", "30000"};
-    const char *a2[] = {"1", "10", "100", "lease-2", "30000"};
-    eval(POLICY_ACCOUNT, 2, keys, 5, a1);
+    const char *a1[] = {"1", "10", "100", "lease-1", "30000", "take"};
+    const char *a2[] = {"1", "10", "100", "lease-2", "30000", "take"};
+    eval(POLICY_ACCOUNT, 2, keys, 6, a1);
     assert_string_equal(got[0], "ok");
-    eval(POLICY_ACCOUNT, 2, keys, 5, a2);
+    eval(POLICY_ACCOUNT, 2, keys, 6, a2);
     assert_string_equal(got[0], "wait");
     long wait = atol(got[1]);
     assert_true(wait > 50 && wait <= 100);
     assert_string_equal(got[2], "rate");
     usleep((useconds_t)(wait + 5) * 1000);
-    eval(POLICY_ACCOUNT, 2, keys, 5, a2);
+    eval(POLICY_ACCOUNT, 2, keys, 6, a2);
     assert_string_equal(got[0], "ok");
     /* A 3-segment message pushes the next send 300 ms out. */
     usleep(110 * 1000);
-    const char *a3[] = {"3", "10", "100", "lease-3", "30000"};
-    eval(POLICY_ACCOUNT, 2, keys, 5, a3);
+    const char *a3[] = {"3", "10", "100", "lease-3", "30000", "take"};
+    eval(POLICY_ACCOUNT, 2, keys, 6, a3);
     assert_string_equal(got[0], "ok");
-    eval(POLICY_ACCOUNT, 2, keys, 5, a1);
+    eval(POLICY_ACCOUNT, 2, keys, 6, a1);
     assert_string_equal(got[0], "wait");
     assert_true(atol(got[1]) > 250);
+    /* Giving the 3-segment send back frees its place in the rate. */
+    const char *give3[] = {"3", "10", "100", "lease-3", "30000", "give"};
+    eval(POLICY_ACCOUNT, 2, keys, 6, give3);
+    eval(POLICY_ACCOUNT, 2, keys, 6, a1);
+    assert_string_equal(got[0], "ok");
     assert_all_keys_expire();
 }
 
@@ -226,27 +231,28 @@ static void test_account_concurrency(void **state)
     char id[16];
     for (int i = 0; i < 3; i++) {
         snprintf(id, sizeof(id), "l%d", i);
-        const char *a[] = {"0", "10", "3", id, "30000"};
-        eval(POLICY_ACCOUNT, 2, keys, 5, a);
+        const char *a[] = {"0", "10", "3", id, "30000", "take"};
+        eval(POLICY_ACCOUNT, 2, keys, 6, a);
         assert_string_equal(got[0], "ok"); /* cost 0: no rate limit, only leases */
     }
-    const char *a4[] = {"0", "10", "3", "l3", "30000"};
-    eval(POLICY_ACCOUNT, 2, keys, 5, a4);
+    const char *a4[] = {"0", "10", "3", "l3", "30000", "take"};
+    eval(POLICY_ACCOUNT, 2, keys, 6, a4);
     assert_string_equal(got[0], "wait");
     assert_string_equal(got[2], "concurrency");
-    /* Releasing a lease frees a place. */
-    cmd("ZREM", "cg:{account}:leases", "l1", NULL);
-    eval(POLICY_ACCOUNT, 2, keys, 5, a4);
+    /* Giving a lease back frees a place. */
+    const char *give[] = {"0", "10", "3", "l1", "30000", "give"};
+    eval(POLICY_ACCOUNT, 2, keys, 6, give);
+    eval(POLICY_ACCOUNT, 2, keys, 6, a4);
     assert_string_equal(got[0], "ok");
     /* Leases of a crashed replica expire on their own. */
     cmd("FLUSHALL", NULL, NULL, NULL);
     for (int i = 0; i < 3; i++) {
         snprintf(id, sizeof(id), "s%d", i);
-        const char *a[] = {"0", "10", "3", id, "100"};
-        eval(POLICY_ACCOUNT, 2, keys, 5, a);
+        const char *a[] = {"0", "10", "3", id, "100", "take"};
+        eval(POLICY_ACCOUNT, 2, keys, 6, a);
     }
     usleep(150 * 1000);
-    eval(POLICY_ACCOUNT, 2, keys, 5, a4);
+    eval(POLICY_ACCOUNT, 2, keys, 6, a4);
     assert_string_equal(got[0], "ok");
 }
 
