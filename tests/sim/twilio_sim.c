@@ -1,0 +1,731 @@
+/* twilio-sim: a small, fast stand-in for the parts of Twilio's REST API
+ * commsgate uses (Messages, Calls, Verify v2), for tests and `make run`.
+ * It honours Twilio's test-credential magic numbers, injects faults on
+ * demand, and records every request so tests can count sends.
+ *
+ *   twilio-sim --listen HOST:PORT [--latency-ms N]
+ *
+ * Test-only endpoints (no auth):
+ *   GET  /__sim/requests[?path_suffix=S]  every API request received
+ *   POST /__sim/reset                      forget requests, verifications, faults
+ *   GET  /__sim/verifications              codes "sent", for tests to type in
+ *   POST /__sim/faults                     queue a fault (JSON, see README)
+ *   GET  /__sim/health
+ * A request may also carry `X-Sim-Fault: latency_ms=N | status=429,code=20429 | drop`. */
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <sys/queue.h>
+#include <jansson.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#define MAX_RECORDED 100000
+#define MAX_VERIFICATIONS 10000
+#define MAX_FAULTS 1000
+#define VERIFY_TTL_S 600
+#define VERIFY_MAX_SENDS 5
+#define VERIFY_MAX_CHECKS 5
+
+/* Documented test values (README, "The Twilio simulator"). */
+#define DEFAULT_ACCOUNT_SID "AC00000000000000000000000000000000"
+#define DEFAULT_AUTH_TOKEN "simulator-auth-token"
+
+struct fault {
+    char path_suffix[64];
+    char to[64];
+    int times; /* 0: forever */
+    int latency_ms;
+    int status, code;
+    int drop;
+};
+
+struct verification {
+    char sid[35];
+    char to[256];
+    char channel[16];
+    char code[7];
+    char status[24]; /* pending, approved, canceled, max_attempts_reached */
+    int checks;
+    double sends[VERIFY_MAX_SENDS + 1];
+    int nsends;
+    double created;
+};
+
+static struct {
+    struct event_base *base;
+    const char *account_sid, *auth_token, *key_sid, *key_secret;
+    int latency_ms;
+    json_t *recorded[MAX_RECORDED]; /* ring */
+    size_t rec_head, rec_count;
+    struct verification *verifs;
+    size_t nverifs;
+    struct fault faults[MAX_FAULTS];
+    size_t nfaults;
+} sim;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void random_sid(char *out, const char *prefix)
+{
+    unsigned char r[16];
+    RAND_bytes(r, sizeof(r));
+    out[0] = prefix[0];
+    out[1] = prefix[1];
+    for (int i = 0; i < 16; i++)
+        snprintf(out + 2 + 2 * i, 3, "%02x", r[i]);
+}
+
+static void rfc2822(char *out, size_t len)
+{
+    time_t t = time(NULL);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(out, len, "%a, %d %b %Y %H:%M:%S +0000", &tm);
+}
+
+static int is_e164(const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    if (n < 3 || n > 16 || s[0] != '+' || s[1] < '1' || s[1] > '9')
+        return 0;
+    for (size_t i = 2; i < n; i++)
+        if (s[i] < '0' || s[i] > '9')
+            return 0;
+    return 1;
+}
+
+static const char *strip_whatsapp(const char *s)
+{
+    return s && strncmp(s, "whatsapp:", 9) == 0 ? s + 9 : s;
+}
+
+static size_t utf8_chars(const char *s)
+{
+    size_t n = 0;
+    for (; *s; s++)
+        if (((unsigned char)*s & 0xC0) != 0x80)
+            n++;
+    return n;
+}
+
+/* --- answering --- */
+
+struct deferred {
+    struct evhttp_request *req;
+    int status;
+    char *body;
+    struct event *ev;
+    int drop;
+};
+
+static void send_now(struct evhttp_request *req, int status, const char *body)
+{
+    struct evbuffer *b = evbuffer_new();
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
+    if (status == 429)
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Twilio-Concurrent-Requests", "101");
+    evbuffer_add(b, body, strlen(body));
+    evhttp_send_reply(req, status, status < 300 ? "OK" : "Error", b);
+    evbuffer_free(b);
+}
+
+static void on_deferred(evutil_socket_t fd, short what, void *arg)
+{
+    struct deferred *d = arg;
+    if (d->drop)
+        evhttp_connection_free(evhttp_request_get_connection(d->req));
+    else
+        send_now(d->req, d->status, d->body);
+    event_free(d->ev);
+    free(d->body);
+    free(d);
+}
+
+/* Answers after `latency_ms` (0: at once), or drops the connection. Never
+ * blocks the loop. Takes `body`. */
+static void answer(struct evhttp_request *req, int status, char *body, int latency_ms, int drop)
+{
+    if (latency_ms <= 0 && !drop) {
+        send_now(req, status, body);
+        free(body);
+        return;
+    }
+    struct deferred *d = calloc(1, sizeof(*d));
+    d->req = req;
+    d->status = status;
+    d->body = body;
+    d->drop = drop;
+    d->ev = evtimer_new(sim.base, on_deferred, d);
+    struct timeval tv = {latency_ms / 1000, (latency_ms % 1000) * 1000};
+    evtimer_add(d->ev, &tv);
+}
+
+static char *twilio_error(int status, int code, const char *message)
+{
+    char more[80];
+    snprintf(more, sizeof(more), "https://www.twilio.com/docs/errors/%d", code);
+    json_t *j = json_pack("{s:i, s:s, s:s, s:i}", "code", code, "message", message, "more_info",
+                          more, "status", status);
+    char *s = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    return s;
+}
+
+static char *dump(json_t *j)
+{
+    char *s = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(j);
+    return s;
+}
+
+/* --- requests --- */
+
+struct api_req {
+    struct evhttp_request *req;
+    const char *path;
+    struct evkeyvalq params;
+    json_t *record;
+    int status; /* what we answered, recorded */
+};
+
+static const char *param(struct api_req *a, const char *name)
+{
+    return evhttp_find_header(&a->params, name);
+}
+
+static int check_auth(struct evhttp_request *req, char *user, size_t ulen)
+{
+    const char *h = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
+    unsigned char dec[512];
+    user[0] = '\0';
+    if (!h || strncmp(h, "Basic ", 6) != 0 || strlen(h + 6) > 600)
+        return 0;
+    int n = EVP_DecodeBlock(dec, (const unsigned char *)h + 6, (int)strlen(h + 6));
+    if (n <= 0)
+        return 0;
+    while (n > 0 && dec[n - 1] == '\0')
+        n--; /* EVP_DecodeBlock counts base64 padding as NUL bytes */
+    dec[n] = '\0';
+    char *colon = strchr((char *)dec, ':');
+    if (!colon)
+        return 0;
+    *colon = '\0';
+    snprintf(user, ulen, "%s", (char *)dec);
+    const char *pass = colon + 1;
+    if (strcmp((char *)dec, sim.account_sid) == 0 && strcmp(pass, sim.auth_token) == 0)
+        return 1;
+    if (sim.key_sid && sim.key_secret && strcmp((char *)dec, sim.key_sid) == 0 &&
+        strcmp(pass, sim.key_secret) == 0)
+        return 1;
+    return 0;
+}
+
+static void record(json_t *r)
+{
+    size_t slot = (sim.rec_head + sim.rec_count) % MAX_RECORDED;
+    if (sim.rec_count == MAX_RECORDED) {
+        json_decref(sim.recorded[sim.rec_head]);
+        sim.rec_head = (sim.rec_head + 1) % MAX_RECORDED;
+        slot = (sim.rec_head + sim.rec_count - 1) % MAX_RECORDED;
+    } else {
+        sim.rec_count++;
+    }
+    sim.recorded[slot] = r;
+}
+
+/* The first queued fault matching this request, consumed; or the header's. */
+static int take_fault(struct api_req *a, struct fault *out)
+{
+    const char *h = evhttp_find_header(evhttp_request_get_input_headers(a->req), "X-Sim-Fault");
+    memset(out, 0, sizeof(*out));
+    if (h) {
+        if (strstr(h, "drop"))
+            out->drop = 1;
+        const char *p;
+        if ((p = strstr(h, "latency_ms=")))
+            out->latency_ms = atoi(p + 11);
+        if ((p = strstr(h, "status=")))
+            out->status = atoi(p + 7);
+        if ((p = strstr(h, "code=")))
+            out->code = atoi(p + 5);
+        return 1;
+    }
+    const char *to = param(a, "To");
+    size_t plen = strlen(a->path);
+    for (size_t i = 0; i < sim.nfaults; i++) {
+        struct fault *f = &sim.faults[i];
+        size_t sl = strlen(f->path_suffix);
+        if (sl && (sl > plen || strcmp(a->path + plen - sl, f->path_suffix) != 0))
+            continue;
+        if (f->to[0] && (!to || strcmp(strip_whatsapp(to), f->to) != 0))
+            continue;
+        *out = *f;
+        if (f->times > 0 && --f->times == 0) {
+            memmove(f, f + 1, (sim.nfaults - i - 1) * sizeof(*f));
+            sim.nfaults--;
+        }
+        return 1;
+    }
+    return 0;
+}
+
+static int fail_api(struct api_req *a, int status, int code, const char *message, int latency)
+{
+    a->status = status;
+    answer(a->req, status, twilio_error(status, code, message), latency, 0);
+    return 0;
+}
+
+/* Messages.json */
+static int api_messages(struct api_req *a, int latency)
+{
+    const char *to = param(a, "To"), *from = param(a, "From");
+    const char *mss = param(a, "MessagingServiceSid"), *body = param(a, "Body");
+    const char *content = param(a, "ContentSid");
+    int media = 0;
+    char sid[35], date[64], uri[200];
+
+    for (struct evkeyval *kv = a->params.tqh_first; kv; kv = kv->next.tqe_next)
+        if (strcmp(kv->key, "MediaUrl") == 0)
+            media++;
+    if (!to)
+        return fail_api(a, 400, 21604, "A 'To' phone number is required.", latency);
+    if (!from && !mss)
+        return fail_api(a, 400, 21603, "A 'From' phone number is required.", latency);
+    if (!body && !media && !content)
+        return fail_api(a, 400, 21619, "A text message body or media url must be specified.",
+                        latency);
+    const char *bare_to = strip_whatsapp(to), *bare_from = strip_whatsapp(from);
+    static const struct { const char *num; int code; const char *msg; } magic_from[] = {
+        {"+15005550001", 21212, "The 'From' number is not a valid phone number."},
+        {"+15005550007", 21606, "The 'From' phone number provided is not a valid message-capable Twilio phone number for this destination/account."},
+        {"+15005550008", 21611, "This 'From' number has exceeded the maximum number of queued messages."},
+    }, magic_to[] = {
+        {"+15005550001", 21211, "The 'To' number is not a valid phone number."},
+        {"+15005550002", 21612, "The 'To' phone number is not currently reachable via SMS."},
+        {"+15005550003", 21408, "Permission to send an SMS has not been enabled for the region indicated by the 'To' number."},
+        {"+15005550004", 21610, "Attempt to send to unsubscribed recipient"},
+        {"+15005550009", 21614, "'To' number is not a valid mobile number"},
+    };
+    for (size_t i = 0; from && i < sizeof(magic_from) / sizeof(magic_from[0]); i++)
+        if (strcmp(bare_from, magic_from[i].num) == 0)
+            return fail_api(a, 400, magic_from[i].code, magic_from[i].msg, latency);
+    if (!is_e164(bare_to))
+        return fail_api(a, 400, 21211, "The 'To' number is not a valid phone number.", latency);
+    for (size_t i = 0; i < sizeof(magic_to) / sizeof(magic_to[0]); i++)
+        if (strcmp(bare_to, magic_to[i].num) == 0)
+            return fail_api(a, 400, magic_to[i].code, magic_to[i].msg, latency);
+    size_t chars = body ? utf8_chars(body) : 0;
+    if (chars > 1600)
+        return fail_api(a, 400, 21617, "The concatenated message body exceeds the 1600 character limit.", latency);
+
+    random_sid(sid, media ? "MM" : "SM");
+    rfc2822(date, sizeof(date));
+    snprintf(uri, sizeof(uri), "/2010-04-01/Accounts/%s/Messages/%s.json", sim.account_sid, sid);
+    char segs[16], nmedia[16];
+    snprintf(segs, sizeof(segs), "%zu", chars <= 160 ? (size_t)1 : (chars + 152) / 153);
+    snprintf(nmedia, sizeof(nmedia), "%d", media);
+    json_t *j = json_pack("{s:s, s:s, s:s, s:o, s:o, s:o, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:n, s:n, s:n, s:n, s:s}",
+                          "sid", sid, "account_sid", sim.account_sid, "to", to,
+                          "from", from ? json_string(from) : json_null(),
+                          "messaging_service_sid", mss ? json_string(mss) : json_null(),
+                          "body", body ? json_string(body) : json_string(""),
+                          "status", mss && !from ? "accepted" : "queued", "num_segments", segs,
+                          "num_media", nmedia, "direction", "outbound-api", "api_version",
+                          "2010-04-01", "date_created", date, "date_updated", date,
+                          "date_sent", "error_code", "error_message", "price", "uri", uri);
+    a->status = 201;
+    answer(a->req, 201, dump(j), latency, 0);
+    return 0;
+}
+
+/* Calls.json */
+static int api_calls(struct api_req *a, int latency)
+{
+    const char *to = param(a, "To"), *from = param(a, "From");
+    char sid[35], date[64], uri[200];
+    if (!to)
+        return fail_api(a, 400, 21201, "No 'To' number is specified", latency);
+    if (!from)
+        return fail_api(a, 400, 21213, "No 'From' number is specified", latency);
+    if (!param(a, "Url") && !param(a, "Twiml") && !param(a, "ApplicationSid"))
+        return fail_api(a, 400, 21205, "Url parameter is required.", latency);
+    if (strcmp(to, "+15005550001") == 0 || !is_e164(to))
+        return fail_api(a, 400, 21217, "Phone number does not appear to be valid", latency);
+    if (strcmp(to, "+15005550003") == 0)
+        return fail_api(a, 400, 21215, "Account not authorized to call this number", latency);
+    if (strcmp(to, "+15005550004") == 0)
+        return fail_api(a, 400, 21216, "Call blocked by Twilio blocklist", latency);
+    random_sid(sid, "CA");
+    rfc2822(date, sizeof(date));
+    snprintf(uri, sizeof(uri), "/2010-04-01/Accounts/%s/Calls/%s.json", sim.account_sid, sid);
+    json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "sid", sid,
+                          "account_sid", sim.account_sid, "to", to, "from", from, "status",
+                          "queued", "direction", "outbound-api", "date_created", date,
+                          "api_version", "2010-04-01", "uri", uri);
+    a->status = 201;
+    answer(a->req, 201, dump(j), latency, 0);
+    return 0;
+}
+
+static struct verification *find_pending(const char *to, const char *sid)
+{
+    double now = now_s();
+    for (size_t i = 0; i < sim.nverifs; i++) {
+        struct verification *v = &sim.verifs[i];
+        if (now - v->created > VERIFY_TTL_S && strcmp(v->status, "pending") == 0)
+            strcpy(v->status, "expired");
+        if (strcmp(v->status, "pending") != 0)
+            continue;
+        if ((to && strcmp(v->to, to) == 0) || (sid && strcmp(v->sid, sid) == 0))
+            return v;
+    }
+    return NULL;
+}
+
+static json_t *verification_json(const struct verification *v, const char *service)
+{
+    char date[64];
+    rfc2822(date, sizeof(date));
+    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:b, s:n, s:n, s:s, s:s}", "sid", v->sid,
+                     "service_sid", service, "account_sid", sim.account_sid, "to", v->to,
+                     "channel", v->channel, "status", v->status, "valid",
+                     strcmp(v->status, "approved") == 0, "amount", "payee", "date_created", date,
+                     "date_updated", date);
+}
+
+/* POST /v2/Services/{VA}/Verifications */
+static int api_verify_start(struct api_req *a, const char *service, int latency)
+{
+    const char *to = param(a, "To"), *channel = param(a, "Channel");
+    static const char *const channels[] = {"sms", "call", "email", "whatsapp", "sna"};
+    int known = 0;
+    for (size_t i = 0; channel && i < 5; i++)
+        known |= strcmp(channel, channels[i]) == 0;
+    if (!to || !channel || !known)
+        return fail_api(a, 400, 60200, "Invalid parameter", latency);
+    if (strcmp(channel, "email") == 0 ? !strchr(to, '@') : !is_e164(to))
+        return fail_api(a, 400, 60200, "Invalid parameter `To`", latency);
+    double now = now_s();
+    struct verification *v = find_pending(to, NULL);
+    if (v) {
+        int recent = 0;
+        for (int i = 0; i < v->nsends; i++)
+            recent += now - v->sends[i] < VERIFY_TTL_S;
+        if (recent >= VERIFY_MAX_SENDS)
+            return fail_api(a, 429, 60203, "Max send attempts reached", latency);
+    } else {
+        if (sim.nverifs == MAX_VERIFICATIONS)
+            return fail_api(a, 429, 60203, "Max send attempts reached", latency);
+        v = &sim.verifs[sim.nverifs++];
+        memset(v, 0, sizeof(*v));
+        random_sid(v->sid, "VE");
+        snprintf(v->to, sizeof(v->to), "%s", to);
+        unsigned char r[4];
+        RAND_bytes(r, sizeof(r));
+        snprintf(v->code, sizeof(v->code), "%06u",
+                 (((unsigned)r[0] << 24 | (unsigned)r[1] << 16 | (unsigned)r[2] << 8 | r[3]) % 1000000u));
+        strcpy(v->status, "pending");
+        v->created = now;
+    }
+    snprintf(v->channel, sizeof(v->channel), "%s", channel);
+    v->sends[v->nsends < VERIFY_MAX_SENDS ? v->nsends++ : VERIFY_MAX_SENDS - 1] = now;
+    json_t *j = verification_json(v, service);
+    json_t *attempts = json_array();
+    for (int i = 0; i < v->nsends; i++)
+        json_array_append_new(attempts, json_pack("{s:s, s:f}", "channel", v->channel, "time",
+                                                  v->sends[i]));
+    json_object_set_new(j, "send_code_attempts", attempts);
+    json_object_set_new(j, "lookup", json_object());
+    a->status = 201;
+    answer(a->req, 201, dump(j), latency, 0);
+    return 0;
+}
+
+/* POST /v2/Services/{VA}/VerificationCheck */
+static int api_verify_check(struct api_req *a, const char *service, int latency)
+{
+    const char *to = param(a, "To"), *vsid = param(a, "VerificationSid");
+    const char *code = param(a, "Code");
+    if (!code || (!to && !vsid))
+        return fail_api(a, 400, 60200, "Invalid parameter", latency);
+    struct verification *v = find_pending(to, vsid);
+    if (!v)
+        return fail_api(a, 404, 20404, "The requested resource was not found", latency);
+    if (v->checks >= VERIFY_MAX_CHECKS)
+        return fail_api(a, 429, 60202, "Max check attempts reached", latency);
+    if (strcmp(code, v->code) == 0) {
+        strcpy(v->status, "approved");
+    } else if (++v->checks >= VERIFY_MAX_CHECKS) {
+        return fail_api(a, 429, 60202, "Max check attempts reached", latency);
+    }
+    a->status = 200;
+    answer(a->req, 200, dump(verification_json(v, service)), latency, 0);
+    return 0;
+}
+
+static void handle_api(struct evhttp_request *req, const char *path)
+{
+    struct api_req a = {.req = req, .path = path};
+    char user[128], account[64], service[64];
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t len = evbuffer_get_length(in);
+    char *body = malloc(len + 1);
+    struct fault fault;
+    int latency = sim.latency_ms;
+
+    evbuffer_copyout(in, body, len);
+    body[len] = '\0';
+    TAILQ_INIT(&a.params);
+    int authed = check_auth(req, user, sizeof(user));
+    const char *ctype =
+        evhttp_find_header(evhttp_request_get_input_headers(req), "Content-Type");
+    int form_ok = evhttp_parse_query_str(body, &a.params) == 0;
+
+    const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
+    a.record = json_pack("{s:s, s:s, s:s?, s:s, s:s?, s:[], s:f}", "method",
+                         evhttp_request_get_command(req) == EVHTTP_REQ_POST ? "POST" : "GET",
+                         "path", path, "query", query, "auth_user", user, "content_type", ctype,
+                         "params", "time", now_s());
+    json_t *params = json_object_get(a.record, "params");
+    for (struct evkeyval *kv = a.params.tqh_first; kv; kv = kv->next.tqe_next)
+        json_array_append_new(params, json_pack("[s, s]", kv->key, kv->value));
+
+    if (take_fault(&a, &fault)) {
+        latency += fault.latency_ms;
+        if (fault.drop) {
+            a.status = 0;
+            answer(req, 0, NULL, latency, 1);
+            goto done;
+        }
+        if (fault.status) {
+            fail_api(&a, fault.status, fault.code ? fault.code : 20500,
+                     fault.status == 429 ? "Too many requests" : "Injected by twilio-sim", latency);
+            goto done;
+        }
+    }
+    if (!authed) {
+        fail_api(&a, 401, 20003, "Authenticate", latency);
+        goto done;
+    }
+    if (evhttp_request_get_command(req) != EVHTTP_REQ_POST || !form_ok ||
+        !ctype || strncmp(ctype, "application/x-www-form-urlencoded", 33) != 0) {
+        fail_api(&a, 400, 20001, "Expected a POST with a form-encoded body", latency);
+        goto done;
+    }
+    if (sscanf(path, "/2010-04-01/Accounts/%63[^/]/", account) == 1) {
+        const char *rest = path + strlen("/2010-04-01/Accounts/") + strlen(account);
+        if (strcmp(account, sim.account_sid) != 0)
+            fail_api(&a, 404, 20404, "The requested resource was not found", latency);
+        else if (strcmp(rest, "/Messages.json") == 0)
+            api_messages(&a, latency);
+        else if (strcmp(rest, "/Calls.json") == 0)
+            api_calls(&a, latency);
+        else
+            fail_api(&a, 404, 20404, "The requested resource was not found", latency);
+    } else if (sscanf(path, "/v2/Services/%63[^/]/", service) == 1) {
+        const char *rest = path + strlen("/v2/Services/") + strlen(service);
+        if (strcmp(rest, "/Verifications") == 0)
+            api_verify_start(&a, service, latency);
+        else if (strcmp(rest, "/VerificationCheck") == 0)
+            api_verify_check(&a, service, latency);
+        else
+            fail_api(&a, 404, 20404, "The requested resource was not found", latency);
+    } else {
+        fail_api(&a, 404, 20404, "The requested resource was not found", latency);
+    }
+done:
+    json_object_set_new(a.record, "status", json_integer(a.status));
+    record(a.record);
+    evhttp_clear_headers(&a.params);
+    free(body);
+}
+
+/* --- control endpoints --- */
+
+static void reset(void)
+{
+    for (size_t i = 0; i < sim.rec_count; i++)
+        json_decref(sim.recorded[(sim.rec_head + i) % MAX_RECORDED]);
+    sim.rec_head = sim.rec_count = 0;
+    sim.nverifs = 0;
+    sim.nfaults = 0;
+}
+
+static void control(struct evhttp_request *req, const char *path)
+{
+    enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+    if (strcmp(path, "/__sim/health") == 0) {
+        send_now(req, 200, "{\"ok\":true}");
+    } else if (strcmp(path, "/__sim/reset") == 0 && cmd == EVHTTP_REQ_POST) {
+        reset();
+        send_now(req, 200, "{\"ok\":true}");
+    } else if (strcmp(path, "/__sim/requests") == 0) {
+        struct evkeyvalq q;
+        const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
+        TAILQ_INIT(&q);
+        if (query)
+            evhttp_parse_query_str(query, &q);
+        const char *suffix = evhttp_find_header(&q, "path_suffix");
+        json_t *all = json_array();
+        for (size_t i = 0; i < sim.rec_count; i++) {
+            json_t *r = sim.recorded[(sim.rec_head + i) % MAX_RECORDED];
+            const char *p = json_string_value(json_object_get(r, "path"));
+            if (suffix && (strlen(p) < strlen(suffix) ||
+                           strcmp(p + strlen(p) - strlen(suffix), suffix) != 0))
+                continue;
+            json_array_append(all, r);
+        }
+        evhttp_clear_headers(&q);
+        char *s = dump(all);
+        send_now(req, 200, s);
+        free(s);
+    } else if (strcmp(path, "/__sim/verifications") == 0) {
+        json_t *all = json_array();
+        for (size_t i = 0; i < sim.nverifs; i++) {
+            struct verification *v = &sim.verifs[i];
+            json_array_append_new(all, json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:i}", "sid",
+                                                 v->sid, "to", v->to, "channel", v->channel,
+                                                 "code", v->code, "status", v->status, "checks",
+                                                 v->checks, "sends", v->nsends));
+        }
+        char *s = dump(all);
+        send_now(req, 200, s);
+        free(s);
+    } else if (strcmp(path, "/__sim/faults") == 0 && cmd == EVHTTP_REQ_POST) {
+        struct evbuffer *in = evhttp_request_get_input_buffer(req);
+        size_t len = evbuffer_get_length(in);
+        char *body = malloc(len + 1);
+        evbuffer_copyout(in, body, len);
+        body[len] = '\0';
+        json_t *j = json_loads(body, 0, NULL);
+        free(body);
+        if (!json_is_object(j) || sim.nfaults == MAX_FAULTS) {
+            json_decref(j);
+            send_now(req, 400, "{\"error\":\"expected a JSON object\"}");
+            return;
+        }
+        struct fault *f = &sim.faults[sim.nfaults++];
+        memset(f, 0, sizeof(*f));
+        const char *suffix = json_string_value(json_object_get(j, "path_suffix"));
+        const char *to = json_string_value(json_object_get(j, "to"));
+        snprintf(f->path_suffix, sizeof(f->path_suffix), "%s", suffix ? suffix : "");
+        snprintf(f->to, sizeof(f->to), "%s", to ? to : "");
+        json_t *times = json_object_get(j, "times");
+        f->times = json_is_integer(times) ? (int)json_integer_value(times) : 1;
+        f->latency_ms = (int)json_integer_value(json_object_get(j, "latency_ms"));
+        f->status = (int)json_integer_value(json_object_get(j, "status"));
+        f->code = (int)json_integer_value(json_object_get(j, "code"));
+        f->drop = json_is_true(json_object_get(j, "drop"));
+        json_decref(j);
+        send_now(req, 201, "{\"ok\":true}");
+    } else {
+        send_now(req, 404, "{\"error\":\"unknown simulator endpoint\"}");
+    }
+}
+
+static void on_request(struct evhttp_request *req, void *arg)
+{
+    const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
+    if (!path)
+        path = "/";
+    if (strncmp(path, "/__sim/", 7) == 0)
+        control(req, path);
+    else
+        handle_api(req, path);
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    event_base_loopbreak(sim.base);
+}
+
+static void usage(FILE *out)
+{
+    fprintf(out, "Usage: twilio-sim --listen HOST:PORT [--latency-ms N]\n"
+                 "A stand-in for Twilio's Messages, Calls and Verify APIs, for tests.\n"
+                 "Credentials: TWILIO_ACCOUNT_SID / TWILIO_AUTH_TOKEN (default: the\n"
+                 "documented test values %s / %s), and optionally\n"
+                 "TWILIO_API_KEY_SID / TWILIO_API_KEY_SECRET.\n",
+            DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN);
+}
+
+int main(int argc, char **argv)
+{
+    const char *listen = NULL;
+    char host[256];
+    int port = 0;
+
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--listen") && i + 1 < argc)
+            listen = argv[++i];
+        else if (!strcmp(argv[i], "--latency-ms") && i + 1 < argc)
+            sim.latency_ms = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--help")) {
+            usage(stdout);
+            return 0;
+        } else {
+            usage(stderr);
+            return 2;
+        }
+    }
+    const char *colon = listen ? strrchr(listen, ':') : NULL;
+    if (!colon || (size_t)(colon - listen) >= sizeof(host)) {
+        usage(stderr);
+        return 2;
+    }
+    memcpy(host, listen, (size_t)(colon - listen));
+    host[colon - listen] = '\0';
+    port = atoi(colon + 1);
+
+    sim.account_sid = getenv("TWILIO_ACCOUNT_SID") ? getenv("TWILIO_ACCOUNT_SID") : DEFAULT_ACCOUNT_SID;
+    sim.auth_token = getenv("TWILIO_AUTH_TOKEN") ? getenv("TWILIO_AUTH_TOKEN") : DEFAULT_AUTH_TOKEN;
+    sim.key_sid = getenv("TWILIO_API_KEY_SID");
+    sim.key_secret = getenv("TWILIO_API_KEY_SECRET");
+
+    /* Benchmarks hold thousands of connections open. */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    signal(SIGPIPE, SIG_IGN);
+    sim.verifs = calloc(MAX_VERIFICATIONS, sizeof(*sim.verifs));
+    sim.base = event_base_new();
+    struct evhttp *http = evhttp_new(sim.base);
+    evhttp_set_gencb(http, on_request, NULL);
+    evhttp_set_max_body_size(http, 1 << 20);
+    evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_POST);
+    if (evhttp_bind_socket(http, host, (ev_uint16_t)port) != 0) {
+        fprintf(stderr, "twilio-sim: cannot listen on %s\n", listen);
+        return 1;
+    }
+    struct event *sigint = evsignal_new(sim.base, SIGINT, on_signal, NULL);
+    struct event *sigterm = evsignal_new(sim.base, SIGTERM, on_signal, NULL);
+    evsignal_add(sigint, NULL);
+    evsignal_add(sigterm, NULL);
+    fprintf(stderr, "twilio-sim listening on %s\n", listen);
+
+    event_base_dispatch(sim.base);
+
+    event_free(sigint);
+    event_free(sigterm);
+    evhttp_free(http);
+    reset();
+    free(sim.verifs);
+    event_base_free(sim.base);
+    return 0;
+}
