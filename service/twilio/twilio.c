@@ -1,0 +1,354 @@
+/* Twilio REST requests with deadline-bound retries. */
+#include "twilio.h"
+
+#include <curl/curl.h>
+#include <event2/event.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../core/config.h"
+#include "../core/error.h"
+#include "../core/log.h"
+#include "http.h"
+
+#define BACKOFF_BASE_MS 100
+#define BACKOFF_CAP_MS 2000
+#define MAX_ATTEMPTS 5
+/* An attempt given less time than this is not worth starting. */
+#define MIN_ATTEMPT_MS 50
+#define CONNECT_TIMEOUT_MS 3000
+
+struct twilio_ctx {
+    struct event_base *base;
+    struct http_ctx *http;
+    char url[TWILIO_API_COUNT][600];
+    char user[64];
+    char pass[160];
+    uint64_t rng;
+    struct twilio_req *reqs; /* in flight, for twilio_free */
+    int freeing;
+};
+
+struct twilio_req {
+    struct twilio_ctx *t;
+    struct twilio_req *prev, *next;
+    enum twilio_api api;
+    char *form;
+    size_t form_len;
+    double start_ms, deadline_ms;
+    int attempts;
+    struct http_req *http;
+    struct event *timer;
+    twilio_done_fn *done;
+    void *data;
+    /* What the last attempt said, for a final FAILED. */
+    long last_status;
+    int last_code;
+    char last_msg[200];
+};
+
+static const char *const api_names[TWILIO_API_COUNT] = {"Messages.json", "Calls.json",
+                                                        "Verifications", "VerificationCheck"};
+
+const char *twilio_api_name(enum twilio_api api)
+{
+    return api < TWILIO_API_COUNT ? api_names[api] : "?";
+}
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* xorshift64*: jitter needs spread, not secrecy. */
+static uint64_t rnd(struct twilio_ctx *t)
+{
+    t->rng ^= t->rng >> 12;
+    t->rng ^= t->rng << 25;
+    t->rng ^= t->rng >> 27;
+    return t->rng * 2685821657736338717ULL;
+}
+
+int twilio_new(struct event_base *base, const struct config *cfg, struct twilio_ctx **out)
+{
+    struct twilio_ctx *t = calloc(1, sizeof(*t));
+    struct http_ctx_opts o = {.max_host_connections = 0,
+                              .user_agent = "commsgate/0.1",
+                              .idle_handles = 64};
+    int rc;
+
+    if (!t)
+        return CG_ENOMEM;
+    t->base = base;
+    o.max_total_connections = cfg->twilio_concurrency;
+    rc = http_new(base, &o, &t->http);
+    if (rc) {
+        free(t);
+        return rc;
+    }
+    snprintf(t->url[TWILIO_API_MESSAGES], sizeof(t->url[0]),
+             "%s/2010-04-01/Accounts/%s/Messages.json", cfg->api_base_url, cfg->account_sid);
+    snprintf(t->url[TWILIO_API_CALLS], sizeof(t->url[0]), "%s/2010-04-01/Accounts/%s/Calls.json",
+             cfg->api_base_url, cfg->account_sid);
+    snprintf(t->url[TWILIO_API_VERIFY_START], sizeof(t->url[0]), "%s/v2/Services/%s/Verifications",
+             cfg->verify_base_url, cfg->verify_service_sid);
+    snprintf(t->url[TWILIO_API_VERIFY_CHECK], sizeof(t->url[0]),
+             "%s/v2/Services/%s/VerificationCheck", cfg->verify_base_url,
+             cfg->verify_service_sid);
+    if (cfg->api_key_sid[0]) {
+        snprintf(t->user, sizeof(t->user), "%s", cfg->api_key_sid);
+        snprintf(t->pass, sizeof(t->pass), "%s", cfg->api_key_secret);
+    } else {
+        snprintf(t->user, sizeof(t->user), "%s", cfg->account_sid);
+        snprintf(t->pass, sizeof(t->pass), "%s", cfg->auth_token);
+    }
+    if (RAND_bytes((unsigned char *)&t->rng, sizeof(t->rng)) != 1 || t->rng == 0)
+        t->rng = (uint64_t)time(NULL) | 1;
+    *out = t;
+    return CG_OK;
+}
+
+static void unlink_req(struct twilio_req *r)
+{
+    struct twilio_ctx *t = r->t;
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        t->reqs = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+}
+
+static void req_free(struct twilio_req *r)
+{
+    unlink_req(r);
+    if (r->timer)
+        event_free(r->timer);
+    free(r->form);
+    free(r);
+}
+
+static void finish(struct twilio_req *r, enum twilio_outcome outcome, long http_status, int code,
+                   const char *message, json_t *json)
+{
+    char msg[sizeof(r->last_msg)];
+    /* message may be r->last_msg, and r is freed before done runs. */
+    snprintf(msg, sizeof(msg), "%s", message ? message : "");
+    struct twilio_result res = {.outcome = outcome,
+                                .http_status = http_status,
+                                .code = code,
+                                .message = msg,
+                                .json = json,
+                                .attempts = r->attempts,
+                                .elapsed_ms = now_ms() - r->start_ms};
+    if (json) {
+        json_t *sid = json_object_get(json, "sid"), *status = json_object_get(json, "status");
+        res.sid = json_is_string(sid) ? json_string_value(sid) : NULL;
+        res.status = json_is_string(status) ? json_string_value(status) : NULL;
+    }
+    if (outcome != TWILIO_OK)
+        log_event(outcome == TWILIO_REFUSED ? LOG_LEVEL_INFO : LOG_LEVEL_WARN, "twilio_failed",
+                  json_pack("{s:s, s:s, s:I, s:i, s:i, s:s}", "api", api_names[r->api],
+                            "outcome",
+                            outcome == TWILIO_REFUSED  ? "refused"
+                            : outcome == TWILIO_FAILED ? "failed"
+                                                       : "unknown",
+                            "http_status", (json_int_t)http_status, "code", code, "attempts",
+                            r->attempts, "msg", res.message));
+    twilio_done_fn *done = r->done;
+    void *data = r->data;
+    req_free(r);
+    done(&res, data);
+}
+
+static void start_attempt(struct twilio_req *r);
+
+static void on_retry_timer(evutil_socket_t fd, short what, void *arg)
+{
+    start_attempt(arg);
+}
+
+/* Schedules another attempt if one fits in the deadline; otherwise ends the
+ * request as FAILED with what the last attempt said. */
+static void retry_or_fail(struct twilio_req *r, long retry_after_ms)
+{
+    struct twilio_ctx *t = r->t;
+    double left = r->deadline_ms - now_ms();
+    uint64_t ceiling = BACKOFF_BASE_MS << (r->attempts < 5 ? r->attempts : 5);
+    if (ceiling > BACKOFF_CAP_MS)
+        ceiling = BACKOFF_CAP_MS;
+    long wait = (long)(rnd(t) % (ceiling + 1));
+    if (retry_after_ms > wait)
+        wait = retry_after_ms;
+
+    if (t->freeing || r->attempts >= MAX_ATTEMPTS || wait + MIN_ATTEMPT_MS > left) {
+        finish(r, TWILIO_FAILED, r->last_status, r->last_code, r->last_msg, NULL);
+        return;
+    }
+    log_event(LOG_LEVEL_INFO, "twilio_retry",
+              json_pack("{s:s, s:i, s:i, s:I, s:i}", "api", api_names[r->api], "attempt",
+                        r->attempts, "code", r->last_code, "http_status",
+                        (json_int_t)r->last_status, "wait_ms", (int)wait));
+    if (!r->timer)
+        r->timer = evtimer_new(t->base, on_retry_timer, r);
+    struct timeval tv = {wait / 1000, (wait % 1000) * 1000};
+    if (!r->timer || evtimer_add(r->timer, &tv))
+        finish(r, TWILIO_FAILED, r->last_status, r->last_code, r->last_msg, NULL);
+}
+
+static int json_code(json_t *json)
+{
+    json_t *c = json ? json_object_get(json, "code") : NULL;
+    return json_is_integer(c) ? (int)json_integer_value(c) : 0;
+}
+
+static void on_http(const struct http_result *h, void *data)
+{
+    struct twilio_req *r = data;
+    json_t *json = NULL;
+    char msg[200];
+
+    r->http = NULL;
+    if (!h->ok) {
+        snprintf(r->last_msg, sizeof(r->last_msg), "%s", h->error[0] ? h->error : "transfer failed");
+        r->last_status = 0;
+        r->last_code = 0;
+        if (!h->maybe_sent)
+            retry_or_fail(r, -1);
+        else
+            finish(r, TWILIO_UNKNOWN, 0, 0, r->last_msg, NULL);
+        return;
+    }
+    if (h->body_len)
+        json = json_loadb(h->body, h->body_len, 0, NULL);
+    if (json && !json_is_object(json)) {
+        json_decref(json);
+        json = NULL;
+    }
+    int code = json_code(json);
+    json_t *m = json ? json_object_get(json, "message") : NULL;
+    if (json_is_string(m))
+        snprintf(msg, sizeof(msg), "%s", json_string_value(m));
+    else
+        snprintf(msg, sizeof(msg), "HTTP %ld", h->status);
+
+    if (h->status >= 200 && h->status < 300) {
+        finish(r, TWILIO_OK, h->status, 0, "", json);
+        json_decref(json);
+        return;
+    }
+    const struct twilio_error_info *info = twilio_error_lookup(code);
+    r->last_status = h->status;
+    r->last_code = code;
+    snprintf(r->last_msg, sizeof(r->last_msg), "%s", msg);
+    if (h->status == 429 || (info && info->retryable)) {
+        json_decref(json);
+        retry_or_fail(r, h->retry_after_ms);
+    } else if (h->status >= 500) {
+        finish(r, TWILIO_UNKNOWN, h->status, code, msg, json);
+        json_decref(json);
+    } else {
+        finish(r, TWILIO_REFUSED, h->status, code, msg, json);
+        json_decref(json);
+    }
+}
+
+static void start_attempt(struct twilio_req *r)
+{
+    struct twilio_ctx *t = r->t;
+    long left = (long)(r->deadline_ms - now_ms());
+    struct http_request hr = {.method = "POST",
+                              .url = t->url[r->api],
+                              .body = r->form,
+                              .body_len = r->form_len,
+                              .content_type = "application/x-www-form-urlencoded",
+                              .username = t->user,
+                              .password = t->pass,
+                              .timeout_ms = left,
+                              .connect_timeout_ms =
+                                  left < CONNECT_TIMEOUT_MS ? left : CONNECT_TIMEOUT_MS,
+                              .max_response_bytes = 256 * 1024};
+    if (left < MIN_ATTEMPT_MS) {
+        finish(r, TWILIO_FAILED, r->last_status, r->last_code,
+               r->last_msg[0] ? r->last_msg : "no time left for a Twilio request", NULL);
+        return;
+    }
+    r->attempts++;
+    if (http_start(t->http, &hr, on_http, r, &r->http)) {
+        snprintf(r->last_msg, sizeof(r->last_msg), "cannot start the HTTP request");
+        finish(r, TWILIO_FAILED, 0, 0, r->last_msg, NULL);
+    }
+}
+
+/* Defers the first attempt's failure so done never runs inside
+ * twilio_request: the first attempt starts from a zero timer. */
+int twilio_request(struct twilio_ctx *t, enum twilio_api api, const char *form, size_t form_len,
+                   int64_t ms_left, twilio_done_fn *done, void *data, struct twilio_req **out)
+{
+    struct twilio_req *r;
+
+    if (api >= TWILIO_API_COUNT || !done || t->freeing)
+        return CG_EINVAL;
+    r = calloc(1, sizeof(*r));
+    if (!r)
+        return CG_ENOMEM;
+    r->form = malloc(form_len + 1);
+    r->timer = evtimer_new(t->base, on_retry_timer, r);
+    if (!r->form || !r->timer) {
+        if (r->timer)
+            event_free(r->timer);
+        free(r->form);
+        free(r);
+        return CG_ENOMEM;
+    }
+    memcpy(r->form, form, form_len);
+    r->form[form_len] = '\0';
+    r->form_len = form_len;
+    r->t = t;
+    r->api = api;
+    r->done = done;
+    r->data = data;
+    r->start_ms = now_ms();
+    r->deadline_ms = r->start_ms + (double)ms_left;
+    r->next = t->reqs;
+    if (t->reqs)
+        t->reqs->prev = r;
+    t->reqs = r;
+    struct timeval zero = {0, 0};
+    evtimer_add(r->timer, &zero);
+    if (out)
+        *out = r;
+    return CG_OK;
+}
+
+void twilio_cancel(struct twilio_req *r)
+{
+    if (!r)
+        return;
+    http_cancel(r->http);
+    req_free(r);
+}
+
+void twilio_free(struct twilio_ctx **tp)
+{
+    struct twilio_ctx *t = *tp;
+    if (!t)
+        return;
+    t->freeing = 1;
+    /* Requests waiting for an attempt: none is on the wire. */
+    for (struct twilio_req *r = t->reqs, *next; r; r = next) {
+        next = r->next;
+        if (!r->http)
+            finish(r, TWILIO_FAILED, r->last_status, r->last_code,
+                   "commsgate is shutting down; nothing was sent", NULL);
+    }
+    /* Requests on the wire end through on_http (maybe_sent decides). */
+    http_free(&t->http);
+    free(t);
+    *tp = NULL;
+}

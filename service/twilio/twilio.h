@@ -1,0 +1,70 @@
+/* The Twilio REST client: Messages, Calls and Verify over http.c, with
+ * retries only where Twilio surely did not act. Loop thread only.
+ *
+ * Outcomes:
+ *   TWILIO_OK       2xx: Twilio accepted; json holds the resource.
+ *   TWILIO_REFUSED  Twilio answered 4xx with an error code: it did not act.
+ *   TWILIO_FAILED   surely not acted on: connection failures before the
+ *                   request was written, or retryable refusals (HTTP 429,
+ *                   20429, 30429, 60212, 63017, 63018, ...) still failing
+ *                   when the caller's time ran out.
+ *   TWILIO_UNKNOWN  the request may have reached Twilio and no usable answer
+ *                   came: a timeout after sending, a broken connection, or a
+ *                   5xx without a retryable code. Never retried. */
+#ifndef COMMSGATE_TWILIO_H
+#define COMMSGATE_TWILIO_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "errors.h"
+
+struct event_base;
+struct config;
+struct twilio_ctx;
+struct twilio_req;
+
+enum twilio_api {
+    TWILIO_API_MESSAGES,
+    TWILIO_API_CALLS,
+    TWILIO_API_VERIFY_START,
+    TWILIO_API_VERIFY_CHECK,
+    TWILIO_API_COUNT
+};
+
+enum twilio_outcome { TWILIO_OK, TWILIO_REFUSED, TWILIO_FAILED, TWILIO_UNKNOWN };
+
+struct twilio_result {
+    enum twilio_outcome outcome;
+    long http_status;        /* of the last attempt; 0 if none arrived */
+    int code;                /* Twilio error code, 0 if none */
+    const char *message;     /* Twilio's message or the transport failure; never NULL */
+    json_t *json;            /* the parsed body, or NULL; borrowed */
+    const char *sid, *status;/* from json when present, else NULL; borrowed */
+    int attempts;
+    double elapsed_ms;
+};
+
+/* Called exactly once per started request, later, on the loop thread. */
+typedef void twilio_done_fn(const struct twilio_result *res, void *data);
+
+/* cfg must outlive the context. */
+int twilio_new(struct event_base *base, const struct config *cfg, struct twilio_ctx **out);
+
+/* Starts a request with a urlencoded body (copied). Every attempt and every
+ * backoff fits in ms_left. On an error return done is never called. */
+int twilio_request(struct twilio_ctx *t, enum twilio_api api, const char *form, size_t form_len,
+                   int64_t ms_left, twilio_done_fn *done, void *data, struct twilio_req **out);
+
+/* done is not called. NULL is a no-op. */
+void twilio_cancel(struct twilio_req *req);
+
+/* Ends every request in flight through done (FAILED or UNKNOWN, by whether
+ * it may have been sent), frees everything, clears *t. NULL is a no-op. */
+void twilio_free(struct twilio_ctx **t);
+
+/* The request path of an API, for logs and tests ("Messages.json", ...). */
+const char *twilio_api_name(enum twilio_api api);
+
+#endif
