@@ -8,11 +8,13 @@ struct loop_ctx;
 struct redis_ctx;
 struct health_ctx;
 struct rpc_server;
+struct twilio_ctx;
 
 struct app {
     const struct config *cfg;
     struct loop_ctx *loop;
-    struct redis_ctx *redis; /* loop thread only */
+    struct redis_ctx *redis;   /* loop thread only */
+    struct twilio_ctx *twilio; /* loop thread only */
     struct health_ctx *health;
     struct rpc_server *server;
 };

@@ -14,7 +14,10 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "loop/loop.h"
+#include "redis/policy.h"
 #include "redis/redis.h"
+#include "twilio/twilio.h"
+#include "rpc/flow.h"
 #include "rpc/health.h"
 #include "rpc/messaging.h"
 #include "rpc/server.h"
@@ -54,6 +57,8 @@ static void loop_open(void *arg)
 static void loop_close(void *arg)
 {
     struct app *app = arg;
+    flow_shutdown();
+    twilio_free(&app->twilio); /* fails requests in flight: their calls are answered */
     redis_free(&app->redis);
 }
 
@@ -125,6 +130,9 @@ int main(int argc, char **argv)
     }
     grpc_init();
 
+    rc = policy_init();
+    if (rc)
+        goto fail;
     rc = loop_new(&app.loop);
     if (rc)
         goto fail;
@@ -135,8 +143,12 @@ int main(int argc, char **argv)
                                .ping_interval_ms = cfg.redis_ping_interval_ms,
                                .timeout_ms = cfg.redis_timeout_ms,
                                .on_health = on_redis_health,
-                               .health_data = &app};
+                               .health_data = &app,
+                               .on_connect = policy_load};
     rc = redis_new(loop_base(app.loop), &ropts, &app.redis);
+    if (rc)
+        goto fail;
+    rc = twilio_new(loop_base(app.loop), &cfg, &app.twilio);
     if (rc)
         goto fail;
     rc = loop_start(app.loop, "cg-loop");
@@ -182,11 +194,12 @@ fail:
         log_event(LOG_LEVEL_ERROR, "startup_failed",
                   json_pack("{s:s, s:s}", "error", error_name(rc), "msg", error_message(rc)));
     if (app.loop) {
-        if (app.redis)
+        if (app.redis || app.twilio)
             loop_call(app.loop, loop_close, &app);
         loop_stop(app.loop);
     }
-    redis_free(&app.redis); /* only if the loop never ran */
+    twilio_free(&app.twilio); /* only if the loop never ran */
+    redis_free(&app.redis);
     rpc_server_free(&app.server);
     health_free(&app.health);
     loop_free(&app.loop);

@@ -40,6 +40,19 @@ struct config {
     int redis_ping_interval_ms;
     int redis_timeout_ms;
     long max_message_bytes;
+
+    /* Policy (issue: the five RPCs). */
+    int send_rate;               /* segments per second, whole account */
+    int twilio_concurrency;      /* Twilio requests in flight, whole account */
+    int idempotency_ttl_s;
+    int verify_max_sends;
+    int verify_send_window_s;
+    int verify_cooldown_s;
+    int verify_max_checks;
+    int verify_check_window_s;
+    int whatsapp_window_s;
+    int whatsapp_max_body;
+    int optout_ttl_days;
 };
 
 /* Fills *cfg from the environment through `getenv_fn` (getenv in the daemon;

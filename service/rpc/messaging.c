@@ -12,6 +12,10 @@
 #include "../loop/loop.h"
 #include "../redis/redis.h"
 #include "commsgate/v1/messaging.pb-c.h"
+#include "rpc_sms.h"
+#include "rpc_verify.h"
+#include "rpc_voice.h"
+#include "rpc_whatsapp.h"
 #include "server.h"
 
 static char paths[MESSAGING_MAX_METHODS][128];
@@ -67,6 +71,14 @@ static void placeholder_on_call(struct rpc_call *call, const uint8_t *req, size_
     loop_post(app->loop, rpc_call_task(call));
 }
 
+static struct rpc_method *find(struct rpc_method *m, size_t n, const char *name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(((const ProtobufCMethodDescriptor *)m[i].data)->name, name) == 0)
+            return &m[i];
+    abort(); /* the .proto and this table disagree: a build-time mistake */
+}
+
 size_t messaging_methods(struct rpc_method *out)
 {
     const ProtobufCServiceDescriptor *sd = &commsgate__v1__messaging__descriptor;
@@ -78,5 +90,10 @@ size_t messaging_methods(struct rpc_method *out)
                                      .on_call = placeholder_on_call,
                                      .data = &sd->methods[i]};
     }
+    /* Each family sets its handlers; the rest keep the placeholder. */
+    rpc_sms_method(find(out, n, "SendSMS"));
+    rpc_whatsapp_method(find(out, n, "SendWhatsApp"));
+    rpc_voice_method(find(out, n, "PlaceCall"));
+    rpc_verify_methods(find(out, n, "StartVerification"), find(out, n, "CheckVerification"));
     return n;
 }

@@ -132,8 +132,9 @@ class RunningDaemonTest(unittest.TestCase):
                     self.assertLess(time.monotonic(), deadline, "never SERVING with file secrets")
                     time.sleep(0.05)
                 for _ in range(5):
-                    with self.assertRaises(grpc.RpcError):
-                        stubs.SendSMS(stubs.messaging_pb2.SendSMSRequest(to="+1"), timeout=2)
+                    with self.assertRaises(grpc.RpcError):  # Twilio is unreachable here
+                        stubs.SendSMS(stubs.messaging_pb2.SendSMSRequest(
+                            to="+14155550100", body="x"), timeout=2)
                 ch.close()
             finally:
                 p.send_signal(signal.SIGTERM)
@@ -149,14 +150,15 @@ class RunningDaemonTest(unittest.TestCase):
         self.assertNotIn(self.REDIS_PW, err)
 
     def test_sigterm_with_calls_in_flight(self):
-        stack = harness.Stack(with_sim=False, env={"COMMSGATE_SHUTDOWN_GRACE_MS": "500"})
+        stack = harness.Stack(env={"COMMSGATE_SHUTDOWN_GRACE_MS": "500"})
         try:
             stack.wait_serving(stack.stubs.health_pb2.HealthCheckResponse.SERVING)
             # A hung Redis holds every call on the loop thread.
             stack.redis.signal(signal.SIGSTOP)
             msg = stack.stubs.messaging_pb2
-            futures = [stack.stubs.SendSMS.future(msg.SendSMSRequest(), timeout=30)
-                       for _ in range(200)]
+            futures = [stack.stubs.SendSMS.future(
+                msg.SendSMSRequest(to="+14155550100", body="hello"), timeout=30)
+                for _ in range(200)]
             time.sleep(0.2)
             t0 = time.monotonic()
             stack.daemon.signal(signal.SIGTERM)
@@ -169,8 +171,8 @@ class RunningDaemonTest(unittest.TestCase):
         # Every call got a status (none hung to its 30 s deadline), and the
         # daemon exited 0 well within grace + a margin.
         self.assertEqual(sum(codes.values()), 200)
-        self.assertTrue(set(codes) <= {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED,
-                                       grpc.StatusCode.UNIMPLEMENTED}, codes)
+        self.assertTrue(set(codes) <= {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED},
+                        codes)
         self.assertEqual(rc, 0, stack.daemon.output())
         self.assertLess(took, 5.0)
         self.assertIn('"event":"stopped"', stack.daemon.output())

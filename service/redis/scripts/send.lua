@@ -13,17 +13,21 @@
 --
 -- Returns one of:
 --   {'ok'}                              go ahead (the key, if any, is claimed)
---   {'repeat', code, body}              the first answer to this key
+--   {'repeat', code, body, msg, tw}     the first answer to this key: gRPC
+--                                       code, response (code 0) or message,
+--                                       Twilio error code
 --   {'in_flight'}                       the first request is still running
 --   {'mismatch'}                        the key was used for another request
 --   {'opted_out'}
 --   {'window_closed', closed_at_ms}     0 if the window was never open
 
 if KEYS[3] then
-  local rec = redis.call('HMGET', KEYS[3], 'state', 'fp', 'code', 'body')
+  local rec = redis.call('HMGET', KEYS[3], 'state', 'fp', 'code', 'body', 'msg', 'tw')
   if rec[1] then
     if rec[2] ~= ARGV[5] then return {'mismatch'} end
-    if rec[1] == 'done' then return {'repeat', rec[3], rec[4] or ''} end
+    if rec[1] == 'done' then
+      return {'repeat', rec[3], rec[4] or '', rec[5] or '', rec[6] or '0'}
+    end
     return {'in_flight'}
   end
 end

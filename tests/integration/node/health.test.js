@@ -48,9 +48,15 @@ async function startStack() {
   const redisPort = await freePort();
   const grpcPort = await freePort();
   const httpPort = await freePort();
+  const simPort = await freePort();
   const redis = spawn('redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1',
     '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
   await waitPort(redisPort, redis);
+  const sim = spawn(path.join(BIN, 'twilio-sim'), ['--listen', `127.0.0.1:${simPort}`], {
+    env: { ...process.env, TWILIO_ACCOUNT_SID: SIM_ACCOUNT_SID, TWILIO_AUTH_TOKEN: 'simulator-auth-token' },
+    stdio: 'ignore',
+  });
+  await waitPort(simPort, sim);
   let log = '';
   const daemon = spawn(path.join(BIN, 'commsgate'), [], {
     env: {
@@ -60,8 +66,10 @@ async function startStack() {
       REDIS_URL: `redis://127.0.0.1:${redisPort}/0`,
       TWILIO_ACCOUNT_SID: SIM_ACCOUNT_SID,
       TWILIO_AUTH_TOKEN: 'simulator-auth-token',
-      TWILIO_API_BASE_URL: 'http://127.0.0.1:1',
-      TWILIO_VERIFY_BASE_URL: 'http://127.0.0.1:1',
+      TWILIO_PHONE_NUMBER: '+15005550006',
+      TWILIO_API_BASE_URL: `http://127.0.0.1:${simPort}`,
+      TWILIO_VERIFY_BASE_URL: `http://127.0.0.1:${simPort}`,
+      COMMSGATE_SEND_RATE: '100000',
     },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
@@ -74,7 +82,7 @@ async function startStack() {
   const stop = () => new Promise((resolve) => {
     health.close();
     messaging.close();
-    daemon.on('exit', (code) => { redis.kill('SIGTERM'); resolve(code); });
+    daemon.on('exit', (code) => { redis.kill('SIGTERM'); sim.kill('SIGTERM'); resolve(code); });
     daemon.kill('SIGTERM');
   });
   return { redis, redisPort, daemon, health, messaging, stop, log: () => log };
@@ -106,20 +114,33 @@ test('health, the loop path and Watch from @grpc/grpc-js', async (t) => {
       await assert.rejects(check(s.health, 'nope.Nope'), (e) => e.code === grpc.status.NOT_FOUND);
     });
 
-    await t.test('300 concurrent calls all pass through Redis and are answered', async () => {
+    await t.test('300 concurrent SendSMS all reach Twilio once and come back with a SID', async () => {
       const calls = [];
       for (let i = 0; i < 300; i++) {
         calls.push(new Promise((resolve) => {
           s.messaging.SendSMS({ to: '+14155550100', body: `n${i}` }, { deadline: Date.now() + 20000 },
-            (err) => resolve(err));
+            (err, res) => resolve({ err, res }));
         }));
       }
-      const errs = await Promise.all(calls);
-      for (const e of errs) {
-        assert.ok(e, 'expected a status');
-        assert.strictEqual(e.code, grpc.status.UNIMPLEMENTED);
-        assert.strictEqual(e.details, 'SendSMS is not implemented yet');
+      const out = await Promise.all(calls);
+      const sids = new Set();
+      for (const { err, res } of out) {
+        assert.ifError(err);
+        assert.match(res.sid, /^SM[0-9a-f]{32}$/);
+        assert.strictEqual(res.segments, 1);
+        assert.strictEqual(res.encoding, 'ENCODING_GSM7');
+        sids.add(res.sid);
       }
+      assert.strictEqual(sids.size, 300);
+    });
+
+    await t.test('bad input is INVALID_ARGUMENT naming the field', async () => {
+      const err = await new Promise((resolve) => {
+        s.messaging.SendSMS({ to: '4155550100', body: 'x' }, { deadline: Date.now() + 5000 },
+          (e) => resolve(e));
+      });
+      assert.strictEqual(err.code, grpc.status.INVALID_ARGUMENT);
+      assert.match(err.details, /^to: /);
     });
 
     await t.test('Watch hears NOT_SERVING when Redis stops', async () => {

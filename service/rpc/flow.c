@@ -1,0 +1,672 @@
+/* The shared RPC flow: policy in one Redis round trip, Twilio, answer. */
+#include "flow.h"
+
+#include <event2/event.h>
+#include <openssl/rand.h>
+#include <openssl/sha.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../app.h"
+#include "../core/config.h"
+#include "../core/error.h"
+#include "../core/log.h"
+#include "../loop/loop.h"
+#include "../redis/redis.h"
+#include "../twilio/form.h"
+
+/* Time kept back from the caller's deadline to answer it. */
+#define ANSWER_MARGIN_MS 50
+/* Polls of an idempotency key still in flight: first wait, growth, cap. */
+#define POLL_FIRST_MS 20
+#define POLL_CAP_MS 250
+#define RESPONSE_MAX 4096
+
+static void run_policy(struct flow *f);
+
+static char replica[17];
+/* Flows waiting on their timer; loop thread only. */
+static struct flow *waiting;
+static int shutting_down;
+
+static void wait_unlink(struct flow *f)
+{
+    if (f->wait_prev)
+        f->wait_prev->wait_next = f->wait_next;
+    else if (waiting == f)
+        waiting = f->wait_next;
+    if (f->wait_next)
+        f->wait_next->wait_prev = f->wait_prev;
+    f->wait_prev = f->wait_next = NULL;
+}
+static atomic_ulong next_id;
+
+static void make_id(char *out, size_t len)
+{
+    if (!replica[0]) {
+        unsigned char r[8];
+        if (RAND_bytes(r, sizeof(r)) != 1)
+            memset(r, 0, sizeof(r));
+        char tmp[17];
+        for (int i = 0; i < 8; i++)
+            snprintf(tmp + 2 * i, 3, "%02x", r[i]);
+        memcpy(replica, tmp, sizeof(tmp)); /* benign race: any value is unique enough */
+    }
+    snprintf(out, len, "%s-%lu", replica, atomic_fetch_add(&next_id, 1));
+}
+
+struct flow *flow_new(struct rpc_call *call, const struct flow_kind *kind)
+{
+    struct flow *f = calloc(1, sizeof(*f));
+    if (!f) {
+        rpc_call_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory", NULL);
+        return NULL;
+    }
+    f->call = call;
+    f->kind = kind;
+    f->app = rpc_call_app(call);
+    f->need_number = f->need_account = 1;
+    make_id(f->id, sizeof(f->id));
+    return f;
+}
+
+static void flow_free(struct flow *f)
+{
+    wait_unlink(f);
+    if (f->timer)
+        event_free(f->timer);
+    free(f->form);
+    free(f->repeat_body);
+    free(f);
+}
+
+void flow_reject(struct flow *f, const struct rpc_error *err)
+{
+    rpc_call_fail(f->call, err);
+    flow_free(f);
+}
+
+void flow_key(struct flow *f, int i, const char *suffix)
+{
+    snprintf(f->keybuf[i], FLOW_KEY_MAX, "cg:{%s}:%s", f->to, suffix);
+}
+
+const char *flow_arg(struct flow *f, int i, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(f->argbuf[i], FLOW_ARG_MAX, fmt, ap);
+    va_end(ap);
+    return f->argbuf[i];
+}
+
+void flow_set_idempotency(struct flow *f, const char *key, const uint8_t *req, size_t req_len)
+{
+    char caller[64];
+    unsigned char digest[SHA256_DIGEST_LENGTH];
+
+    if (!key || !*key) {
+        f->idem[0] = '\0';
+        return;
+    }
+    if (rpc_call_metadata(f->call, "commsgate-caller", caller, sizeof(caller)) <= 0)
+        strcpy(caller, "default");
+    snprintf(f->idem, sizeof(f->idem), "cg:{%s}:idem:%s:%s:%s", f->to, f->kind->rpc, caller, key);
+    SHA256(req, req_len, digest);
+    for (int i = 0; i < 16; i++)
+        snprintf(f->fp + 2 * i, 3, "%02x", digest[i]);
+}
+
+static void on_fire_and_forget(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    const redisReply *r = reply;
+    if (r && r->type == REDIS_REPLY_ERROR)
+        log_event(LOG_LEVEL_WARN, "redis_write_failed",
+                  json_pack("{s:s, s:s}", "what", (const char *)privdata, "reply", r->str));
+}
+
+void flow_redis(struct flow *f, int argc, const char **argv, const size_t *lens)
+{
+    if (redis_command_argv(f->app->redis, on_fire_and_forget, (void *)argv[0], argc, argv, lens))
+        log_event(LOG_LEVEL_WARN, "redis_write_skipped",
+                  json_pack("{s:s, s:s}", "what", argv[0], "rpc", f->kind->rpc));
+}
+
+/* Account script arguments: take or give back. */
+static void account_args(struct flow *f, const char *mode, const char **keys, const char **args)
+{
+    const struct config *cfg = f->app->cfg;
+    int64_t left = rpc_call_ms_left(f->call);
+    int64_t lease_ms = left > 120000 ? 120000 : left + 1000;
+
+    static const char *const account_keys[] = {"cg:{account}:tat", "cg:{account}:leases"};
+    keys[0] = account_keys[0];
+    keys[1] = account_keys[1];
+    snprintf(f->argbuf[0], FLOW_ARG_MAX, "%d", f->cost);
+    snprintf(f->argbuf[1], FLOW_ARG_MAX, "%d", cfg->send_rate);
+    snprintf(f->argbuf[2], FLOW_ARG_MAX, "%d", cfg->twilio_concurrency);
+    snprintf(f->argbuf[4], FLOW_ARG_MAX, "%lld", (long long)lease_ms);
+    args[0] = f->argbuf[0];
+    args[1] = f->argbuf[1];
+    args[2] = f->argbuf[2];
+    args[3] = f->id;
+    args[4] = f->argbuf[4];
+    args[5] = mode;
+}
+
+static void give_back_account(struct flow *f)
+{
+    const char *keys[2], *args[6];
+    if (!f->have_lease)
+        return;
+    f->have_lease = 0;
+    account_args(f, "give", keys, args);
+    if (policy_eval(f->app->redis, POLICY_ACCOUNT, 2, keys, 6, args, on_fire_and_forget,
+                    (void *)"account give"))
+        log_warn("redis_write_skipped", "account lease %s not given back: Redis down", f->id);
+}
+
+/* The request went to Twilio: free its place among those in flight, but
+ * keep its place in the rate. */
+static void release_lease(struct flow *f)
+{
+    if (!f->have_lease)
+        return;
+    f->have_lease = 0;
+    const char *argv[] = {"ZREM", "cg:{account}:leases", f->id};
+    flow_redis(f, 3, argv, NULL);
+}
+
+/* Ends the flow with an error. */
+static void fail(struct flow *f, const struct rpc_error *err)
+{
+    give_back_account(f);
+    rpc_call_fail(f->call, err);
+    flow_free(f);
+}
+
+static void fail_simple(struct flow *f, grpc_status_code code, const char *reason, const char *msg)
+{
+    struct rpc_error e = {.code = code, .msg = msg, .reason = reason, .retry_after_ms = -1};
+    fail(f, &e);
+}
+
+static void store_outcome(struct flow *f, int code, const uint8_t *body, size_t len,
+                          const char *msg, int twilio_code)
+{
+    char c[12], ttl[24], tw[12];
+    if (!f->idem[0])
+        return;
+    snprintf(c, sizeof(c), "%d", code);
+    snprintf(tw, sizeof(tw), "%d", twilio_code);
+    snprintf(ttl, sizeof(ttl), "%d", f->app->cfg->idempotency_ttl_s);
+    const char *argv[] = {"HSET", f->idem, "state", "done", "code", c, "body",
+                          body ? (const char *)body : "", "msg", msg ? msg : "", "tw", tw};
+    size_t lens[12];
+    for (int i = 0; i < 12; i++)
+        lens[i] = strlen(argv[i]);
+    lens[7] = body ? len : 0;
+    flow_redis(f, 12, argv, lens);
+    const char *exp[] = {"EXPIRE", f->idem, ttl};
+    flow_redis(f, 3, exp, NULL);
+}
+
+static void drop_claim(struct flow *f)
+{
+    if (!f->idem[0])
+        return;
+    const char *argv[] = {"DEL", f->idem};
+    flow_redis(f, 2, argv, NULL);
+}
+
+static void answer_repeat(struct flow *f)
+{
+    int code = atoi(f->repeat_code);
+    give_back_account(f);
+    if (code == GRPC_STATUS_OK) {
+        rpc_call_finish_packed(f->call, (const uint8_t *)f->repeat_body, f->repeat_len);
+    } else {
+        struct rpc_error e = {.code = (grpc_status_code)code,
+                              .msg = f->repeat_msg,
+                              .reason = f->repeat_twilio ? "TWILIO_ERROR" : "OUTCOME_UNKNOWN",
+                              .twilio_code = f->repeat_twilio,
+                              .retry_after_ms = -1};
+        rpc_call_fail(f->call, &e);
+    }
+    flow_free(f);
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    wait_unlink(arg);
+    run_policy(arg);
+}
+
+/* Runs the policy again after `ms`, if the deadline allows. */
+static int retry_after(struct flow *f, int64_t ms)
+{
+    if (shutting_down || ms + ANSWER_MARGIN_MS >= rpc_call_ms_left(f->call))
+        return -1;
+    if (!f->timer)
+        f->timer = evtimer_new(loop_base(f->app->loop), on_timer, f);
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
+    if (!f->timer || evtimer_add(f->timer, &tv))
+        return -1;
+    f->wait_next = waiting;
+    if (waiting)
+        waiting->wait_prev = f;
+    waiting = f;
+    return 0;
+}
+
+void flow_shutdown(void)
+{
+    shutting_down = 1;
+    while (waiting) {
+        struct flow *f = waiting;
+        wait_unlink(f);
+        if (!f->need_number && f->verdict == FLOW_GO) {
+            if (f->kind->undo)
+                f->kind->undo(f);
+            drop_claim(f);
+        }
+        fail_simple(f, GRPC_STATUS_UNAVAILABLE, "SHUTTING_DOWN",
+                    "commsgate is shutting down; nothing was sent");
+    }
+}
+
+static void on_twilio(const struct twilio_result *res, void *data)
+{
+    struct flow *f = data;
+    struct rpc_error e = {.retry_after_ms = -1};
+    uint8_t buf[RESPONSE_MAX];
+
+    switch (res->outcome) {
+    case TWILIO_OK: {
+        size_t len = f->kind->respond(f, res, buf, sizeof(buf), &e);
+        release_lease(f);
+        if (len) {
+            store_outcome(f, GRPC_STATUS_OK, buf, len, NULL, 0);
+            rpc_call_finish_packed(f->call, buf, len);
+        } else {
+            store_outcome(f, e.code, NULL, 0, e.msg, e.twilio_code);
+            rpc_call_fail(f->call, &e);
+        }
+        flow_free(f);
+        return;
+    }
+    case TWILIO_REFUSED: {
+        const struct twilio_error_info *info = twilio_error_lookup(res->code);
+        snprintf(f->errmsg, sizeof(f->errmsg), "Twilio refused (%d): %s", res->code,
+                 info ? info->message : res->message);
+        e.code = info ? info->status : twilio_error_status_for_http(res->http_status);
+        e.msg = f->errmsg;
+        e.reason = "TWILIO_ERROR";
+        e.twilio_code = res->code;
+        if (f->kind->refused)
+            f->kind->refused(f, res, &e);
+        break;
+    }
+    case TWILIO_FAILED:
+        snprintf(f->errmsg, sizeof(f->errmsg), "Twilio could not be reached, nothing was sent: %s",
+                 res->message);
+        e.code = GRPC_STATUS_UNAVAILABLE;
+        e.msg = f->errmsg;
+        e.reason = "TWILIO_UNREACHABLE";
+        e.twilio_code = res->code;
+        break;
+    case TWILIO_UNKNOWN:
+        /* Twilio may have acted: never undo, never let a repeat send again. */
+        snprintf(f->errmsg, sizeof(f->errmsg),
+                 "outcome unknown: Twilio may have accepted the request (%s); do not retry "
+                 "without an idempotency_key",
+                 res->message);
+        e.code = GRPC_STATUS_UNAVAILABLE;
+        e.msg = f->errmsg;
+        e.reason = "OUTCOME_UNKNOWN";
+        release_lease(f);
+        store_outcome(f, e.code, NULL, 0, e.msg, 0);
+        rpc_call_fail(f->call, &e);
+        flow_free(f);
+        return;
+    }
+    /* Refused or failed: Twilio did not act, so what the policy reserved
+     * goes back and a repeat of the key may try again. */
+    if (f->kind->undo)
+        f->kind->undo(f);
+    drop_claim(f);
+    if (e.code == GRPC_STATUS_RESOURCE_EXHAUSTED && e.retry_after_ms < 0 &&
+        res->outcome == TWILIO_FAILED)
+        e.retry_after_ms = 1000;
+    release_lease(f); /* keep the rate place: Twilio saw the attempt */
+    fail(f, &e);
+}
+
+static void send_to_twilio(struct flow *f)
+{
+    int64_t left = rpc_call_ms_left(f->call) - ANSWER_MARGIN_MS;
+    if (left <= 0) {
+        if (f->kind->undo)
+            f->kind->undo(f);
+        drop_claim(f);
+        fail_simple(f, GRPC_STATUS_DEADLINE_EXCEEDED, "DEADLINE", "deadline reached before Twilio was called");
+        return;
+    }
+    if (twilio_request(f->app->twilio, f->kind->api, f->form, f->form_len, left, on_twilio, f,
+                       NULL)) {
+        if (f->kind->undo)
+            f->kind->undo(f);
+        drop_claim(f);
+        fail_simple(f, GRPC_STATUS_INTERNAL, "INTERNAL", "cannot start the Twilio request");
+    }
+}
+
+/* Both replies are in: decide what happens next. */
+static void decide(struct flow *f)
+{
+    /* What this round's recipient script reserved, if anything. */
+    int claimed_now = f->need_number && !f->number_lost && !f->number_noscript &&
+                      f->verdict == FLOW_GO;
+    if (f->number_lost || f->account_lost) {
+        if (claimed_now) {
+            if (f->kind->undo)
+                f->kind->undo(f);
+            drop_claim(f);
+        }
+        fail_simple(f, GRPC_STATUS_UNAVAILABLE, "REDIS_UNAVAILABLE",
+                    "Redis connection lost during the policy check; nothing was sent");
+        return;
+    }
+    if (f->number_noscript || f->account_noscript) {
+        /* Redis lost the scripts (flush, failover): undo what this round
+         * did, reload, and run the policy again. */
+        if (claimed_now) {
+            if (f->kind->undo)
+                f->kind->undo(f);
+            drop_claim(f);
+        }
+        if (f->polls++ > 3) {
+            fail_simple(f, GRPC_STATUS_UNAVAILABLE, "REDIS_UNAVAILABLE",
+                        "Redis keeps losing the policy scripts");
+            return;
+        }
+        give_back_account(f);
+        f->need_number = f->need_account = 1;
+        policy_reload(f->app->redis);
+        run_policy(f);
+        return;
+    }
+    if (f->need_number) {
+        switch (f->verdict) {
+        case FLOW_GO:
+            f->need_number = 0;
+            break;
+        case FLOW_REFUSE:
+            fail(f, &f->err);
+            return;
+        case FLOW_REPEAT:
+            answer_repeat(f);
+            return;
+        case FLOW_IN_FLIGHT: {
+            int64_t wait = POLL_FIRST_MS << (f->polls < 4 ? f->polls : 4);
+            f->polls++;
+            give_back_account(f);
+            f->need_account = 1;
+            if (retry_after(f, wait > POLL_CAP_MS ? POLL_CAP_MS : wait))
+                fail_simple(f, GRPC_STATUS_ABORTED, "IDEMPOTENCY_IN_FLIGHT",
+                            "a request with this idempotency_key is still in flight; retry with "
+                            "the same key to get its outcome");
+            return;
+        }
+        }
+    }
+    if (f->need_account) {
+        if (f->account_wait_ms > 0) {
+            if (retry_after(f, f->account_wait_ms) == 0)
+                return;
+            if (f->kind->undo)
+                f->kind->undo(f);
+            drop_claim(f);
+            snprintf(f->errmsg, sizeof(f->errmsg),
+                     "account send budget exhausted (%d segments/s, %d requests in flight); "
+                     "retry after %lld ms",
+                     f->app->cfg->send_rate, f->app->cfg->twilio_concurrency,
+                     (long long)f->account_wait_ms);
+            struct rpc_error e = {.code = GRPC_STATUS_RESOURCE_EXHAUSTED,
+                                  .msg = f->errmsg,
+                                  .reason = "ACCOUNT_RATE_LIMITED",
+                                  .retry_after_ms = f->account_wait_ms};
+            fail(f, &e);
+            return;
+        }
+        f->need_account = 0;
+    }
+    send_to_twilio(f);
+}
+
+static void reply_done(struct flow *f)
+{
+    if (--f->pending == 0)
+        decide(f);
+}
+
+static void on_number(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct flow *f = privdata;
+    const redisReply *r = reply;
+    if (!r)
+        f->number_lost = 1;
+    else if (policy_is_noscript(r))
+        f->number_noscript = 1;
+    else if (r->type == REDIS_REPLY_ERROR) {
+        log_event(LOG_LEVEL_ERROR, "policy_script_error",
+                  json_pack("{s:s, s:s}", "rpc", f->kind->rpc, "reply", r->str));
+        f->number_lost = 1;
+    } else {
+        f->verdict = f->kind->decide(f, r, &f->err);
+        if (f->verdict == FLOW_REPEAT && r->type == REDIS_REPLY_ARRAY && r->elements >= 3) {
+            /* send.lua: {'repeat', code, body, msg, twilio_code}. */
+            snprintf(f->repeat_code, sizeof(f->repeat_code), "%.*s", (int)r->element[1]->len,
+                     r->element[1]->str ? r->element[1]->str : "0");
+            f->repeat_len = r->element[2]->len;
+            f->repeat_body = malloc(f->repeat_len + 1);
+            if (f->repeat_body)
+                memcpy(f->repeat_body, r->element[2]->str, f->repeat_len);
+            else
+                f->number_lost = 1;
+            if (r->elements >= 5) {
+                snprintf(f->repeat_msg, sizeof(f->repeat_msg), "%.*s", (int)r->element[3]->len,
+                         r->element[3]->str ? r->element[3]->str : "");
+                f->repeat_twilio = atoi(r->element[4]->str ? r->element[4]->str : "0");
+            }
+        }
+    }
+    reply_done(f);
+}
+
+static void on_account(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct flow *f = privdata;
+    const redisReply *r = reply;
+    f->account_wait_ms = 0;
+    if (!r)
+        f->account_lost = 1;
+    else if (policy_is_noscript(r))
+        f->account_noscript = 1;
+    else if (r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
+             strcmp(r->element[0]->str, "ok") == 0)
+        f->have_lease = 1;
+    else if (r->type == REDIS_REPLY_ARRAY && r->elements >= 2) {
+        const redisReply *w = r->element[1];
+        f->account_wait_ms = w->type == REDIS_REPLY_INTEGER ? w->integer : atoll(w->str);
+        if (f->account_wait_ms <= 0)
+            f->account_wait_ms = 1;
+    } else
+        f->account_lost = 1;
+    reply_done(f);
+}
+
+/* Loop thread: sends whichever scripts are still needed, in one pipeline. */
+static void run_policy(struct flow *f)
+{
+    const char *keys[4], *args[8];
+    int nkeys = 0, nargs = 0;
+
+    if (rpc_call_is_cancelled(f->call)) {
+        give_back_account(f);
+        if (!f->need_number && f->verdict == FLOW_GO) {
+            if (f->kind->undo)
+                f->kind->undo(f);
+            drop_claim(f);
+        }
+        rpc_call_release(f->call);
+        flow_free(f);
+        return;
+    }
+    f->number_lost = f->account_lost = 0;
+    f->number_noscript = f->account_noscript = 0;
+    f->pending = f->need_number + f->need_account;
+    if (f->need_number) {
+        if (f->kind->policy_args(f, keys, &nkeys, args, &nargs) ||
+            policy_eval(f->app->redis, f->kind->script, nkeys, keys, nargs, args, on_number, f)) {
+            fail_simple(f, GRPC_STATUS_UNAVAILABLE, "REDIS_UNAVAILABLE",
+                        "Redis is unreachable; nothing was sent");
+            return;
+        }
+    }
+    if (f->need_account) {
+        account_args(f, "take", keys, args);
+        if (policy_eval(f->app->redis, POLICY_ACCOUNT, 2, keys, 6, args, on_account, f)) {
+            /* The recipient's script, if sent, still answers (with NULL). */
+            f->account_lost = 1;
+            if (--f->pending == 0)
+                decide(f);
+            return;
+        }
+    }
+    if (f->pending == 0)
+        decide(f);
+}
+
+static void flow_task(struct loop_task *task)
+{
+    run_policy(rpc_call_get_data(rpc_call_from_task(task)));
+}
+
+void flow_start(struct flow *f)
+{
+    rpc_call_set_data(f->call, f);
+    rpc_call_task(f->call)->run = flow_task;
+    loop_post(f->app->loop, rpc_call_task(f->call));
+}
+
+int flow_send_args(struct flow *f, int check_optout, int needs_window, const char **keys,
+                   int *nkeys, const char **args, int *nargs)
+{
+    const struct config *cfg = f->app->cfg;
+    flow_key(f, 0, "optout");
+    flow_key(f, 1, "wa");
+    keys[0] = f->keybuf[0];
+    keys[1] = f->keybuf[1];
+    *nkeys = 2;
+    if (f->idem[0])
+        keys[(*nkeys)++] = f->idem;
+    args[0] = check_optout ? "1" : "0";
+    args[1] = needs_window ? "1" : "0";
+    args[2] = flow_arg(f, 2, "%lld", (long long)cfg->whatsapp_window_s * 1000);
+    args[3] = flow_arg(f, 3, "%d", cfg->idempotency_ttl_s);
+    args[4] = f->fp[0] ? f->fp : "-";
+    *nargs = 5;
+    return 0;
+}
+
+static const char *element(const redisReply *r, size_t i)
+{
+    if (r->type != REDIS_REPLY_ARRAY || i >= r->elements || !r->element[i]->str)
+        return "";
+    return r->element[i]->str;
+}
+
+enum flow_verdict flow_send_decide(struct flow *f, const redisReply *r, struct rpc_error *err)
+{
+    const char *what = element(r, 0);
+
+    err->retry_after_ms = -1;
+    if (strcmp(what, "ok") == 0)
+        return FLOW_GO;
+    if (strcmp(what, "repeat") == 0)
+        return FLOW_REPEAT;
+    if (strcmp(what, "in_flight") == 0)
+        return FLOW_IN_FLIGHT;
+    err->msg = f->errmsg;
+    if (strcmp(what, "opted_out") == 0) {
+        err->code = GRPC_STATUS_FAILED_PRECONDITION;
+        err->reason = "OPTED_OUT";
+        snprintf(f->errmsg, sizeof(f->errmsg),
+                 "%s has opted out (replied STOP); nothing is sent until they reply START",
+                 f->to);
+    } else if (strcmp(what, "window_closed") == 0) {
+        long long closed = atoll(element(r, 1));
+        err->code = GRPC_STATUS_FAILED_PRECONDITION;
+        err->reason = "WHATSAPP_WINDOW_CLOSED";
+        if (closed > 0) {
+            char when[32];
+            time_t t = (time_t)(closed / 1000);
+            struct tm tm;
+            gmtime_r(&t, &tm);
+            strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+            snprintf(f->errmsg, sizeof(f->errmsg),
+                     "the WhatsApp 24-hour customer-service window with %s closed at %s; "
+                     "outside it only a template (content_sid) can be sent",
+                     f->to, when);
+        } else {
+            snprintf(f->errmsg, sizeof(f->errmsg),
+                     "the WhatsApp 24-hour customer-service window with %s is not open (no "
+                     "message from them); outside it only a template (content_sid) can be sent",
+                     f->to);
+        }
+    } else if (strcmp(what, "mismatch") == 0) {
+        err->code = GRPC_STATUS_INVALID_ARGUMENT;
+        err->reason = "IDEMPOTENCY_KEY_REUSED";
+        snprintf(f->errmsg, sizeof(f->errmsg),
+                 "idempotency_key was already used for a different request");
+    } else {
+        err->code = GRPC_STATUS_INTERNAL;
+        err->reason = "INTERNAL";
+        snprintf(f->errmsg, sizeof(f->errmsg), "unexpected policy answer '%s'", what);
+    }
+    return FLOW_REFUSE;
+}
+
+void flow_optout(struct flow *f)
+{
+    char ttl[24];
+    flow_key(f, 0, "optout");
+    snprintf(ttl, sizeof(ttl), "%lld", (long long)f->app->cfg->optout_ttl_days * 86400);
+    const char *argv[] = {"SET", f->keybuf[0], "1", "EX", ttl};
+    flow_redis(f, 5, argv, NULL);
+}
+
+void flow_close_window(struct flow *f)
+{
+    flow_key(f, 1, "wa");
+    const char *argv[] = {"DEL", f->keybuf[1]};
+    flow_redis(f, 2, argv, NULL);
+}
+
+int flow_set_form(struct flow *f, const struct form *form)
+{
+    if (form_ok(form))
+        return CG_EINVAL;
+    f->form = malloc(form->len + 1);
+    if (!f->form)
+        return CG_ENOMEM;
+    memcpy(f->form, form->buf, form->len);
+    f->form[form->len] = '\0';
+    f->form_len = form->len;
+    return CG_OK;
+}

@@ -1,0 +1,160 @@
+/* SendSMS: validation, segment count and the Twilio form on the queue
+ * thread; the opt-out list, idempotency and the account budget through the
+ * shared flow (send.lua + account.lua). */
+#include "rpc_sms.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "../app.h"
+#include "../core/config.h"
+#include "../core/text.h"
+#include "../twilio/form.h"
+#include "../twilio/segments.h"
+#include "commsgate/v1/messaging.pb-c.h"
+#include "flow.h"
+#include "validate.h"
+
+#define SMS_MAX_CHARS 1600
+
+static int policy_args(struct flow *f, const char **keys, int *nkeys, const char **args,
+                       int *nargs)
+{
+    return flow_send_args(f, 1, 0, keys, nkeys, args, nargs);
+}
+
+static size_t respond(struct flow *f, const struct twilio_result *res, uint8_t *buf, size_t cap,
+                      struct rpc_error *err)
+{
+    Commsgate__V1__SendSMSResponse r = COMMSGATE__V1__SEND_SMSRESPONSE__INIT;
+    r.sid = (char *)(res->sid ? res->sid : "");
+    r.status = (char *)(res->status ? res->status : "queued");
+    r.segments = f->u.sms.segments;
+    r.encoding = f->u.sms.encoding;
+    if (commsgate__v1__send_smsresponse__get_packed_size(&r) > cap)
+        return 0;
+    return commsgate__v1__send_smsresponse__pack(&r, buf);
+}
+
+static void refused(struct flow *f, const struct twilio_result *res, struct rpc_error *err)
+{
+    if (res->code == 21610) {
+        flow_optout(f);
+        err->reason = "OPTED_OUT";
+    }
+}
+
+static const struct flow_kind sms_kind = {
+    .rpc = "SendSMS",
+    .api = TWILIO_API_MESSAGES,
+    .script = POLICY_SEND,
+    .policy_args = policy_args,
+    .decide = flow_send_decide,
+    .respond = respond,
+    .refused = refused,
+};
+
+static int build_form(struct flow *f, const Commsgate__V1__SendSMSRequest *r, char *msg,
+                      size_t msglen)
+{
+    const struct config *cfg = f->app->cfg;
+    char buf[16384], callback[600];
+    struct form form;
+
+    form_init(&form, buf, sizeof(buf));
+    form_add(&form, "To", r->to);
+    if (*r->from && r->from[0] == '+')
+        form_add(&form, "From", r->from);
+    else if (*r->from)
+        form_add(&form, "MessagingServiceSid", r->from);
+    else if (cfg->phone_number[0])
+        form_add(&form, "From", cfg->phone_number);
+    else
+        form_add(&form, "MessagingServiceSid", cfg->messaging_service_sid);
+    form_add(&form, "Body", r->body);
+    snprintf(callback, sizeof(callback), "%s/webhooks/twilio/messages/status", cfg->public_url);
+    form_add(&form, "StatusCallback", callback);
+    if (flow_set_form(f, &form)) {
+        snprintf(msg, msglen, "request too large");
+        return -1;
+    }
+    return 0;
+}
+
+static int check(const Commsgate__V1__SendSMSRequest *r, const struct config *cfg, char *msg,
+                 size_t len)
+{
+    if (validate_utf8("to", r->to, msg, len) || validate_utf8("body", r->body, msg, len) ||
+        validate_utf8("from", r->from, msg, len) ||
+        validate_utf8("idempotency_key", r->idempotency_key, msg, len))
+        return -1;
+    if (validate_e164("to", r->to, msg, len))
+        return -1;
+    if (!*r->body) {
+        snprintf(msg, len, "body: required");
+        return -1;
+    }
+    size_t chars = text_utf8_chars(r->body, strlen(r->body));
+    if (chars > SMS_MAX_CHARS) {
+        snprintf(msg, len, "body: at most %d characters, got %zu", SMS_MAX_CHARS, chars);
+        return -1;
+    }
+    if (*r->from && r->from[0] == '+' && validate_e164("from", r->from, msg, len))
+        return -1;
+    if (*r->from && r->from[0] != '+' && validate_sid("from", r->from, "MG", msg, len))
+        return -1;
+    return validate_idempotency_key(r->idempotency_key, msg, len);
+}
+
+static void on_call(struct rpc_call *call, const uint8_t *req, size_t len)
+{
+    struct app *app = rpc_call_app(call);
+    struct rpc_error err = {.code = GRPC_STATUS_INVALID_ARGUMENT, .retry_after_ms = -1};
+    struct segments_info seg;
+    struct flow *f;
+
+    Commsgate__V1__SendSMSRequest *r = commsgate__v1__send_smsrequest__unpack(NULL, len, req);
+    if (!r) {
+        rpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT, "not a valid SendSMSRequest", NULL);
+        return;
+    }
+    f = flow_new(call, &sms_kind);
+    if (!f)
+        goto done;
+    err.msg = f->errmsg;
+    if (check(r, app->cfg, f->errmsg, sizeof(f->errmsg)))
+        goto reject;
+    if (!*r->from && !app->cfg->phone_number[0] && !app->cfg->messaging_service_sid[0]) {
+        err.code = GRPC_STATUS_FAILED_PRECONDITION;
+        snprintf(f->errmsg, sizeof(f->errmsg),
+                 "from: empty, and neither TWILIO_PHONE_NUMBER nor TWILIO_MESSAGING_SERVICE_SID "
+                 "is configured");
+        goto reject;
+    }
+    if (segments_count(r->body, strlen(r->body), &seg)) {
+        snprintf(f->errmsg, sizeof(f->errmsg), "body: not valid UTF-8");
+        goto reject;
+    }
+    f->u.sms.segments = seg.segments;
+    f->u.sms.encoding = seg.encoding == SEGMENTS_GSM7 ? COMMSGATE__V1__ENCODING__ENCODING_GSM7
+                                                      : COMMSGATE__V1__ENCODING__ENCODING_UCS2;
+    f->cost = (int)seg.segments;
+    snprintf(f->to, sizeof(f->to), "%s", r->to);
+    flow_set_idempotency(f, r->idempotency_key, req, len);
+    if (build_form(f, r, f->errmsg, sizeof(f->errmsg))) {
+        err.code = GRPC_STATUS_RESOURCE_EXHAUSTED;
+        goto reject;
+    }
+    commsgate__v1__send_smsrequest__free_unpacked(r, NULL);
+    flow_start(f);
+    return;
+reject:
+    flow_reject(f, &err);
+done:
+    commsgate__v1__send_smsrequest__free_unpacked(r, NULL);
+}
+
+void rpc_sms_method(struct rpc_method *m)
+{
+    m->on_call = on_call;
+}

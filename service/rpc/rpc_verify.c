@@ -1,0 +1,347 @@
+/* StartVerification and CheckVerification (Twilio Verify), with app-level
+ * limits stricter than Twilio's: sends per number per window plus a
+ * cool-down (verify_start.lua), and checks per number per window counted
+ * whatever their outcome (verify_check.lua). */
+#include "rpc_verify.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "../app.h"
+#include "../core/config.h"
+#include "../core/text.h"
+#include "../redis/redis.h"
+#include "../twilio/form.h"
+#include "commsgate/v1/messaging.pb-c.h"
+#include "flow.h"
+#include "validate.h"
+
+static const char *channel_name(int channel)
+{
+    switch (channel) {
+    case COMMSGATE__V1__CHANNEL__CALL:
+        return "call";
+    case COMMSGATE__V1__CHANNEL__EMAIL:
+        return "email";
+    case COMMSGATE__V1__CHANNEL__WHATSAPP:
+        return "whatsapp";
+    default:
+        return "sms";
+    }
+}
+
+static int channel_value(const char *name)
+{
+    if (name && strcmp(name, "call") == 0)
+        return COMMSGATE__V1__CHANNEL__CALL;
+    if (name && strcmp(name, "email") == 0)
+        return COMMSGATE__V1__CHANNEL__EMAIL;
+    if (name && strcmp(name, "whatsapp") == 0)
+        return COMMSGATE__V1__CHANNEL__WHATSAPP;
+    return COMMSGATE__V1__CHANNEL__SMS;
+}
+
+static const char *element(const redisReply *r, size_t i)
+{
+    if (r->type != REDIS_REPLY_ARRAY || i >= r->elements || !r->element[i]->str)
+        return "";
+    return r->element[i]->str;
+}
+
+static long long element_ll(const redisReply *r, size_t i)
+{
+    if (r->type != REDIS_REPLY_ARRAY || i >= r->elements)
+        return 0;
+    return r->element[i]->type == REDIS_REPLY_INTEGER ? r->element[i]->integer
+                                                      : atoll(element(r, i));
+}
+
+/* Both scripts answer {'ok'} or {'wait', ms, why}. */
+static enum flow_verdict decide_limit(struct flow *f, const redisReply *r, struct rpc_error *err,
+                                      int start)
+{
+    const struct config *cfg = f->app->cfg;
+    if (strcmp(element(r, 0), "ok") == 0)
+        return FLOW_GO;
+    long long ms = element_ll(r, 1);
+    err->code = GRPC_STATUS_RESOURCE_EXHAUSTED;
+    err->retry_after_ms = ms;
+    err->msg = f->errmsg;
+    if (start && strcmp(element(r, 2), "cooldown") == 0) {
+        err->reason = "VERIFY_COOLDOWN";
+        snprintf(f->errmsg, sizeof(f->errmsg),
+                 "a code was sent to %s less than %d s ago; retry in %lld s", f->to,
+                 cfg->verify_cooldown_s, (ms + 999) / 1000);
+    } else if (start) {
+        err->reason = "VERIFY_SEND_LIMIT";
+        snprintf(f->errmsg, sizeof(f->errmsg),
+                 "at most %d codes per %d s to %s; retry in %lld s", cfg->verify_max_sends,
+                 cfg->verify_send_window_s, f->to, (ms + 999) / 1000);
+    } else {
+        err->reason = "VERIFY_CHECK_LIMIT";
+        snprintf(f->errmsg, sizeof(f->errmsg),
+                 "at most %d checks per %d s for %s; retry in %lld s", cfg->verify_max_checks,
+                 cfg->verify_check_window_s, f->to, (ms + 999) / 1000);
+    }
+    return FLOW_REFUSE;
+}
+
+/* --- StartVerification --- */
+
+static int start_args(struct flow *f, const char **keys, int *nkeys, const char **args,
+                      int *nargs)
+{
+    const struct config *cfg = f->app->cfg;
+    flow_key(f, 0, "vsend");
+    keys[0] = f->keybuf[0];
+    *nkeys = 1;
+    args[0] = flow_arg(f, 0, "%d", cfg->verify_max_sends);
+    args[1] = flow_arg(f, 1, "%lld", (long long)cfg->verify_send_window_s * 1000);
+    args[2] = flow_arg(f, 2, "%lld", (long long)cfg->verify_cooldown_s * 1000);
+    args[3] = f->id;
+    *nargs = 4;
+    return 0;
+}
+
+static enum flow_verdict start_decide(struct flow *f, const redisReply *r, struct rpc_error *err)
+{
+    return decide_limit(f, r, err, 1);
+}
+
+static size_t start_respond(struct flow *f, const struct twilio_result *res, uint8_t *buf,
+                            size_t cap, struct rpc_error *err)
+{
+    Commsgate__V1__StartVerificationResponse r = COMMSGATE__V1__START_VERIFICATION_RESPONSE__INIT;
+    json_t *ch = res->json ? json_object_get(res->json, "channel") : NULL;
+    r.sid = (char *)(res->sid ? res->sid : "");
+    r.status = (char *)(res->status ? res->status : "pending");
+    r.channel = ch && json_is_string(ch) ? channel_value(json_string_value(ch)) : f->u.channel;
+    if (commsgate__v1__start_verification_response__get_packed_size(&r) > cap)
+        return 0;
+    return commsgate__v1__start_verification_response__pack(&r, buf);
+}
+
+/* Twilio did not send: the reserved place in the limit goes back. */
+static void start_undo(struct flow *f)
+{
+    flow_key(f, 0, "vsend");
+    const char *argv[] = {"ZREM", f->keybuf[0], f->id};
+    flow_redis(f, 3, argv, NULL);
+}
+
+static void start_refused(struct flow *f, const struct twilio_result *res, struct rpc_error *err)
+{
+    if (res->code == 60203) {
+        err->reason = "VERIFY_SEND_LIMIT";
+        err->retry_after_ms = 600000; /* Twilio's window: 10 minutes */
+    }
+}
+
+static const struct flow_kind start_kind = {
+    .rpc = "StartVerification",
+    .api = TWILIO_API_VERIFY_START,
+    .script = POLICY_VERIFY_START,
+    .policy_args = start_args,
+    .decide = start_decide,
+    .respond = start_respond,
+    .refused = start_refused,
+    .undo = start_undo,
+};
+
+static int is_email(const char *s)
+{
+    const char *at = strchr(s, '@');
+    size_t n = strlen(s);
+    return at && at != s && !strchr(at + 1, '@') && strchr(at + 1, '.') && n <= 254 &&
+           !strpbrk(s, " \t\r\n<>");
+}
+
+static int is_locale(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0)
+        return 1;
+    if (n < 2 || n > 10)
+        return 0;
+    return strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-") == n;
+}
+
+static void start_on_call(struct rpc_call *call, const uint8_t *req, size_t len)
+{
+    struct app *app = rpc_call_app(call);
+    struct rpc_error err = {.code = GRPC_STATUS_INVALID_ARGUMENT, .retry_after_ms = -1};
+    char buf[2048];
+    struct form form;
+    struct flow *f;
+
+    Commsgate__V1__StartVerificationRequest *r =
+        commsgate__v1__start_verification_request__unpack(NULL, len, req);
+    if (!r) {
+        rpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT, "not a valid StartVerificationRequest",
+                        NULL);
+        return;
+    }
+    f = flow_new(call, &start_kind);
+    if (!f)
+        goto done;
+    err.msg = f->errmsg;
+    if (validate_utf8("to", r->to, f->errmsg, sizeof(f->errmsg)) ||
+        validate_utf8("locale", r->locale, f->errmsg, sizeof(f->errmsg)))
+        goto reject;
+    int channel = r->channel ? (int)r->channel : COMMSGATE__V1__CHANNEL__SMS;
+    if (channel < COMMSGATE__V1__CHANNEL__SMS || channel > COMMSGATE__V1__CHANNEL__WHATSAPP) {
+        snprintf(f->errmsg, sizeof(f->errmsg), "channel: unknown value %d", channel);
+        goto reject;
+    }
+    if (channel == COMMSGATE__V1__CHANNEL__EMAIL) {
+        if (!is_email(r->to)) {
+            snprintf(f->errmsg, sizeof(f->errmsg), "to: an email address for channel EMAIL");
+            goto reject;
+        }
+    } else if (validate_e164("to", r->to, f->errmsg, sizeof(f->errmsg))) {
+        goto reject;
+    }
+    if (!is_locale(r->locale)) {
+        snprintf(f->errmsg, sizeof(f->errmsg), "locale: a language tag such as en or pt-BR");
+        goto reject;
+    }
+    if (!app->cfg->verify_service_sid[0]) {
+        err.code = GRPC_STATUS_FAILED_PRECONDITION;
+        snprintf(f->errmsg, sizeof(f->errmsg), "TWILIO_VERIFY_SERVICE_SID is not configured");
+        goto reject;
+    }
+    f->u.channel = channel;
+    snprintf(f->to, sizeof(f->to), "%s", r->to);
+    form_init(&form, buf, sizeof(buf));
+    form_add(&form, "To", r->to);
+    form_add(&form, "Channel", channel_name(channel));
+    if (*r->locale)
+        form_add(&form, "Locale", r->locale);
+    if (flow_set_form(f, &form)) {
+        err.code = GRPC_STATUS_RESOURCE_EXHAUSTED;
+        snprintf(f->errmsg, sizeof(f->errmsg), "request too large");
+        goto reject;
+    }
+    commsgate__v1__start_verification_request__free_unpacked(r, NULL);
+    flow_start(f);
+    return;
+reject:
+    flow_reject(f, &err);
+done:
+    commsgate__v1__start_verification_request__free_unpacked(r, NULL);
+}
+
+/* --- CheckVerification --- */
+
+static int check_args(struct flow *f, const char **keys, int *nkeys, const char **args,
+                      int *nargs)
+{
+    const struct config *cfg = f->app->cfg;
+    flow_key(f, 0, "vcheck");
+    keys[0] = f->keybuf[0];
+    *nkeys = 1;
+    args[0] = flow_arg(f, 0, "%d", cfg->verify_max_checks);
+    args[1] = flow_arg(f, 1, "%lld", (long long)cfg->verify_check_window_s * 1000);
+    args[2] = f->id;
+    *nargs = 3;
+    return 0;
+}
+
+static enum flow_verdict check_decide(struct flow *f, const redisReply *r, struct rpc_error *err)
+{
+    return decide_limit(f, r, err, 0);
+}
+
+static size_t check_respond(struct flow *f, const struct twilio_result *res, uint8_t *buf,
+                            size_t cap, struct rpc_error *err)
+{
+    Commsgate__V1__CheckVerificationResponse r = COMMSGATE__V1__CHECK_VERIFICATION_RESPONSE__INIT;
+    r.status = (char *)(res->status ? res->status : "");
+    /* Only Twilio's "approved" makes a code valid; "pending" is a wrong code. */
+    r.valid = res->status && strcmp(res->status, "approved") == 0;
+    if (commsgate__v1__check_verification_response__get_packed_size(&r) > cap)
+        return 0;
+    return commsgate__v1__check_verification_response__pack(&r, buf);
+}
+
+static void check_refused(struct flow *f, const struct twilio_result *res, struct rpc_error *err)
+{
+    if (res->code == 20404 || res->http_status == 404) {
+        err->code = GRPC_STATUS_NOT_FOUND;
+        err->reason = "VERIFICATION_NOT_FOUND";
+        snprintf(f->errmsg, sizeof(f->errmsg),
+                 "no pending verification for %s: it expired, was approved, or was never "
+                 "started",
+                 f->to);
+    } else if (res->code == 60202) {
+        err->reason = "VERIFY_CHECK_LIMIT";
+    }
+}
+
+static const struct flow_kind check_kind = {
+    .rpc = "CheckVerification",
+    .api = TWILIO_API_VERIFY_CHECK,
+    .script = POLICY_VERIFY_CHECK,
+    .policy_args = check_args,
+    .decide = check_decide,
+    .respond = check_respond,
+    .refused = check_refused,
+};
+
+static void check_on_call(struct rpc_call *call, const uint8_t *req, size_t len)
+{
+    struct app *app = rpc_call_app(call);
+    struct rpc_error err = {.code = GRPC_STATUS_INVALID_ARGUMENT, .retry_after_ms = -1};
+    char buf[1024];
+    struct form form;
+    struct flow *f;
+
+    Commsgate__V1__CheckVerificationRequest *r =
+        commsgate__v1__check_verification_request__unpack(NULL, len, req);
+    if (!r) {
+        rpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT, "not a valid CheckVerificationRequest",
+                        NULL);
+        return;
+    }
+    f = flow_new(call, &check_kind);
+    if (!f)
+        goto done;
+    err.msg = f->errmsg;
+    if (validate_utf8("to", r->to, f->errmsg, sizeof(f->errmsg)) ||
+        validate_utf8("code", r->code, f->errmsg, sizeof(f->errmsg)))
+        goto reject;
+    if (!is_email(r->to) && validate_e164("to", r->to, f->errmsg, sizeof(f->errmsg)))
+        goto reject;
+    size_t n = strlen(r->code);
+    if (n < 4 || n > 10 || strspn(r->code, "0123456789") != n) {
+        snprintf(f->errmsg, sizeof(f->errmsg), "code: 4 to 10 digits");
+        goto reject;
+    }
+    if (!app->cfg->verify_service_sid[0]) {
+        err.code = GRPC_STATUS_FAILED_PRECONDITION;
+        snprintf(f->errmsg, sizeof(f->errmsg), "TWILIO_VERIFY_SERVICE_SID is not configured");
+        goto reject;
+    }
+    snprintf(f->to, sizeof(f->to), "%s", r->to);
+    form_init(&form, buf, sizeof(buf));
+    form_add(&form, "To", r->to);
+    form_add(&form, "Code", r->code);
+    if (flow_set_form(f, &form)) {
+        err.code = GRPC_STATUS_RESOURCE_EXHAUSTED;
+        snprintf(f->errmsg, sizeof(f->errmsg), "request too large");
+        goto reject;
+    }
+    commsgate__v1__check_verification_request__free_unpacked(r, NULL);
+    flow_start(f);
+    return;
+reject:
+    flow_reject(f, &err);
+done:
+    commsgate__v1__check_verification_request__free_unpacked(r, NULL);
+}
+
+void rpc_verify_methods(struct rpc_method *start, struct rpc_method *check)
+{
+    start->on_call = start_on_call;
+    check->on_call = check_on_call;
+}

@@ -1,0 +1,187 @@
+/* PlaceCall: exactly one of a TwiML URL (https only), a TwiML document, or
+ * text to speak (commsgate writes and escapes the TwiML); idempotency and the
+ * account's concurrency cap through the shared flow. */
+#include "rpc_voice.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "../app.h"
+#include "../core/config.h"
+#include "../core/text.h"
+#include "../twilio/form.h"
+#include "commsgate/v1/messaging.pb-c.h"
+#include "flow.h"
+#include "validate.h"
+
+/* Twilio's limit for the Twiml parameter. */
+#define TWIML_MAX 4000
+
+static int policy_args(struct flow *f, const char **keys, int *nkeys, const char **args,
+                       int *nargs)
+{
+    /* An SMS STOP does not forbid calls; no window either. */
+    return flow_send_args(f, 0, 0, keys, nkeys, args, nargs);
+}
+
+static size_t respond(struct flow *f, const struct twilio_result *res, uint8_t *buf, size_t cap,
+                      struct rpc_error *err)
+{
+    Commsgate__V1__PlaceCallResponse r = COMMSGATE__V1__PLACE_CALL_RESPONSE__INIT;
+    r.sid = (char *)(res->sid ? res->sid : "");
+    r.status = (char *)(res->status ? res->status : "queued");
+    if (commsgate__v1__place_call_response__get_packed_size(&r) > cap)
+        return 0;
+    return commsgate__v1__place_call_response__pack(&r, buf);
+}
+
+static const struct flow_kind call_kind = {
+    .rpc = "PlaceCall",
+    .api = TWILIO_API_CALLS,
+    .script = POLICY_SEND,
+    .policy_args = policy_args,
+    .decide = flow_send_decide,
+    .respond = respond,
+};
+
+/* <Response><Say voice=".." language="..">text</Say></Response>, escaped. */
+static int say_twiml(const Commsgate__V1__Say *say, char *out, size_t len, char *msg,
+                     size_t msglen)
+{
+    char text[TWIML_MAX], voice[128], lang[64];
+    size_t w;
+
+    if (!*say->text) {
+        snprintf(msg, msglen, "say.text: required");
+        return -1;
+    }
+    if (text_xml_escape(say->text, text, sizeof(text), &w) ||
+        text_xml_escape(say->voice, voice, sizeof(voice), &w) ||
+        text_xml_escape(say->language, lang, sizeof(lang), &w)) {
+        snprintf(msg, msglen, "say: text too long or holds characters XML cannot carry");
+        return -1;
+    }
+    int n = snprintf(out, len, "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Say%s%s%s%s%s%s>%s</Say></Response>",
+                     *voice ? " voice=\"" : "", voice, *voice ? "\"" : "",
+                     *lang ? " language=\"" : "", lang, *lang ? "\"" : "", text);
+    if (n < 0 || (size_t)n >= len) {
+        snprintf(msg, msglen, "say.text: too long for a call's TwiML (%d bytes at most)", TWIML_MAX);
+        return -1;
+    }
+    return 0;
+}
+
+static int check(const Commsgate__V1__PlaceCallRequest *r, char *msg, size_t len)
+{
+    if (validate_utf8("to", r->to, msg, len) || validate_utf8("from", r->from, msg, len) ||
+        validate_utf8("idempotency_key", r->idempotency_key, msg, len))
+        return -1;
+    if (validate_e164("to", r->to, msg, len))
+        return -1;
+    if (*r->from && validate_e164("from", r->from, msg, len))
+        return -1;
+    switch (r->instructions_case) {
+    case COMMSGATE__V1__PLACE_CALL_REQUEST__INSTRUCTIONS_URL:
+        if (validate_utf8("url", r->url, msg, len))
+            return -1;
+        if (!text_is_https_url(r->url)) {
+            snprintf(msg, len, "url: must be an https:// URL");
+            return -1;
+        }
+        break;
+    case COMMSGATE__V1__PLACE_CALL_REQUEST__INSTRUCTIONS_TWIML:
+        if (validate_utf8("twiml", r->twiml, msg, len))
+            return -1;
+        if (!*r->twiml || strlen(r->twiml) > TWIML_MAX) {
+            snprintf(msg, len, "twiml: 1 to %d bytes", TWIML_MAX);
+            return -1;
+        }
+        break;
+    case COMMSGATE__V1__PLACE_CALL_REQUEST__INSTRUCTIONS_SAY:
+        if (validate_utf8("say.text", r->say->text, msg, len) ||
+            validate_utf8("say.voice", r->say->voice, msg, len) ||
+            validate_utf8("say.language", r->say->language, msg, len))
+            return -1;
+        break;
+    default:
+        snprintf(msg, len, "url, twiml or say: one is required");
+        return -1;
+    }
+    return validate_idempotency_key(r->idempotency_key, msg, len);
+}
+
+static int build_form(struct flow *f, const Commsgate__V1__PlaceCallRequest *r, char *msg,
+                      size_t msglen)
+{
+    const struct config *cfg = f->app->cfg;
+    char buf[16384], twiml[TWIML_MAX + 256], callback[600];
+    static const char *const events[] = {"initiated", "ringing", "answered", "completed"};
+    struct form form;
+
+    form_init(&form, buf, sizeof(buf));
+    form_add(&form, "To", r->to);
+    form_add(&form, "From", *r->from ? r->from : cfg->phone_number);
+    switch (r->instructions_case) {
+    case COMMSGATE__V1__PLACE_CALL_REQUEST__INSTRUCTIONS_URL:
+        form_add(&form, "Url", r->url);
+        break;
+    case COMMSGATE__V1__PLACE_CALL_REQUEST__INSTRUCTIONS_TWIML:
+        form_add(&form, "Twiml", r->twiml);
+        break;
+    default:
+        if (say_twiml(r->say, twiml, sizeof(twiml), msg, msglen))
+            return -1;
+        form_add(&form, "Twiml", twiml);
+        break;
+    }
+    snprintf(callback, sizeof(callback), "%s/webhooks/twilio/calls/status", cfg->public_url);
+    form_add(&form, "StatusCallback", callback);
+    for (size_t i = 0; i < sizeof(events) / sizeof(events[0]); i++)
+        form_add(&form, "StatusCallbackEvent", events[i]);
+    if (flow_set_form(f, &form)) {
+        snprintf(msg, msglen, "request too large");
+        return -1;
+    }
+    return 0;
+}
+
+static void on_call(struct rpc_call *call, const uint8_t *req, size_t len)
+{
+    struct app *app = rpc_call_app(call);
+    struct rpc_error err = {.code = GRPC_STATUS_INVALID_ARGUMENT, .retry_after_ms = -1};
+    struct flow *f;
+
+    Commsgate__V1__PlaceCallRequest *r = commsgate__v1__place_call_request__unpack(NULL, len, req);
+    if (!r) {
+        rpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT, "not a valid PlaceCallRequest", NULL);
+        return;
+    }
+    f = flow_new(call, &call_kind);
+    if (!f)
+        goto done;
+    err.msg = f->errmsg;
+    if (check(r, f->errmsg, sizeof(f->errmsg)))
+        goto reject;
+    if (!*r->from && !app->cfg->phone_number[0]) {
+        err.code = GRPC_STATUS_FAILED_PRECONDITION;
+        snprintf(f->errmsg, sizeof(f->errmsg),
+                 "from: empty, and TWILIO_PHONE_NUMBER is not configured");
+        goto reject;
+    }
+    snprintf(f->to, sizeof(f->to), "%s", r->to);
+    flow_set_idempotency(f, r->idempotency_key, req, len);
+    if (build_form(f, r, f->errmsg, sizeof(f->errmsg)))
+        goto reject;
+    commsgate__v1__place_call_request__free_unpacked(r, NULL);
+    flow_start(f);
+    return;
+reject:
+    flow_reject(f, &err);
+done:
+    commsgate__v1__place_call_request__free_unpacked(r, NULL);
+}
+
+void rpc_voice_method(struct rpc_method *m)
+{
+    m->on_call = on_call;
+}

@@ -1,0 +1,9 @@
+/* SendWhatsApp. */
+#ifndef COMMSGATE_RPC_WHATSAPP_H
+#define COMMSGATE_RPC_WHATSAPP_H
+
+#include "server.h"
+
+void rpc_whatsapp_method(struct rpc_method *m);
+
+#endif
