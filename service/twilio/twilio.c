@@ -246,7 +246,9 @@ static void on_http(const struct http_result *h, void *data)
     r->last_status = h->status;
     r->last_code = code;
     snprintf(r->last_msg, sizeof(r->last_msg), "%s", msg);
-    if (h->status == 429 || (info && info->retryable)) {
+    /* A 429 is retried unless its code says waiting will not help (Verify's
+     * 60202/60203 come as 429 too). */
+    if ((h->status == 429 && (!info || info->retryable)) || (info && info->retryable)) {
         json_decref(json);
         retry_or_fail(r, h->retry_after_ms);
     } else if (h->status >= 500) {

@@ -5,9 +5,10 @@
  *   TWILIO_OK       2xx: Twilio accepted; json holds the resource.
  *   TWILIO_REFUSED  Twilio answered 4xx with an error code: it did not act.
  *   TWILIO_FAILED   surely not acted on: connection failures before the
- *                   request was written, or retryable refusals (HTTP 429,
- *                   20429, 30429, 60212, 63017, 63018, ...) still failing
- *                   when the caller's time ran out.
+ *                   request was written, or retryable refusals (HTTP 429
+ *                   unless its code is final, and codes 20429, 30429, 60212,
+ *                   63017, 63018, ...) still failing when the caller's time
+ *                   ran out.
  *   TWILIO_UNKNOWN  the request may have reached Twilio and no usable answer
  *                   came: a timeout after sending, a broken connection, or a
  *                   5xx without a retryable code. Never retried. */

@@ -195,7 +195,7 @@ def protos():
     health one's package, grpc.health.v1, would shadow grpcio's own `grpc`."""
     import sys
     out = os.environ.get("COMMSGATE_PY_OUT", os.path.join(BIN_DIR, "..", "py"))
-    for sub in ("commsgate/v1", "grpc/health/v1"):
+    for sub in ("commsgate/v1", "grpc/health/v1", "google/rpc"):
         path = os.path.join(out, sub)
         if path not in sys.path:
             sys.path.insert(0, path)
@@ -263,3 +263,51 @@ class Stack:
             self.sim.stop()
         self.redis.stop()
         return rc
+
+
+def status_details(rpc_error):
+    """The google.rpc.Status commsgate put in grpc-status-details-bin, with
+    its ErrorInfo and RetryInfo unpacked: (status, error_info, retry_info)."""
+    protos()
+    import status_pb2
+    for key, value in rpc_error.trailing_metadata() or ():
+        if key == "grpc-status-details-bin":
+            st = status_pb2.Status.FromString(value)
+            info = retry = None
+            for d in st.details:
+                if d.type_url.endswith("google.rpc.ErrorInfo"):
+                    info = status_pb2.ErrorInfo.FromString(d.value)
+                elif d.type_url.endswith("google.rpc.RetryInfo"):
+                    retry = status_pb2.RetryInfo.FromString(d.value)
+            return st, info, retry
+    return None, None, None
+
+
+def trailer(rpc_error, key):
+    for k, v in rpc_error.trailing_metadata() or ():
+        if k == key:
+            return v
+    return None
+
+
+class Sim:
+    """The simulator's test endpoints."""
+
+    def __init__(self, url):
+        self.url = url
+
+    def requests(self, suffix=None):
+        q = "?path_suffix=" + suffix if suffix else ""
+        return http_json("GET", self.url + "/__sim/requests" + q)[1]
+
+    def params(self, request):
+        return dict(request["params"])
+
+    def fault(self, **kw):
+        http_json("POST", self.url + "/__sim/faults", kw)
+
+    def verifications(self):
+        return http_json("GET", self.url + "/__sim/verifications")[1]
+
+    def reset(self):
+        http_json("POST", self.url + "/__sim/reset", {})
