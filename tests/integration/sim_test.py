@@ -1,0 +1,169 @@
+"""twilio-sim on its own: credentials, magic numbers, faults, recording.
+The other tests trust it to behave like Twilio; this is where that is held."""
+import base64
+import signal
+import socket
+import time
+import unittest
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import harness
+
+ACCOUNT = harness.SIM_ACCOUNT_SID
+MESSAGES = "/2010-04-01/Accounts/%s/Messages.json" % ACCOUNT
+CALLS = "/2010-04-01/Accounts/%s/Calls.json" % ACCOUNT
+VERIFY = "/v2/Services/%s" % harness.SIM_VERIFY_SID
+
+
+class SimTest(unittest.TestCase):
+    def setUp(self):
+        self.p = harness.start_sim()
+        self.sim = harness.Sim(self.p.url)
+
+    def tearDown(self):
+        rc = self.p.stop()
+        self.assertEqual(rc, 0, self.p.output())
+        self.assertNotIn("runtime error", self.p.output())
+        self.assertNotIn("Sanitizer", self.p.output())
+
+    def post(self, path, params, user=ACCOUNT, password=harness.SIM_AUTH_TOKEN, headers=None):
+        body = urllib.parse.urlencode(params).encode()
+        h = {"Content-Type": "application/x-www-form-urlencoded"}
+        if user is not None:
+            h["Authorization"] = "Basic " + base64.b64encode(
+                ("%s:%s" % (user, password)).encode()).decode()
+        h.update(headers or {})
+        req = urllib.request.Request(self.p.url + path, data=body, method="POST", headers=h)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, __import__("json").loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, __import__("json").loads(e.read())
+
+    def sms(self, to, frm="+15005550006", body="hi"):
+        return self.post(MESSAGES, [("To", to), ("From", frm), ("Body", body)])
+
+    def test_auth(self):
+        status, err = self.post(MESSAGES, [("To", "+14155550100")], password="wrong")
+        self.assertEqual((status, err["code"]), (401, 20003))
+        status, err = self.post(MESSAGES, [("To", "+14155550100")], user=None)
+        self.assertEqual((status, err["code"]), (401, 20003))
+        self.assertIn("more_info", err)
+
+    def test_message_shape(self):
+        status, m = self.sms("+14155550100", body="a" * 161)
+        self.assertEqual(status, 201)
+        self.assertRegex(m["sid"], r"^SM[0-9a-f]{32}$")
+        self.assertEqual((m["status"], m["num_segments"], m["direction"]),
+                         ("queued", "2", "outbound-api"))
+        self.assertEqual(m["account_sid"], ACCOUNT)
+
+    def test_magic_numbers(self):
+        for to, code in (("+15005550001", 21211), ("+15005550002", 21612),
+                         ("+15005550003", 21408), ("+15005550004", 21610),
+                         ("+15005550009", 21614)):
+            status, err = self.sms(to)
+            self.assertEqual((status, err["code"]), (400, code), to)
+        for frm, code in (("+15005550001", 21212), ("+15005550007", 21606),
+                          ("+15005550008", 21611)):
+            status, err = self.sms("+14155550100", frm=frm)
+            self.assertEqual((status, err["code"]), (400, code), frm)
+        status, err = self.post(CALLS, [("To", "+15005550003"), ("From", "+15005550006"),
+                                        ("Url", "https://x/t")])
+        self.assertEqual(err["code"], 21215)
+
+    def test_missing_parameters(self):
+        self.assertEqual(self.post(MESSAGES, [("From", "+15005550006"),
+                                              ("Body", "x")])[1]["code"], 21604)
+        self.assertEqual(self.post(MESSAGES, [("To", "+14155550100"),
+                                              ("Body", "x")])[1]["code"], 21603)
+        self.assertEqual(self.post(MESSAGES, [("To", "+14155550100"),
+                                              ("From", "+15005550006")])[1]["code"], 21619)
+        self.assertEqual(self.post(CALLS, [("To", "+14155550100"),
+                                           ("From", "+15005550006")])[1]["code"], 21205)
+        self.assertEqual(self.sms("+14155550100", body="x" * 1601)[1]["code"], 21617)
+
+    def test_recording_keeps_repeated_params_in_order(self):
+        self.post(MESSAGES, [("To", "whatsapp:+14155550100"), ("From", "whatsapp:+15005550006"),
+                             ("MediaUrl", "https://a/1"), ("MediaUrl", "https://a/2")])
+        reqs = self.sim.requests("Messages.json")
+        self.assertEqual(len(reqs), 1)
+        self.assertEqual([v for k, v in reqs[0]["params"] if k == "MediaUrl"],
+                         ["https://a/1", "https://a/2"])
+        self.assertEqual(reqs[0]["auth_user"], ACCOUNT)
+        self.assertEqual(reqs[0]["status"], 201)
+        self.sim.reset()
+        self.assertEqual(self.sim.requests(), [])
+
+    def test_verify_flow(self):
+        to = "+14155550177"
+        status, v = self.post(VERIFY + "/Verifications", [("To", to), ("Channel", "sms")])
+        self.assertEqual((status, v["status"]), (201, "pending"))
+        code = self.sim.verifications()[0]["code"]
+        self.assertRegex(code, r"^\d{6}$")
+        wrong = "000000" if code != "000000" else "111111"
+        status, c = self.post(VERIFY + "/VerificationCheck", [("To", to), ("Code", wrong)])
+        self.assertEqual((status, c["status"], c["valid"]), (200, "pending", False))
+        status, c = self.post(VERIFY + "/VerificationCheck", [("To", to), ("Code", code)])
+        self.assertEqual((status, c["status"], c["valid"]), (200, "approved", True))
+        status, err = self.post(VERIFY + "/VerificationCheck", [("To", to), ("Code", code)])
+        self.assertEqual((status, err["code"]), (404, 20404))
+
+    def test_verify_limits(self):
+        to = "+14155550178"
+        for _ in range(5):
+            self.assertEqual(self.post(VERIFY + "/Verifications",
+                                       [("To", to), ("Channel", "sms")])[0], 201)
+        status, err = self.post(VERIFY + "/Verifications", [("To", to), ("Channel", "sms")])
+        self.assertEqual((status, err["code"]), (429, 60203))
+        for _ in range(5):
+            self.assertEqual(self.post(VERIFY + "/VerificationCheck",
+                                       [("To", to), ("Code", "999999x")])[0], 200)
+        status, err = self.post(VERIFY + "/VerificationCheck", [("To", to), ("Code", "9")])
+        self.assertEqual((status, err["code"]), (429, 60202))
+        status, err = self.post(VERIFY + "/Verifications", [("To", to), ("Channel", "fax")])
+        self.assertEqual(err["code"], 60200)
+
+    def test_queued_faults(self):
+        self.sim.fault(path_suffix="Messages.json", status=429, code=20429, times=2)
+        self.assertEqual(self.sms("+14155550100")[1]["code"], 20429)
+        self.assertEqual(self.sms("+14155550100")[1]["code"], 20429)
+        self.assertEqual(self.sms("+14155550100")[0], 201)
+        self.sim.fault(to="+14155550199", status=500, code=20500)
+        self.assertEqual(self.sms("+14155550100")[0], 201)  # other numbers unaffected
+        self.assertEqual(self.sms("+14155550199")[0], 500)
+
+    def test_latency_and_drop(self):
+        self.sim.fault(path_suffix="Messages.json", latency_ms=400)
+        t0 = time.monotonic()
+        self.assertEqual(self.sms("+14155550100")[0], 201)
+        self.assertGreaterEqual(time.monotonic() - t0, 0.4)
+        self.sim.fault(path_suffix="Messages.json", drop=True)
+        with self.assertRaises((urllib.error.URLError, ConnectionError, socket.error)):
+            self.sms("+14155550100")
+        # The per-request header does the same without queueing.
+        status, err = self.post(MESSAGES, [("To", "+14155550100")],
+                                headers={"X-Sim-Fault": "status=503,code=20503"})
+        self.assertEqual((status, err["code"]), (503, 20503))
+
+    def test_slow_answer_does_not_block_others(self):
+        self.sim.fault(path_suffix="Messages.json", latency_ms=1500, to="+14155550111")
+        import threading
+        slow = threading.Thread(target=self.sms, args=("+14155550111",))
+        slow.start()
+        time.sleep(0.1)
+        t0 = time.monotonic()
+        self.assertEqual(self.sms("+14155550100")[0], 201)
+        self.assertLess(time.monotonic() - t0, 0.5)
+        slow.join()
+
+    def test_sigint_exits_cleanly(self):
+        self.sms("+14155550100")
+        self.p.signal(signal.SIGINT)
+        self.assertEqual(self.p.wait(5), 0)
+
+
+if __name__ == "__main__":
+    unittest.main()
