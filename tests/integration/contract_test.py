@@ -54,22 +54,24 @@ class ContractTest(unittest.TestCase):
     def setUpClass(cls):
         if not os.path.exists(PRISM):
             raise RuntimeError("Prism is not installed: run scripts/node-deps.sh (make test does)")
+        # Class cleanups run even when setUpClass fails part-way.
         cls.prism_api = start_prism(API_SPEC)
+        cls.addClassCleanup(cls.prism_api.stop)
         cls.prism_verify = start_prism(VERIFY_SPEC)
+        cls.addClassCleanup(cls.prism_verify.stop)
         with open(API_SPEC) as f:
             cls.api = json.load(f)
         with open(VERIFY_SPEC) as f:
             cls.verify = json.load(f)
         cls.stack = harness.Stack(env={"TWILIO_WHATSAPP_NUMBER": "+14155238886",
                                        "COMMSGATE_VERIFY_COOLDOWN_SECONDS": "0"})
+        cls.addClassCleanup(cls.close_stack)
         cls.stack.wait_serving(1)
         cls.recorded = cls.exercise_every_rpc()
 
     @classmethod
-    def tearDownClass(cls):
+    def close_stack(cls):
         rc = cls.stack.close()
-        cls.prism_api.stop()
-        cls.prism_verify.stop()
         assert rc == 0, cls.stack.daemon.output()
 
     @classmethod

@@ -237,11 +237,18 @@ class Stack:
         self.redis = start_redis()
         self.sim = None
         sim_url = "http://127.0.0.1:1"
-        if with_sim and os.path.exists(os.path.join(BIN_DIR, "twilio-sim")):
-            self.sim = start_sim()
-            sim_url = self.sim.url
-        self.sim_url = sim_url
-        self.daemon = start_daemon(self.redis.port, sim_url, extra_env=env)
+        try:
+            if with_sim:
+                self.sim = start_sim()
+                sim_url = self.sim.url
+            self.sim_url = sim_url
+            self.daemon = start_daemon(self.redis.port, sim_url, extra_env=env)
+        except Exception:
+            # Nothing outlives a failed start.
+            if self.sim:
+                self.sim.stop()
+            self.redis.stop()
+            raise
         self.channel = grpc.insecure_channel(self.daemon.grpc_target)
         self.stubs = Stubs(self.channel)
 
