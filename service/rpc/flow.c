@@ -670,3 +670,35 @@ int flow_set_form(struct flow *f, const struct form *form)
     f->form_len = form->len;
     return CG_OK;
 }
+
+size_t flow_pack(const ProtobufCMessage *m, uint8_t *buf, size_t cap)
+{
+    if (protobuf_c_message_get_packed_size(m) > cap)
+        return 0;
+    return protobuf_c_message_pack(m, buf);
+}
+
+void flow_handle(struct rpc_call *call, const uint8_t *req, size_t len,
+                 const struct flow_kind *kind, const ProtobufCMessageDescriptor *desc,
+                 flow_prepare_fn *prepare)
+{
+    struct rpc_error err = {.code = GRPC_STATUS_INVALID_ARGUMENT, .retry_after_ms = -1};
+    char msg[160];
+    struct flow *f;
+
+    ProtobufCMessage *m = protobuf_c_message_unpack(desc, NULL, len, req);
+    if (!m) {
+        snprintf(msg, sizeof(msg), "not a valid %s", desc->short_name);
+        rpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT, msg, NULL);
+        return;
+    }
+    f = flow_new(call, kind);
+    if (f) {
+        err.msg = f->errmsg;
+        if (prepare(f, m, req, len, &err))
+            flow_reject(f, &err);
+        else
+            flow_start(f);
+    }
+    protobuf_c_message_free_unpacked(m, NULL);
+}

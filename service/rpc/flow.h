@@ -99,6 +99,23 @@ struct flow {
     struct flow *wait_prev, *wait_next; /* on the waiting list while timed */
 };
 
+/* Fills the flow from the unpacked request (to, form, cost, idem, u) on the
+ * queue thread; returns 0, or -1 with err filled (err->msg may point at
+ * f->errmsg). `raw` is the request as received, for the idempotency
+ * fingerprint. */
+typedef int flow_prepare_fn(struct flow *f, const ProtobufCMessage *req, const uint8_t *raw,
+                            size_t raw_len, struct rpc_error *err);
+
+/* Queue thread: the whole on_call of a policy-checked RPC. Unpacks the
+ * request as `desc` (INVALID_ARGUMENT if it is not one), makes the flow,
+ * lets `prepare` fill it, and starts it or answers the refusal. */
+void flow_handle(struct rpc_call *call, const uint8_t *req, size_t len,
+                 const struct flow_kind *kind, const ProtobufCMessageDescriptor *desc,
+                 flow_prepare_fn *prepare);
+
+/* For respond(): packs m into buf; 0 if it does not fit. */
+size_t flow_pack(const ProtobufCMessage *m, uint8_t *buf, size_t cap);
+
 /* Queue thread, from an RPC handler that has filled kind, to, form, cost,
  * idem, fp (and u). Allocates nothing else; takes over the call and the
  * flow (flow_new's memory), and posts it to the loop. */

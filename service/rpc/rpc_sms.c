@@ -31,9 +31,7 @@ static size_t respond(struct flow *f, const struct twilio_result *res, uint8_t *
     r.status = (char *)(res->status ? res->status : "queued");
     r.segments = f->u.sms.segments;
     r.encoding = f->u.sms.encoding;
-    if (commsgate__v1__send_smsresponse__get_packed_size(&r) > cap)
-        return 0;
-    return commsgate__v1__send_smsresponse__pack(&r, buf);
+    return flow_pack(&r.base, buf, cap);
 }
 
 static void refused(struct flow *f, const struct twilio_result *res, struct rpc_error *err)
@@ -106,52 +104,42 @@ static int check(const Commsgate__V1__SendSMSRequest *r, const struct config *cf
     return validate_idempotency_key(r->idempotency_key, msg, len);
 }
 
-static void on_call(struct rpc_call *call, const uint8_t *req, size_t len)
+static int prepare(struct flow *f, const ProtobufCMessage *msg, const uint8_t *raw,
+                   size_t raw_len, struct rpc_error *err)
 {
-    struct app *app = rpc_call_app(call);
-    struct rpc_error err = {.code = GRPC_STATUS_INVALID_ARGUMENT, .retry_after_ms = -1};
+    const Commsgate__V1__SendSMSRequest *r = (const Commsgate__V1__SendSMSRequest *)msg;
+    const struct config *cfg = f->app->cfg;
     struct segments_info seg;
-    struct flow *f;
 
-    Commsgate__V1__SendSMSRequest *r = commsgate__v1__send_smsrequest__unpack(NULL, len, req);
-    if (!r) {
-        rpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT, "not a valid SendSMSRequest", NULL);
-        return;
-    }
-    f = flow_new(call, &sms_kind);
-    if (!f)
-        goto done;
-    err.msg = f->errmsg;
-    if (check(r, app->cfg, f->errmsg, sizeof(f->errmsg)))
-        goto reject;
-    if (!*r->from && !app->cfg->phone_number[0] && !app->cfg->messaging_service_sid[0]) {
-        err.code = GRPC_STATUS_FAILED_PRECONDITION;
+    if (check(r, cfg, f->errmsg, sizeof(f->errmsg)))
+        return -1;
+    if (!*r->from && !cfg->phone_number[0] && !cfg->messaging_service_sid[0]) {
+        err->code = GRPC_STATUS_FAILED_PRECONDITION;
         snprintf(f->errmsg, sizeof(f->errmsg),
                  "from: empty, and neither TWILIO_PHONE_NUMBER nor TWILIO_MESSAGING_SERVICE_SID "
                  "is configured");
-        goto reject;
+        return -1;
     }
     if (segments_count(r->body, strlen(r->body), &seg)) {
         snprintf(f->errmsg, sizeof(f->errmsg), "body: not valid UTF-8");
-        goto reject;
+        return -1;
     }
     f->u.sms.segments = seg.segments;
     f->u.sms.encoding = seg.encoding == SEGMENTS_GSM7 ? COMMSGATE__V1__ENCODING__ENCODING_GSM7
                                                       : COMMSGATE__V1__ENCODING__ENCODING_UCS2;
     f->cost = (int)seg.segments;
     snprintf(f->to, sizeof(f->to), "%s", r->to);
-    flow_set_idempotency(f, r->idempotency_key, req, len);
+    flow_set_idempotency(f, r->idempotency_key, raw, raw_len);
     if (build_form(f, r, f->errmsg, sizeof(f->errmsg))) {
-        err.code = GRPC_STATUS_RESOURCE_EXHAUSTED;
-        goto reject;
+        err->code = GRPC_STATUS_RESOURCE_EXHAUSTED;
+        return -1;
     }
-    commsgate__v1__send_smsrequest__free_unpacked(r, NULL);
-    flow_start(f);
-    return;
-reject:
-    flow_reject(f, &err);
-done:
-    commsgate__v1__send_smsrequest__free_unpacked(r, NULL);
+    return 0;
+}
+
+static void on_call(struct rpc_call *call, const uint8_t *req, size_t len)
+{
+    flow_handle(call, req, len, &sms_kind, &commsgate__v1__send_smsrequest__descriptor, prepare);
 }
 
 void rpc_sms_method(struct rpc_method *m)

@@ -86,6 +86,16 @@ static enum flow_verdict decide_limit(struct flow *f, const redisReply *r, struc
     return FLOW_REFUSE;
 }
 
+/* The verification forms are small; a too-large one is refused. */
+static int set_form(struct flow *f, const struct form *form, struct rpc_error *err)
+{
+    if (!flow_set_form(f, form))
+        return 0;
+    err->code = GRPC_STATUS_RESOURCE_EXHAUSTED;
+    snprintf(f->errmsg, sizeof(f->errmsg), "request too large");
+    return -1;
+}
+
 /* --- StartVerification --- */
 
 static int start_args(struct flow *f, const char **keys, int *nkeys, const char **args,
@@ -116,9 +126,7 @@ static size_t start_respond(struct flow *f, const struct twilio_result *res, uin
     r.sid = (char *)(res->sid ? res->sid : "");
     r.status = (char *)(res->status ? res->status : "pending");
     r.channel = ch && json_is_string(ch) ? channel_value(json_string_value(ch)) : f->u.channel;
-    if (commsgate__v1__start_verification_response__get_packed_size(&r) > cap)
-        return 0;
-    return commsgate__v1__start_verification_response__pack(&r, buf);
+    return flow_pack(&r.base, buf, cap);
 }
 
 /* Twilio did not send: the reserved place in the limit goes back. */
@@ -166,49 +174,38 @@ static int is_locale(const char *s)
     return strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-") == n;
 }
 
-static void start_on_call(struct rpc_call *call, const uint8_t *req, size_t len)
+static int start_prepare(struct flow *f, const ProtobufCMessage *msg, const uint8_t *raw,
+                         size_t raw_len, struct rpc_error *err)
 {
-    struct app *app = rpc_call_app(call);
-    struct rpc_error err = {.code = GRPC_STATUS_INVALID_ARGUMENT, .retry_after_ms = -1};
+    const Commsgate__V1__StartVerificationRequest *r =
+        (const Commsgate__V1__StartVerificationRequest *)msg;
     char buf[2048];
     struct form form;
-    struct flow *f;
 
-    Commsgate__V1__StartVerificationRequest *r =
-        commsgate__v1__start_verification_request__unpack(NULL, len, req);
-    if (!r) {
-        rpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT, "not a valid StartVerificationRequest",
-                        NULL);
-        return;
-    }
-    f = flow_new(call, &start_kind);
-    if (!f)
-        goto done;
-    err.msg = f->errmsg;
     if (validate_utf8("to", r->to, f->errmsg, sizeof(f->errmsg)) ||
         validate_utf8("locale", r->locale, f->errmsg, sizeof(f->errmsg)))
-        goto reject;
+        return -1;
     int channel = r->channel ? (int)r->channel : COMMSGATE__V1__CHANNEL__SMS;
     if (channel < COMMSGATE__V1__CHANNEL__SMS || channel > COMMSGATE__V1__CHANNEL__WHATSAPP) {
         snprintf(f->errmsg, sizeof(f->errmsg), "channel: unknown value %d", channel);
-        goto reject;
+        return -1;
     }
     if (channel == COMMSGATE__V1__CHANNEL__EMAIL) {
         if (!is_email(r->to)) {
             snprintf(f->errmsg, sizeof(f->errmsg), "to: an email address for channel EMAIL");
-            goto reject;
+            return -1;
         }
     } else if (validate_e164("to", r->to, f->errmsg, sizeof(f->errmsg))) {
-        goto reject;
+        return -1;
     }
     if (!is_locale(r->locale)) {
         snprintf(f->errmsg, sizeof(f->errmsg), "locale: a language tag such as en or pt-BR");
-        goto reject;
+        return -1;
     }
-    if (!app->cfg->verify_service_sid[0]) {
-        err.code = GRPC_STATUS_FAILED_PRECONDITION;
+    if (!f->app->cfg->verify_service_sid[0]) {
+        err->code = GRPC_STATUS_FAILED_PRECONDITION;
         snprintf(f->errmsg, sizeof(f->errmsg), "TWILIO_VERIFY_SERVICE_SID is not configured");
-        goto reject;
+        return -1;
     }
     f->u.channel = channel;
     snprintf(f->to, sizeof(f->to), "%s", r->to);
@@ -217,18 +214,13 @@ static void start_on_call(struct rpc_call *call, const uint8_t *req, size_t len)
     form_add(&form, "Channel", channel_name(channel));
     if (*r->locale)
         form_add(&form, "Locale", r->locale);
-    if (flow_set_form(f, &form)) {
-        err.code = GRPC_STATUS_RESOURCE_EXHAUSTED;
-        snprintf(f->errmsg, sizeof(f->errmsg), "request too large");
-        goto reject;
-    }
-    commsgate__v1__start_verification_request__free_unpacked(r, NULL);
-    flow_start(f);
-    return;
-reject:
-    flow_reject(f, &err);
-done:
-    commsgate__v1__start_verification_request__free_unpacked(r, NULL);
+    return set_form(f, &form, err);
+}
+
+static void start_on_call(struct rpc_call *call, const uint8_t *req, size_t len)
+{
+    flow_handle(call, req, len, &start_kind, &commsgate__v1__start_verification_request__descriptor,
+                start_prepare);
 }
 
 /* --- CheckVerification --- */
@@ -259,9 +251,7 @@ static size_t check_respond(struct flow *f, const struct twilio_result *res, uin
     r.status = (char *)(res->status ? res->status : "");
     /* Only Twilio's "approved" makes a code valid; "pending" is a wrong code. */
     r.valid = res->status && strcmp(res->status, "approved") == 0;
-    if (commsgate__v1__check_verification_response__get_packed_size(&r) > cap)
-        return 0;
-    return commsgate__v1__check_verification_response__pack(&r, buf);
+    return flow_pack(&r.base, buf, cap);
 }
 
 static void check_refused(struct flow *f, const struct twilio_result *res, struct rpc_error *err)
@@ -288,56 +278,40 @@ static const struct flow_kind check_kind = {
     .refused = check_refused,
 };
 
-static void check_on_call(struct rpc_call *call, const uint8_t *req, size_t len)
+static int check_prepare(struct flow *f, const ProtobufCMessage *msg, const uint8_t *raw,
+                         size_t raw_len, struct rpc_error *err)
 {
-    struct app *app = rpc_call_app(call);
-    struct rpc_error err = {.code = GRPC_STATUS_INVALID_ARGUMENT, .retry_after_ms = -1};
+    const Commsgate__V1__CheckVerificationRequest *r =
+        (const Commsgate__V1__CheckVerificationRequest *)msg;
     char buf[1024];
     struct form form;
-    struct flow *f;
 
-    Commsgate__V1__CheckVerificationRequest *r =
-        commsgate__v1__check_verification_request__unpack(NULL, len, req);
-    if (!r) {
-        rpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT, "not a valid CheckVerificationRequest",
-                        NULL);
-        return;
-    }
-    f = flow_new(call, &check_kind);
-    if (!f)
-        goto done;
-    err.msg = f->errmsg;
     if (validate_utf8("to", r->to, f->errmsg, sizeof(f->errmsg)) ||
         validate_utf8("code", r->code, f->errmsg, sizeof(f->errmsg)))
-        goto reject;
+        return -1;
     if (!is_email(r->to) && validate_e164("to", r->to, f->errmsg, sizeof(f->errmsg)))
-        goto reject;
+        return -1;
     size_t n = strlen(r->code);
     if (n < 4 || n > 10 || strspn(r->code, "0123456789") != n) {
         snprintf(f->errmsg, sizeof(f->errmsg), "code: 4 to 10 digits");
-        goto reject;
+        return -1;
     }
-    if (!app->cfg->verify_service_sid[0]) {
-        err.code = GRPC_STATUS_FAILED_PRECONDITION;
+    if (!f->app->cfg->verify_service_sid[0]) {
+        err->code = GRPC_STATUS_FAILED_PRECONDITION;
         snprintf(f->errmsg, sizeof(f->errmsg), "TWILIO_VERIFY_SERVICE_SID is not configured");
-        goto reject;
+        return -1;
     }
     snprintf(f->to, sizeof(f->to), "%s", r->to);
     form_init(&form, buf, sizeof(buf));
     form_add(&form, "To", r->to);
     form_add(&form, "Code", r->code);
-    if (flow_set_form(f, &form)) {
-        err.code = GRPC_STATUS_RESOURCE_EXHAUSTED;
-        snprintf(f->errmsg, sizeof(f->errmsg), "request too large");
-        goto reject;
-    }
-    commsgate__v1__check_verification_request__free_unpacked(r, NULL);
-    flow_start(f);
-    return;
-reject:
-    flow_reject(f, &err);
-done:
-    commsgate__v1__check_verification_request__free_unpacked(r, NULL);
+    return set_form(f, &form, err);
+}
+
+static void check_on_call(struct rpc_call *call, const uint8_t *req, size_t len)
+{
+    flow_handle(call, req, len, &check_kind, &commsgate__v1__check_verification_request__descriptor,
+                check_prepare);
 }
 
 void rpc_verify_methods(struct rpc_method *start, struct rpc_method *check)

@@ -30,9 +30,7 @@ static size_t respond(struct flow *f, const struct twilio_result *res, uint8_t *
     Commsgate__V1__PlaceCallResponse r = COMMSGATE__V1__PLACE_CALL_RESPONSE__INIT;
     r.sid = (char *)(res->sid ? res->sid : "");
     r.status = (char *)(res->status ? res->status : "queued");
-    if (commsgate__v1__place_call_response__get_packed_size(&r) > cap)
-        return 0;
-    return commsgate__v1__place_call_response__pack(&r, buf);
+    return flow_pack(&r.base, buf, cap);
 }
 
 static const struct flow_kind call_kind = {
@@ -145,40 +143,28 @@ static int build_form(struct flow *f, const Commsgate__V1__PlaceCallRequest *r, 
     return 0;
 }
 
-static void on_call(struct rpc_call *call, const uint8_t *req, size_t len)
+static int prepare(struct flow *f, const ProtobufCMessage *msg, const uint8_t *raw,
+                   size_t raw_len, struct rpc_error *err)
 {
-    struct app *app = rpc_call_app(call);
-    struct rpc_error err = {.code = GRPC_STATUS_INVALID_ARGUMENT, .retry_after_ms = -1};
-    struct flow *f;
+    const Commsgate__V1__PlaceCallRequest *r = (const Commsgate__V1__PlaceCallRequest *)msg;
 
-    Commsgate__V1__PlaceCallRequest *r = commsgate__v1__place_call_request__unpack(NULL, len, req);
-    if (!r) {
-        rpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT, "not a valid PlaceCallRequest", NULL);
-        return;
-    }
-    f = flow_new(call, &call_kind);
-    if (!f)
-        goto done;
-    err.msg = f->errmsg;
     if (check(r, f->errmsg, sizeof(f->errmsg)))
-        goto reject;
-    if (!*r->from && !app->cfg->phone_number[0]) {
-        err.code = GRPC_STATUS_FAILED_PRECONDITION;
+        return -1;
+    if (!*r->from && !f->app->cfg->phone_number[0]) {
+        err->code = GRPC_STATUS_FAILED_PRECONDITION;
         snprintf(f->errmsg, sizeof(f->errmsg),
                  "from: empty, and TWILIO_PHONE_NUMBER is not configured");
-        goto reject;
+        return -1;
     }
     snprintf(f->to, sizeof(f->to), "%s", r->to);
-    flow_set_idempotency(f, r->idempotency_key, req, len);
-    if (build_form(f, r, f->errmsg, sizeof(f->errmsg)))
-        goto reject;
-    commsgate__v1__place_call_request__free_unpacked(r, NULL);
-    flow_start(f);
-    return;
-reject:
-    flow_reject(f, &err);
-done:
-    commsgate__v1__place_call_request__free_unpacked(r, NULL);
+    flow_set_idempotency(f, r->idempotency_key, raw, raw_len);
+    return build_form(f, r, f->errmsg, sizeof(f->errmsg));
+}
+
+static void on_call(struct rpc_call *call, const uint8_t *req, size_t len)
+{
+    flow_handle(call, req, len, &call_kind, &commsgate__v1__place_call_request__descriptor,
+                prepare);
 }
 
 void rpc_voice_method(struct rpc_method *m)

@@ -32,9 +32,7 @@ static size_t respond(struct flow *f, const struct twilio_result *res, uint8_t *
     r.sid = (char *)(res->sid ? res->sid : "");
     r.status = (char *)(res->status ? res->status : "queued");
     r.template_ = f->u.is_template;
-    if (commsgate__v1__send_whats_app_response__get_packed_size(&r) > cap)
-        return 0;
-    return commsgate__v1__send_whats_app_response__pack(&r, buf);
+    return flow_pack(&r.base, buf, cap);
 }
 
 static void refused(struct flow *f, const struct twilio_result *res, struct rpc_error *err)
@@ -139,46 +137,34 @@ static int build_form(struct flow *f, const Commsgate__V1__SendWhatsAppRequest *
     return flow_set_form(f, &form) ? -1 : 0;
 }
 
-static void on_call(struct rpc_call *call, const uint8_t *req, size_t len)
+static int prepare(struct flow *f, const ProtobufCMessage *msg, const uint8_t *raw,
+                   size_t raw_len, struct rpc_error *err)
 {
-    struct app *app = rpc_call_app(call);
-    struct rpc_error err = {.code = GRPC_STATUS_INVALID_ARGUMENT, .retry_after_ms = -1};
-    struct flow *f;
+    const Commsgate__V1__SendWhatsAppRequest *r = (const Commsgate__V1__SendWhatsAppRequest *)msg;
 
-    Commsgate__V1__SendWhatsAppRequest *r =
-        commsgate__v1__send_whats_app_request__unpack(NULL, len, req);
-    if (!r) {
-        rpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT, "not a valid SendWhatsAppRequest",
-                        NULL);
-        return;
-    }
-    f = flow_new(call, &whatsapp_kind);
-    if (!f)
-        goto done;
-    err.msg = f->errmsg;
-    if (check(r, app->cfg, f->errmsg, sizeof(f->errmsg)))
-        goto reject;
-    if (!app->cfg->whatsapp_number[0]) {
-        err.code = GRPC_STATUS_FAILED_PRECONDITION;
+    if (check(r, f->app->cfg, f->errmsg, sizeof(f->errmsg)))
+        return -1;
+    if (!f->app->cfg->whatsapp_number[0]) {
+        err->code = GRPC_STATUS_FAILED_PRECONDITION;
         snprintf(f->errmsg, sizeof(f->errmsg), "TWILIO_WHATSAPP_NUMBER is not configured");
-        goto reject;
+        return -1;
     }
     f->u.is_template = *r->content_sid != '\0';
     f->cost = 1;
     snprintf(f->to, sizeof(f->to), "%s", r->to);
-    flow_set_idempotency(f, r->idempotency_key, req, len);
+    flow_set_idempotency(f, r->idempotency_key, raw, raw_len);
     if (build_form(f, r)) {
-        err.code = GRPC_STATUS_RESOURCE_EXHAUSTED;
+        err->code = GRPC_STATUS_RESOURCE_EXHAUSTED;
         snprintf(f->errmsg, sizeof(f->errmsg), "request too large");
-        goto reject;
+        return -1;
     }
-    commsgate__v1__send_whats_app_request__free_unpacked(r, NULL);
-    flow_start(f);
-    return;
-reject:
-    flow_reject(f, &err);
-done:
-    commsgate__v1__send_whats_app_request__free_unpacked(r, NULL);
+    return 0;
+}
+
+static void on_call(struct rpc_call *call, const uint8_t *req, size_t len)
+{
+    flow_handle(call, req, len, &whatsapp_kind, &commsgate__v1__send_whats_app_request__descriptor,
+                prepare);
 }
 
 void rpc_whatsapp_method(struct rpc_method *m)
