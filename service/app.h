@@ -9,12 +9,14 @@ struct redis_ctx;
 struct health_ctx;
 struct rpc_server;
 struct twilio_ctx;
+struct webhook_ctx;
 
 struct app {
     const struct config *cfg;
     struct loop_ctx *loop;
     struct redis_ctx *redis;   /* loop thread only */
     struct twilio_ctx *twilio; /* loop thread only */
+    struct webhook_ctx *webhook; /* loop thread only */
     struct health_ctx *health;
     struct rpc_server *server;
 };

@@ -17,6 +17,7 @@
 #include "redis/policy.h"
 #include "redis/redis.h"
 #include "twilio/twilio.h"
+#include "webhook/server.h"
 #include "rpc/flow.h"
 #include "rpc/health.h"
 #include "rpc/messaging.h"
@@ -59,7 +60,10 @@ static void loop_close(void *arg)
     struct app *app = arg;
     flow_shutdown();
     twilio_free(&app->twilio); /* fails requests in flight: their calls are answered */
+    /* Pending Redis callbacks answer RPCs and webhooks, so the webhook
+     * server (its requests and counters) must outlive this. */
     redis_free(&app->redis);
+    webhook_free(&app->webhook);
 }
 
 static long long ms_since(const struct timespec *t0)
@@ -151,6 +155,11 @@ int main(int argc, char **argv)
     rc = twilio_new(loop_base(app.loop), &cfg, &app.twilio);
     if (rc)
         goto fail;
+    rc = webhook_new(&app, err, sizeof(err), &app.webhook);
+    if (rc) {
+        log_event(LOG_LEVEL_ERROR, "http_listen_failed", json_pack("{s:s}", "msg", err));
+        goto fail;
+    }
     rc = loop_start(app.loop, "cg-loop");
     if (rc)
         goto fail;
@@ -194,11 +203,12 @@ fail:
         log_event(LOG_LEVEL_ERROR, "startup_failed",
                   json_pack("{s:s, s:s}", "error", error_name(rc), "msg", error_message(rc)));
     if (app.loop) {
-        if (app.redis || app.twilio)
+        if (app.redis || app.twilio || app.webhook)
             loop_call(app.loop, loop_close, &app);
         loop_stop(app.loop);
     }
-    twilio_free(&app.twilio); /* only if the loop never ran */
+    webhook_free(&app.webhook); /* only if the loop never ran */
+    twilio_free(&app.twilio);
     redis_free(&app.redis);
     rpc_server_free(&app.server);
     health_free(&app.health);

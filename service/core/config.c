@@ -94,6 +94,8 @@ static const struct setting settings[] = {
      "longest free-form WhatsApp body, in characters"},
     {"COMMSGATE_OPTOUT_TTL_DAYS", "3650", K_INT, 0, NUM(optout_ttl_days), NULL, 1, 36500,
      "how long an opt-out (STOP) is kept; every STOP renews it"},
+    {"COMMSGATE_EVENTS_MAXLEN", "100000", K_INT, 0, NUM(events_maxlen), NULL, 100, 100000000,
+     "about how many events the cg:events stream keeps (XADD MAXLEN ~)"},
 };
 
 #define NSETTINGS (sizeof(settings) / sizeof(settings[0]))

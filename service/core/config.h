@@ -53,6 +53,7 @@ struct config {
     int whatsapp_window_s;
     int whatsapp_max_body;
     int optout_ttl_days;
+    int events_maxlen;
 };
 
 /* Fills *cfg from the environment through `getenv_fn` (getenv in the daemon;

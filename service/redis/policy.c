@@ -17,6 +17,8 @@ static const char *const script_names[POLICY_SCRIPT_COUNT] = {
     [POLICY_ACCOUNT] = "account",
     [POLICY_VERIFY_START] = "verify_start",
     [POLICY_VERIFY_CHECK] = "verify_check",
+    [POLICY_MESSAGE_STATUS] = "message_status",
+    [POLICY_INBOUND] = "inbound",
 };
 
 static struct {

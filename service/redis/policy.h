@@ -13,6 +13,8 @@ enum policy_script {
     POLICY_ACCOUNT,      /* account.lua: send rate and concurrency, all replicas */
     POLICY_VERIFY_START, /* verify_start.lua */
     POLICY_VERIFY_CHECK, /* verify_check.lua */
+    POLICY_MESSAGE_STATUS, /* message_status.lua: webhook status callbacks */
+    POLICY_INBOUND,      /* inbound.lua: inbound messages, keywords, window */
     POLICY_SCRIPT_COUNT
 };
 

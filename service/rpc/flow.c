@@ -1,6 +1,7 @@
 /* The shared RPC flow: policy in one Redis round trip, Twilio, answer. */
 #include "flow.h"
 
+#include <event2/buffer.h>
 #include <event2/event.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
@@ -181,9 +182,36 @@ static void release_lease(struct flow *f)
     flow_redis(f, 3, argv, NULL);
 }
 
+/* Refusals by reason; loop thread only. */
+static struct {
+    const char *reason;
+    unsigned long n;
+} refusals[32];
+
+static void count_refusal(const char *reason)
+{
+    for (size_t i = 0; reason && i < sizeof(refusals) / sizeof(refusals[0]); i++) {
+        if (!refusals[i].reason || strcmp(refusals[i].reason, reason) == 0) {
+            refusals[i].reason = reason; /* always a string literal */
+            refusals[i].n++;
+            return;
+        }
+    }
+}
+
+void flow_metrics(struct evbuffer *out)
+{
+    evbuffer_add_printf(out, "# HELP commsgate_policy_refusals_total Calls refused by policy or "
+                             "Twilio, by reason.\n# TYPE commsgate_policy_refusals_total counter\n");
+    for (size_t i = 0; i < sizeof(refusals) / sizeof(refusals[0]) && refusals[i].reason; i++)
+        evbuffer_add_printf(out, "commsgate_policy_refusals_total{reason=\"%s\"} %lu\n",
+                            refusals[i].reason, refusals[i].n);
+}
+
 /* Ends the flow with an error. */
 static void fail(struct flow *f, const struct rpc_error *err)
 {
+    count_refusal(err->reason);
     give_back_account(f);
     rpc_call_fail(f->call, err);
     flow_free(f);
@@ -279,6 +307,21 @@ void flow_shutdown(void)
     }
 }
 
+/* The status Twilio gave at acceptance, as if it were the first status
+ * callback (Twilio sends none for it), so GetMessage knows the message. */
+static void track_message(struct flow *f, const char *sid, const char *status)
+{
+    char key[48], ev[64];
+    snprintf(key, sizeof(key), "cg:{%s}:msg", sid);
+    snprintf(ev, sizeof(ev), "cg:{%s}:ev:%s", sid, status);
+    int rank = strcmp(status, "queued") == 0 ? 1 : 0; /* queued, or accepted/scheduled */
+    const char *keys[] = {key, ev};
+    const char *args[] = {status, rank ? "1" : "0", "", "604800"};
+    if (policy_eval(f->app->redis, POLICY_MESSAGE_STATUS, 2, keys, 4, args, on_fire_and_forget,
+                    (void *)"message status"))
+        log_warn("redis_write_skipped", "status of %s not recorded: Redis down", sid);
+}
+
 static void on_twilio(const struct twilio_result *res, void *data)
 {
     struct flow *f = data;
@@ -289,6 +332,8 @@ static void on_twilio(const struct twilio_result *res, void *data)
     case TWILIO_OK: {
         size_t len = f->kind->respond(f, res, buf, sizeof(buf), &e);
         release_lease(f);
+        if (f->kind->tracks_message && res->sid)
+            track_message(f, res->sid, res->status ? res->status : "queued");
         if (len) {
             store_outcome(f, GRPC_STATUS_OK, buf, len, NULL, 0);
             rpc_call_finish_packed(f->call, buf, len);

@@ -46,6 +46,8 @@ struct flow_kind {
     /* Optional. Twilio refused: side effects in Redis (a 21610 opts the
      * recipient out) and a better error than the generic mapping. */
     void (*refused)(struct flow *f, const struct twilio_result *res, struct rpc_error *err);
+    /* Sends a message: its accepted status is recorded for GetMessage. */
+    int tracks_message;
     /* Optional. The request was surely not acted on: hand back what the
      * script reserved (a verification send's place in the limit). */
     void (*undo)(struct flow *f);
@@ -112,6 +114,11 @@ typedef int flow_prepare_fn(struct flow *f, const ProtobufCMessage *req, const u
 void flow_handle(struct rpc_call *call, const uint8_t *req, size_t len,
                  const struct flow_kind *kind, const ProtobufCMessageDescriptor *desc,
                  flow_prepare_fn *prepare);
+
+struct evbuffer;
+/* Appends commsgate_policy_refusals_total{reason} (opt-outs, closed windows,
+ * verification and account limits...). Loop thread. */
+void flow_metrics(struct evbuffer *out);
 
 /* For respond(): packs m into buf; 0 if it does not fit. */
 size_t flow_pack(const ProtobufCMessage *m, uint8_t *buf, size_t cap);

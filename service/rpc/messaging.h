@@ -1,7 +1,6 @@
-/* commsgate.v1.Messaging: the method table. Each RPC family's policy lives
- * in its own rpc_<family>.c; until a family is built, its methods take the
- * full path (queue thread -> loop thread -> Redis -> answer) and then say
- * UNIMPLEMENTED, so the plumbing is exercised from day one. */
+/* commsgate.v1.Messaging: the method table. Each RPC family lives in its
+ * own rpc_<family>.c (rpc_sms, rpc_whatsapp, rpc_voice, rpc_verify,
+ * rpc_message); a method no family has taken answers UNIMPLEMENTED. */
 #ifndef COMMSGATE_RPC_MESSAGING_H
 #define COMMSGATE_RPC_MESSAGING_H
 

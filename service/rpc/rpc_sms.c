@@ -50,6 +50,7 @@ static const struct flow_kind sms_kind = {
     .decide = flow_send_decide,
     .respond = respond,
     .refused = refused,
+    .tracks_message = 1,
 };
 
 static int build_form(struct flow *f, const Commsgate__V1__SendSMSRequest *r, char *msg,

@@ -51,6 +51,7 @@ static const struct flow_kind whatsapp_kind = {
     .decide = flow_send_decide,
     .respond = respond,
     .refused = refused,
+    .tracks_message = 1,
 };
 
 static int check(const Commsgate__V1__SendWhatsAppRequest *r, const struct config *cfg, char *msg,

@@ -4,6 +4,7 @@
  * thread while the loop thread may still hold the call. */
 #include "server.h"
 
+#include <event2/buffer.h>
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/grpc_security.h>
 #include <grpc/support/alloc.h>
@@ -23,6 +24,8 @@
  * request without waiting for a queue thread to re-arm one. */
 #define ARMED_PER_METHOD 32
 #define ARMED_GENERIC 4
+/* gRPC status codes 0 (OK) to 16 (UNAUTHENTICATED). */
+#define RPC_STATUS_CODES 17
 
 enum tag_kind {
     TAG_REQUEST,
@@ -86,6 +89,7 @@ struct rpc_server {
     grpc_completion_queue *cq;
     pthread_t *threads;
     int nthreads;
+    atomic_ulong *counts; /* [method][status code] answered */
     int port;
     atomic_int shutting_down;
 
@@ -348,8 +352,9 @@ int rpc_server_new(const struct rpc_server_opts *opts, const struct rpc_method *
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->cond, NULL);
     s->handles = calloc(nmethods, sizeof(*s->handles));
+    s->counts = calloc(nmethods * RPC_STATUS_CODES, sizeof(*s->counts));
     s->threads = calloc((size_t)opts->threads, sizeof(*s->threads));
-    if (!s->handles || !s->threads)
+    if (!s->handles || !s->threads || !s->counts)
         goto fail;
 
     args[0].type = GRPC_ARG_INTEGER;
@@ -482,6 +487,7 @@ void rpc_server_free(struct rpc_server **sp)
     pthread_cond_destroy(&s->cond);
     free(s->handles);
     free(s->threads);
+    free(s->counts);
     free(s);
     *sp = NULL;
 }
@@ -589,6 +595,10 @@ static int finish(struct rpc_call *c, grpc_status_code code, const char *msg,
     grpc_slice details = grpc_slice_from_copied_string(msg ? msg : "");
 
     set_state(c, CALL_FINISHING);
+    if (code >= 0 && code < RPC_STATUS_CODES)
+        atomic_fetch_add(&c->server->counts[(size_t)(c->method - c->server->methods) *
+                                                RPC_STATUS_CODES + code],
+                         1);
     memset(ops, 0, sizeof(ops));
     if (!c->initial_md_sent) {
         ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
@@ -721,4 +731,29 @@ int rpc_call_send(struct rpc_call *c, const ProtobufCMessage *msg)
 void rpc_call_release(struct rpc_call *c)
 {
     call_unref(c);
+}
+
+static const char *const code_names[RPC_STATUS_CODES] = {
+    "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+    "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+    "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
+    "UNAUTHENTICATED"};
+
+void rpc_server_metrics(struct rpc_server *s, struct evbuffer *out)
+{
+    evbuffer_add_printf(out, "# HELP commsgate_rpc_requests_total RPCs answered, by method and "
+                             "gRPC status.\n# TYPE commsgate_rpc_requests_total counter\n");
+    for (size_t m = 0; m < s->nmethods; m++) {
+        const char *name = strrchr(s->methods[m].path, '/') + 1;
+        for (int c = 0; c < RPC_STATUS_CODES; c++) {
+            unsigned long n = atomic_load(&s->counts[m * RPC_STATUS_CODES + c]);
+            if (n)
+                evbuffer_add_printf(out,
+                                    "commsgate_rpc_requests_total{method=\"%s\",code=\"%s\"} %lu\n",
+                                    name, code_names[c], n);
+        }
+    }
+    evbuffer_add_printf(out, "# HELP commsgate_rpc_in_flight Calls held right now.\n"
+                             "# TYPE commsgate_rpc_in_flight gauge\ncommsgate_rpc_in_flight %d\n",
+                        rpc_server_live_calls(s));
 }

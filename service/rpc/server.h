@@ -47,6 +47,11 @@ int rpc_server_port(const struct rpc_server *s);
 /* Number of calls currently held (arrived and not yet freed). */
 int rpc_server_live_calls(struct rpc_server *s);
 
+struct evbuffer;
+/* Appends commsgate_rpc_requests_total{method,code} in Prometheus text
+ * format. Any thread. */
+void rpc_server_metrics(struct rpc_server *s, struct evbuffer *out);
+
 /* Main thread. Stops accepting calls and waits up to grace_ms for the calls
  * in flight to finish; then cancels the rest and waits for them to be
  * answered. Returns the number of calls it had to cancel. The loop thread

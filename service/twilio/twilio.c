@@ -2,6 +2,7 @@
 #include "twilio.h"
 
 #include <curl/curl.h>
+#include <event2/buffer.h>
 #include <event2/event.h>
 #include <openssl/rand.h>
 #include <stdio.h>
@@ -21,7 +22,25 @@
 #define MIN_ATTEMPT_MS 50
 #define CONNECT_TIMEOUT_MS 3000
 
+static const double buckets[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+#define NBUCKETS (sizeof(buckets) / sizeof(buckets[0]))
+#define MAX_ERROR_CODES 64
+
+/* Loop thread only, like everything here. */
+struct twilio_stats {
+    unsigned long outcomes[TWILIO_API_COUNT][4];
+    unsigned long retries[TWILIO_API_COUNT];
+    unsigned long hist[TWILIO_API_COUNT][NBUCKETS];
+    double sum[TWILIO_API_COUNT];
+    unsigned long count[TWILIO_API_COUNT];
+    struct {
+        int code;
+        unsigned long n;
+    } errors[MAX_ERROR_CODES];
+};
+
 struct twilio_ctx {
+    struct twilio_stats stats;
     struct event_base *base;
     struct http_ctx *http;
     char url[TWILIO_API_COUNT][600];
@@ -146,6 +165,21 @@ static void finish(struct twilio_req *r, enum twilio_outcome outcome, long http_
                                 .json = json,
                                 .attempts = r->attempts,
                                 .elapsed_ms = now_ms() - r->start_ms};
+    struct twilio_stats *st = &r->t->stats;
+    double secs = res.elapsed_ms / 1000.0;
+    st->outcomes[r->api][outcome]++;
+    st->sum[r->api] += secs;
+    st->count[r->api]++;
+    for (size_t b = 0; b < NBUCKETS; b++)
+        if (secs <= buckets[b])
+            st->hist[r->api][b]++;
+    for (int i = 0; code && i < MAX_ERROR_CODES; i++) {
+        if (st->errors[i].code == code || st->errors[i].code == 0) {
+            st->errors[i].code = code;
+            st->errors[i].n++;
+            break;
+        }
+    }
     if (json) {
         json_t *sid = json_object_get(json, "sid"), *status = json_object_get(json, "status");
         res.sid = json_is_string(sid) ? json_string_value(sid) : NULL;
@@ -190,6 +224,7 @@ static void retry_or_fail(struct twilio_req *r, long retry_after_ms)
         finish(r, TWILIO_FAILED, r->last_status, r->last_code, r->last_msg, NULL);
         return;
     }
+    t->stats.retries[r->api]++;
     log_event(LOG_LEVEL_INFO, "twilio_retry",
               json_pack("{s:s, s:i, s:i, s:I, s:i}", "api", api_names[r->api], "attempt",
                         r->attempts, "code", r->last_code, "http_status",
@@ -353,4 +388,43 @@ void twilio_free(struct twilio_ctx **tp)
     http_free(&t->http);
     free(t);
     *tp = NULL;
+}
+
+void twilio_metrics(struct twilio_ctx *t, struct evbuffer *out)
+{
+    static const char *const outcomes[] = {"ok", "refused", "failed", "unknown"};
+    const struct twilio_stats *st = &t->stats;
+
+    evbuffer_add_printf(out, "# HELP commsgate_twilio_requests_total Twilio requests by API and "
+                             "outcome.\n# TYPE commsgate_twilio_requests_total counter\n");
+    for (int a = 0; a < TWILIO_API_COUNT; a++)
+        for (int o = 0; o < 4; o++)
+            evbuffer_add_printf(out,
+                                "commsgate_twilio_requests_total{api=\"%s\",outcome=\"%s\"} %lu\n",
+                                api_names[a], outcomes[o], st->outcomes[a][o]);
+    evbuffer_add_printf(out, "# HELP commsgate_twilio_retries_total Retried Twilio attempts.\n"
+                             "# TYPE commsgate_twilio_retries_total counter\n");
+    for (int a = 0; a < TWILIO_API_COUNT; a++)
+        evbuffer_add_printf(out, "commsgate_twilio_retries_total{api=\"%s\"} %lu\n", api_names[a],
+                            st->retries[a]);
+    evbuffer_add_printf(out, "# HELP commsgate_twilio_errors_total Twilio error codes received.\n"
+                             "# TYPE commsgate_twilio_errors_total counter\n");
+    for (int i = 0; i < MAX_ERROR_CODES && st->errors[i].code; i++)
+        evbuffer_add_printf(out, "commsgate_twilio_errors_total{code=\"%d\"} %lu\n",
+                            st->errors[i].code, st->errors[i].n);
+    evbuffer_add_printf(out, "# HELP commsgate_twilio_request_duration_seconds Time per Twilio "
+                             "request, retries included.\n"
+                             "# TYPE commsgate_twilio_request_duration_seconds histogram\n");
+    for (int a = 0; a < TWILIO_API_COUNT; a++) {
+        for (size_t b = 0; b < NBUCKETS; b++)
+            evbuffer_add_printf(out,
+                                "commsgate_twilio_request_duration_seconds_bucket{api=\"%s\",le=\"%g\"} %lu\n",
+                                api_names[a], buckets[b], st->hist[a][b]);
+        evbuffer_add_printf(out,
+                            "commsgate_twilio_request_duration_seconds_bucket{api=\"%s\",le=\"+Inf\"} %lu\n"
+                            "commsgate_twilio_request_duration_seconds_sum{api=\"%s\"} %g\n"
+                            "commsgate_twilio_request_duration_seconds_count{api=\"%s\"} %lu\n",
+                            api_names[a], st->count[a], api_names[a], st->sum[a], api_names[a],
+                            st->count[a]);
+    }
 }

@@ -65,6 +65,11 @@ void twilio_cancel(struct twilio_req *req);
  * it may have been sent), frees everything, clears *t. NULL is a no-op. */
 void twilio_free(struct twilio_ctx **t);
 
+struct evbuffer;
+/* Appends the client's metrics (requests by outcome, latency histogram,
+ * Twilio error codes, retries) in Prometheus text format. Loop thread. */
+void twilio_metrics(struct twilio_ctx *t, struct evbuffer *out);
+
 /* The request path of an API, for logs and tests ("Messages.json", ...). */
 const char *twilio_api_name(enum twilio_api api);
 

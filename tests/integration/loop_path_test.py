@@ -69,15 +69,20 @@ class LoopPathTest(unittest.TestCase):
                                     "/__sim/requests?path_suffix=Messages.json")
         return reqs
 
-    def test_unbuilt_method_still_takes_the_loop_path(self):
-        # GetMessage arrives with the webhook issue; until then it answers
-        # UNIMPLEMENTED only after its Redis round trip.
-        pings_before = redis_pings(self.stack.redis.port)
+    def test_get_message_reads_redis(self):
+        r = self.stack.stubs.SendSMS(self.msg.SendSMSRequest(to="+14155550100", body="x"),
+                                     timeout=5)
+        got = self.stack.stubs.GetMessage(self.msg.GetMessageRequest(sid=r.sid), timeout=5)
+        self.assertEqual(got.sid, r.sid)
+        # queued at acceptance; the simulator's callbacks may already have moved it on.
+        self.assertIn(got.status, ("queued", "sent", "delivered"))
         with self.assertRaises(grpc.RpcError) as cm:
-            self.stack.stubs.GetMessage(self.msg.GetMessageRequest(sid="SMx"), timeout=5)
-        self.assertEqual(cm.exception.code(), grpc.StatusCode.UNIMPLEMENTED)
-        self.assertEqual(cm.exception.details(), "GetMessage is not implemented yet")
-        self.assertGreater(redis_pings(self.stack.redis.port), pings_before)
+            self.stack.stubs.GetMessage(self.msg.GetMessageRequest(sid="SM" + "0" * 32),
+                                        timeout=5)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.NOT_FOUND)
+        with self.assertRaises(grpc.RpcError) as cm:
+            self.stack.stubs.GetMessage(self.msg.GetMessageRequest(sid="nope"), timeout=5)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
 
     def test_redis_down_fails_closed_with_unavailable(self):
         R = self.stack.stubs.health_pb2.HealthCheckResponse
@@ -115,13 +120,16 @@ class LoopPathTest(unittest.TestCase):
         self.assertEqual(cm.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
 
     def test_expired_deadline_is_not_worked_on(self):
-        pings_before = redis_pings(self.stack.redis.port)
+        # A valid request whose answer cannot come in time (the simulator
+        # holds it), so DEADLINE_EXCEEDED is the only possible outcome.
+        harness.http_json("POST", self.stack.sim.url + "/__sim/faults",
+                          {"path_suffix": "Messages.json", "latency_ms": 2000})
         with self.assertRaises(grpc.RpcError) as cm:
-            self.stack.stubs.SendSMS(self.msg.SendSMSRequest(), timeout=0.0001)
+            self.stack.stubs.SendSMS(self.msg.SendSMSRequest(to="+14155550100", body="x"),
+                                     timeout=0.0001)
         self.assertEqual(cm.exception.code(), grpc.StatusCode.DEADLINE_EXCEEDED)
         # The daemon stays healthy afterwards.
         self.stack.wait_serving(self.stack.stubs.health_pb2.HealthCheckResponse.SERVING)
-        self.assertGreaterEqual(redis_pings(self.stack.redis.port), pings_before)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,13 @@
  *   GET  /__sim/verifications              codes "sent", for tests to type in
  *   POST /__sim/faults                     queue a fault (JSON, see README)
  *   GET  /__sim/health
- * A request may also carry `X-Sim-Fault: latency_ms=N | status=429,code=20429 | drop`. */
+ *   POST /__sim/inbound                    post a signed inbound message (JSON: url,
+ *                                          from, to, body, num_media, token)
+ * A request may also carry `X-Sim-Fault: latency_ms=N | status=429,code=20429 | drop`.
+ *
+ * Like a real account (and unlike Twilio's test credentials), an accepted
+ * message with a StatusCallback gets signed callbacks: sent, then delivered;
+ * To +15005550020 ends undelivered (30003), +15005550021 failed (30006). */
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/http.h>
@@ -19,6 +25,7 @@
 #include <sys/queue.h>
 #include <jansson.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/rand.h>
 #include <signal.h>
 #include <stdio.h>
@@ -289,6 +296,161 @@ static int fail_api(struct api_req *a, int status, int code, const char *message
     return 0;
 }
 
+
+/* --- outgoing signed webhooks --- */
+
+struct outgoing {
+    struct outgoing *prev, *next; /* all in flight, freed at exit */
+    struct evhttp_connection *conn;
+    struct event *timer;
+    char url[1024];
+    struct evkeyvalq params;
+    char token[128];
+};
+
+static int cmp_kv(const void *a, const void *b)
+{
+    const struct evkeyval *x = *(struct evkeyval *const *)a, *y = *(struct evkeyval *const *)b;
+    int c = strcmp(x->key, y->key);
+    return c ? c : strcmp(x->value, y->value);
+}
+
+/* X-Twilio-Signature as Twilio computes it: URL + sorted name/value pairs. */
+static void sign(const char *url, struct evkeyvalq *params, char out[64])
+{
+    struct evkeyval *sorted[256];
+    size_t n = 0, len = strlen(url);
+    for (struct evkeyval *kv = params->tqh_first; kv && n < 256; kv = kv->next.tqe_next) {
+        sorted[n++] = kv;
+        len += strlen(kv->key) + strlen(kv->value);
+    }
+    qsort(sorted, n, sizeof(*sorted), cmp_kv);
+    char *data = malloc(len + 1);
+    strcpy(data, url);
+    for (size_t i = 0; i < n; i++) {
+        strcat(data, sorted[i]->key);
+        strcat(data, sorted[i]->value);
+    }
+    unsigned char mac[EVP_MAX_MD_SIZE];
+    unsigned maclen = 0;
+    HMAC(EVP_sha1(), sim.auth_token, (int)strlen(sim.auth_token), (unsigned char *)data,
+         strlen(data), mac, &maclen);
+    EVP_EncodeBlock((unsigned char *)out, mac, (int)maclen);
+    free(data);
+}
+
+static struct outgoing *outgoing_all;
+
+static void outgoing_free(struct outgoing *o)
+{
+    if (o->prev)
+        o->prev->next = o->next;
+    else
+        outgoing_all = o->next;
+    if (o->next)
+        o->next->prev = o->prev;
+    if (o->conn)
+        evhttp_connection_free(o->conn);
+    evhttp_clear_headers(&o->params);
+    if (o->timer)
+        event_free(o->timer);
+    free(o);
+}
+
+static void on_outgoing_done(struct evhttp_request *req, void *arg)
+{
+    struct outgoing *o = arg;
+    if (!req || evhttp_request_get_response_code(req) >= 300)
+        fprintf(stderr, "twilio-sim: webhook %s answered %d\n", o->url,
+                req ? evhttp_request_get_response_code(req) : 0);
+    /* The connection is freed once this callback returns; nothing else holds o. */
+    evhttp_connection_free_on_completion(o->conn);
+    o->conn = NULL;
+    outgoing_free(o);
+}
+
+static void on_outgoing_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct outgoing *o = arg;
+    struct evhttp_uri *uri = evhttp_uri_parse(o->url);
+    char sig[64], *body;
+    struct evbuffer *b = evbuffer_new();
+
+    if (!uri || !evhttp_uri_get_host(uri)) {
+        fprintf(stderr, "twilio-sim: bad callback URL %s\n", o->url);
+        goto fail;
+    }
+    int port = evhttp_uri_get_port(uri);
+    o->conn = evhttp_connection_base_new(sim.base, NULL, evhttp_uri_get_host(uri),
+                                         (ev_uint16_t)(port > 0 ? port : 80));
+    struct evhttp_request *req = evhttp_request_new(on_outgoing_done, o);
+    for (struct evkeyval *kv = o->params.tqh_first; kv; kv = kv->next.tqe_next) {
+        char *k = evhttp_encode_uri(kv->key), *v = evhttp_encode_uri(kv->value);
+        evbuffer_add_printf(b, "%s%s=%s", kv == o->params.tqh_first ? "" : "&", k, v);
+        free(k);
+        free(v);
+    }
+    sign(o->url, &o->params, sig);
+    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+    evhttp_add_header(h, "Host", evhttp_uri_get_host(uri));
+    evhttp_add_header(h, "Content-Type", "application/x-www-form-urlencoded");
+    evhttp_add_header(h, "X-Twilio-Signature", sig);
+    if (o->token[0])
+        evhttp_add_header(h, "I-Twilio-Idempotency-Token", o->token);
+    evbuffer_add_buffer(evhttp_request_get_output_buffer(req), b);
+    const char *path = evhttp_uri_get_path(uri), *query = evhttp_uri_get_query(uri);
+    size_t need = strlen(path && *path ? path : "/") + (query ? strlen(query) + 1 : 0) + 1;
+    body = malloc(need);
+    snprintf(body, need, "%s%s%s", path && *path ? path : "/", query ? "?" : "", query ? query : "");
+    evhttp_make_request(o->conn, req, EVHTTP_REQ_POST, body);
+    free(body);
+    evbuffer_free(b);
+    evhttp_uri_free(uri);
+    return;
+fail:
+    evbuffer_free(b);
+    if (uri)
+        evhttp_uri_free(uri);
+    outgoing_free(o);
+}
+
+/* Posts params, signed, to url after delay_ms. Takes nothing; copies all. */
+static void post_webhook(const char *url, const char *const *kv, size_t n, int delay_ms,
+                         const char *token)
+{
+    struct outgoing *o = calloc(1, sizeof(*o));
+    snprintf(o->url, sizeof(o->url), "%s", url);
+    snprintf(o->token, sizeof(o->token), "%s", token ? token : "");
+    TAILQ_INIT(&o->params);
+    for (size_t i = 0; i + 1 < n; i += 2)
+        if (kv[i + 1])
+            evhttp_add_header(&o->params, kv[i], kv[i + 1]);
+    o->next = outgoing_all;
+    if (outgoing_all)
+        outgoing_all->prev = o;
+    outgoing_all = o;
+    o->timer = evtimer_new(sim.base, on_outgoing_timer, o);
+    struct timeval tv = {delay_ms / 1000, (delay_ms % 1000) * 1000};
+    evtimer_add(o->timer, &tv);
+}
+
+static void status_callbacks(const char *url, const char *sid, const char *to, const char *from)
+{
+    const char *final = "delivered", *code = NULL;
+    if (strcmp(strip_whatsapp(to), "+15005550020") == 0)
+        final = "undelivered", code = "30003";
+    else if (strcmp(strip_whatsapp(to), "+15005550021") == 0)
+        final = "failed", code = "30006";
+    const char *statuses[] = {"sent", final};
+    for (int i = 0; i < 2; i++) {
+        const char *kv[] = {"MessageSid", sid, "SmsSid", sid, "MessageStatus", statuses[i],
+                            "SmsStatus", statuses[i], "AccountSid", sim.account_sid,
+                            "From", from ? from : "", "To", to, "ApiVersion", "2010-04-01",
+                            "ErrorCode", i == 1 ? code : NULL};
+        post_webhook(url, kv, sizeof(kv) / sizeof(kv[0]), 10 + 10 * i, NULL);
+    }
+}
+
 /* Messages.json */
 static int api_messages(struct api_req *a, int latency)
 {
@@ -347,6 +509,9 @@ static int api_messages(struct api_req *a, int latency)
                           "num_media", nmedia, "direction", "outbound-api", "api_version",
                           "2010-04-01", "date_created", date, "date_updated", date,
                           "date_sent", "error_code", "error_message", "price", "uri", uri);
+    const char *callback = param(a, "StatusCallback");
+    if (callback)
+        status_callbacks(callback, sid, to, from);
     a->status = 201;
     answer(a->req, 201, dump(j), latency, 0);
     return 0;
@@ -604,6 +769,38 @@ static void control(struct evhttp_request *req, const char *path)
         char *s = dump(all);
         send_now(req, 200, s);
         free(s);
+    } else if (strcmp(path, "/__sim/inbound") == 0 && cmd == EVHTTP_REQ_POST) {
+        struct evbuffer *in = evhttp_request_get_input_buffer(req);
+        size_t len = evbuffer_get_length(in);
+        char *body = malloc(len + 1), sid[35];
+        evbuffer_copyout(in, body, len);
+        body[len] = '\0';
+        json_t *j = json_loads(body, 0, NULL);
+        free(body);
+        const char *url = json_string_value(json_object_get(j, "url"));
+        const char *from = json_string_value(json_object_get(j, "from"));
+        if (!url || !from) {
+            json_decref(j);
+            send_now(req, 400, "{\"error\":\"url and from are required\"}");
+            return;
+        }
+        random_sid(sid, "SM");
+        json_t *given = json_object_get(j, "sid");
+        const char *text = json_string_value(json_object_get(j, "body"));
+        const char *num_media = json_string_value(json_object_get(j, "num_media"));
+        const char *kv[] = {"MessageSid", json_is_string(given) ? json_string_value(given) : sid,
+                            "SmsSid", json_is_string(given) ? json_string_value(given) : sid,
+                            "AccountSid", sim.account_sid, "From", from,
+                            "To", json_string_value(json_object_get(j, "to")),
+                            "Body", text ? text : "", "NumMedia", num_media ? num_media : "0",
+                            "ApiVersion", "2010-04-01",
+                            "OptOutType", json_string_value(json_object_get(j, "opt_out_type"))};
+        post_webhook(url, kv, sizeof(kv) / sizeof(kv[0]), 0,
+                     json_string_value(json_object_get(j, "token")));
+        char *out = dump(json_pack("{s:s}", "sid", kv[1]));
+        json_decref(j);
+        send_now(req, 201, out);
+        free(out);
     } else if (strcmp(path, "/__sim/faults") == 0 && cmd == EVHTTP_REQ_POST) {
         struct evbuffer *in = evhttp_request_get_input_buffer(req);
         size_t len = evbuffer_get_length(in);
@@ -720,6 +917,8 @@ int main(int argc, char **argv)
 
     event_base_dispatch(sim.base);
 
+    while (outgoing_all)
+        outgoing_free(outgoing_all);
     event_free(sigint);
     event_free(sigterm);
     evhttp_free(http);

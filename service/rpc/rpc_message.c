@@ -1,0 +1,113 @@
+/* GetMessage: the latest delivery status of a message sent through
+ * commsgate, as the send and Twilio's status callbacks left it in Redis
+ * (cg:{<sid>}:msg, written by message_status.lua). One HGETALL. */
+#include "rpc_message.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../app.h"
+#include "../loop/loop.h"
+#include "../redis/redis.h"
+#include "commsgate/v1/messaging.pb-c.h"
+
+struct lookup {
+    struct rpc_call *call;
+    char sid[35];
+    char key[48];
+};
+
+static void on_hash(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct lookup *l = privdata;
+    const redisReply *r = reply;
+    Commsgate__V1__GetMessageResponse resp = COMMSGATE__V1__GET_MESSAGE_RESPONSE__INIT;
+    char msg[96];
+
+    if (!r || r->type != REDIS_REPLY_ARRAY) {
+        rpc_call_finish(l->call, GRPC_STATUS_UNAVAILABLE, "Redis is unreachable", NULL);
+        goto done;
+    }
+    if (r->elements == 0) {
+        snprintf(msg, sizeof(msg), "no message %s is known (unknown, or older than 7 days)",
+                 l->sid);
+        rpc_call_finish(l->call, GRPC_STATUS_NOT_FOUND, msg, NULL);
+        goto done;
+    }
+    resp.sid = l->sid;
+    resp.status = "";
+    for (size_t i = 0; i + 1 < r->elements; i += 2) {
+        const char *k = r->element[i]->str, *v = r->element[i + 1]->str;
+        if (!k || !v)
+            continue;
+        if (strcmp(k, "status") == 0)
+            resp.status = (char *)v;
+        else if (strcmp(k, "error_code") == 0)
+            resp.error_code = (uint32_t)strtoul(v, NULL, 10);
+        else if (strcmp(k, "updated_at") == 0)
+            resp.updated_at = strtoll(v, NULL, 10) / 1000;
+    }
+    rpc_call_finish(l->call, GRPC_STATUS_OK, NULL, &resp.base);
+done:
+    free(l);
+}
+
+static void run(struct loop_task *task)
+{
+    struct rpc_call *call = rpc_call_from_task(task);
+    struct lookup *l = rpc_call_get_data(call);
+    struct app *app = rpc_call_app(call);
+    const char *argv[] = {"HGETALL", l->key};
+
+    if (redis_command_argv(app->redis, on_hash, l, 2, argv, NULL)) {
+        rpc_call_finish(call, GRPC_STATUS_UNAVAILABLE, "Redis is unreachable", NULL);
+        free(l);
+    }
+}
+
+static int valid_sid(const char *s)
+{
+    if (strlen(s) != 34 || (strncmp(s, "SM", 2) != 0 && strncmp(s, "MM", 2) != 0))
+        return 0;
+    for (int i = 2; i < 34; i++)
+        if (!isxdigit((unsigned char)s[i]))
+            return 0;
+    return 1;
+}
+
+static void on_call(struct rpc_call *call, const uint8_t *req, size_t len)
+{
+    struct app *app = rpc_call_app(call);
+    Commsgate__V1__GetMessageRequest *r = commsgate__v1__get_message_request__unpack(NULL, len, req);
+    struct lookup *l;
+
+    if (!r) {
+        rpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT, "not a valid GetMessageRequest", NULL);
+        return;
+    }
+    if (!valid_sid(r->sid)) {
+        rpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT,
+                        "sid: a message SID, SM or MM followed by 32 hex digits", NULL);
+        goto done;
+    }
+    l = calloc(1, sizeof(*l));
+    if (!l) {
+        rpc_call_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory", NULL);
+        goto done;
+    }
+    l->call = call;
+    snprintf(l->sid, sizeof(l->sid), "%s", r->sid);
+    snprintf(l->key, sizeof(l->key), "cg:{%s}:msg", r->sid);
+    rpc_call_set_data(call, l);
+    rpc_call_task(call)->run = run;
+    loop_post(app->loop, rpc_call_task(call));
+done:
+    commsgate__v1__get_message_request__free_unpacked(r, NULL);
+}
+
+void rpc_message_method(struct rpc_method *m)
+{
+    m->on_call = on_call;
+}

@@ -1,0 +1,20 @@
+/* The events stream other services consume: every message status, inbound
+ * message and call status, once, in a capped Redis Stream. Loop thread. */
+#ifndef COMMSGATE_WEBHOOK_EVENTS_H
+#define COMMSGATE_WEBHOOK_EVENTS_H
+
+#include <hiredis/async.h>
+
+struct app;
+
+#define EVENTS_STREAM "cg:events"
+/* The stream is renewed with every event and expires when none come. */
+#define EVENTS_TTL_S 604800
+
+/* XADD cg:events MAXLEN ~ COMMSGATE_EVENTS_MAXLEN * field value... plus an
+ * "at" field (unix ms). fn gets the XADD reply; CG_EREDIS at once if Redis
+ * is down (fn not called). */
+int events_append(struct app *app, const char **fields, int nfields, redisCallbackFn *fn,
+                  void *privdata);
+
+#endif

@@ -1,0 +1,51 @@
+/* The /metrics page, gathered from the modules that own the counters. */
+#include "metrics_page.h"
+
+#include <event2/buffer.h>
+
+#include "../app.h"
+#include "../redis/redis.h"
+#include "../rpc/flow.h"
+#include "../rpc/server.h"
+#include "../twilio/twilio.h"
+#include "server.h"
+
+static const char *const buckets[] = {"2xx", "400", "403", "413", "415", "5xx"};
+static const char *const routes[] = {"messages_status", "messages_inbound", "calls_status",
+                                     "other"};
+
+void metrics_page(struct app *app, struct evbuffer *out)
+{
+    struct webhook_metrics *m = webhook_metrics(app->webhook);
+
+    evbuffer_add_printf(out, "# HELP commsgate_redis_up 1 while Redis answers pings.\n"
+                             "# TYPE commsgate_redis_up gauge\ncommsgate_redis_up %d\n",
+                        redis_is_up(app->redis));
+    rpc_server_metrics(app->server, out);
+    twilio_metrics(app->twilio, out);
+    flow_metrics(out);
+    evbuffer_add_printf(out, "# HELP commsgate_message_status_total Message status callbacks "
+                             "received, by status.\n# TYPE commsgate_message_status_total counter\n");
+    for (int i = 0; handlers_statuses[i]; i++)
+        evbuffer_add_printf(out, "commsgate_message_status_total{status=\"%s\"} %lu\n",
+                            handlers_statuses[i], m->statuses[i]);
+    evbuffer_add_printf(out, "# HELP commsgate_keywords_total Inbound opt-out keywords.\n"
+                             "# TYPE commsgate_keywords_total counter\n"
+                             "commsgate_keywords_total{keyword=\"stop\"} %lu\n"
+                             "commsgate_keywords_total{keyword=\"start\"} %lu\n"
+                             "commsgate_keywords_total{keyword=\"help\"} %lu\n",
+                        m->optouts, m->optins, m->help);
+    evbuffer_add_printf(out, "# HELP commsgate_webhook_signature_failures_total Webhooks refused "
+                             "for a missing or wrong X-Twilio-Signature.\n"
+                             "# TYPE commsgate_webhook_signature_failures_total counter\n"
+                             "commsgate_webhook_signature_failures_total %lu\n",
+                        m->signature_failures);
+    evbuffer_add_printf(out, "# HELP commsgate_webhook_requests_total Webhook requests by route "
+                             "and answer.\n# TYPE commsgate_webhook_requests_total counter\n");
+    for (int r = 0; r < 4; r++)
+        for (int b = 0; b < 6; b++)
+            if (m->requests[r][b])
+                evbuffer_add_printf(out,
+                                    "commsgate_webhook_requests_total{route=\"%s\",code=\"%s\"} %lu\n",
+                                    routes[r], buckets[b], m->requests[r][b]);
+}

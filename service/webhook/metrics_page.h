@@ -1,0 +1,10 @@
+/* GET /metrics: every module's counters in Prometheus text format. Loop thread. */
+#ifndef COMMSGATE_WEBHOOK_METRICS_PAGE_H
+#define COMMSGATE_WEBHOOK_METRICS_PAGE_H
+
+struct app;
+struct evbuffer;
+
+void metrics_page(struct app *app, struct evbuffer *out);
+
+#endif

@@ -1,0 +1,291 @@
+/* libevent's evhttp serving webhooks and the operator endpoints. */
+#include "server.h"
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../app.h"
+#include "../core/config.h"
+#include "../core/error.h"
+#include "../core/log.h"
+#include "../loop/loop.h"
+#include "../redis/redis.h"
+#include "../twilio/form.h"
+#include "metrics_page.h"
+
+enum route { ROUTE_STATUS, ROUTE_INBOUND, ROUTE_CALLS, ROUTE_OTHER };
+static const char *const route_names[] = {"messages_status", "messages_inbound", "calls_status",
+                                          "other"};
+
+struct webhook_ctx {
+    struct app *app;
+    struct evhttp *http;
+    struct webhook_metrics metrics;
+};
+
+struct webhook_metrics *webhook_metrics(struct webhook_ctx *w)
+{
+    return &w->metrics;
+}
+
+static int status_bucket(int status)
+{
+    switch (status) {
+    case 400: return 1;
+    case 403: return 2;
+    case 413: return 3;
+    case 415: return 4;
+    default: return status >= 500 ? 5 : 0;
+    }
+}
+
+static enum route route_of(const char *name)
+{
+    for (int r = 0; r < ROUTE_OTHER; r++)
+        if (name && strcmp(name, route_names[r]) == 0)
+            return (enum route)r;
+    return ROUTE_OTHER;
+}
+
+static void send_plain(struct evhttp_request *req, int status, const char *ctype, const char *body)
+{
+    struct evbuffer *b = evbuffer_new();
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", ctype);
+    if (body)
+        evbuffer_add(b, body, strlen(body));
+    evhttp_send_reply(req, status, status < 400 ? "OK" : "Error", b);
+    evbuffer_free(b);
+}
+
+static void on_conn_close(struct evhttp_connection *conn, void *arg)
+{
+    struct webhook_req *w = arg;
+    w->req = NULL; /* evhttp frees the request with the connection */
+}
+
+static void req_free(struct webhook_req *w)
+{
+    free(w->arena);
+    free(w);
+}
+
+void webhook_reply(struct webhook_req *w, int status, const char *ctype, const char *body)
+{
+    w->ctx->metrics.requests[route_of(w->route)][status_bucket(status)]++;
+    if (w->req) {
+        evhttp_connection_set_closecb(w->conn, NULL, NULL);
+        send_plain(w->req, status, ctype, body);
+    }
+    req_free(w);
+}
+
+const char *webhook_param(const struct webhook_req *w, const char *name)
+{
+    for (size_t i = 0; i < w->nparams; i++)
+        if (strcmp(w->params[i].name, name) == 0)
+            return w->params[i].value;
+    return NULL;
+}
+
+struct collect {
+    struct webhook_req *w;
+    char *next;
+    int overflow;
+};
+
+static void collect_param(const char *name, size_t nl, const char *value, size_t vl, void *data)
+{
+    struct collect *c = data;
+    struct webhook_req *w = c->w;
+    if (w->nparams == WEBHOOK_MAX_PARAMS) {
+        c->overflow = 1;
+        return;
+    }
+    struct signature_param *p = &w->params[w->nparams++];
+    memcpy(c->next, name, nl);
+    c->next[nl] = '\0';
+    p->name = c->next;
+    p->nlen = nl;
+    c->next += nl + 1;
+    memcpy(c->next, value, vl);
+    c->next[vl] = '\0';
+    p->value = c->next;
+    p->vlen = vl;
+    c->next += vl + 1;
+}
+
+/* Refuses a webhook before anything is applied. */
+static int refuse(struct webhook_ctx *ctx, struct evhttp_request *req, enum route r, int status,
+                  const char *why)
+{
+    ctx->metrics.requests[r][status_bucket(status)]++;
+    log_event(status == 403 ? LOG_LEVEL_WARN : LOG_LEVEL_INFO, "webhook_refused",
+              json_pack("{s:s, s:i, s:s}", "route", route_names[r], "status", status, "reason",
+                        why));
+    send_plain(req, status, "text/plain", why);
+    return 0;
+}
+
+static int on_webhook(struct webhook_ctx *ctx, struct evhttp_request *req, enum route r)
+{
+    const struct config *cfg = ctx->app->cfg;
+    struct evkeyvalq *headers = evhttp_request_get_input_headers(req);
+    const char *ctype = evhttp_find_header(headers, "Content-Type");
+    const char *sig = evhttp_find_header(headers, "X-Twilio-Signature");
+    const char *token = evhttp_find_header(headers, "I-Twilio-Idempotency-Token");
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t len = evbuffer_get_length(in);
+    char url[2048], *scratch = NULL;
+    int json;
+
+    if (evhttp_request_get_command(req) != EVHTTP_REQ_POST)
+        return refuse(ctx, req, r, 405, "POST only");
+    if (len > WEBHOOK_MAX_BODY)
+        return refuse(ctx, req, r, 413, "body over 64 KiB");
+    json = ctype && strncmp(ctype, "application/json", 16) == 0;
+    if (!json && (!ctype || strncmp(ctype, "application/x-www-form-urlencoded", 33) != 0))
+        return refuse(ctx, req, r, 415, "expected application/x-www-form-urlencoded");
+    /* The URL as Twilio called it, from the configured public base URL, not
+     * the Host header: it holds behind proxies and ingresses. */
+    if ((size_t)snprintf(url, sizeof(url), "%s%s", cfg->public_url, evhttp_request_get_uri(req)) >=
+        sizeof(url))
+        return refuse(ctx, req, r, 414, "URL too long");
+
+    struct webhook_req *w = calloc(1, sizeof(*w));
+    scratch = malloc(len + 1);
+    if (w)
+        w->arena = malloc(len * 2 + 2 * WEBHOOK_MAX_PARAMS + 2);
+    if (!w || !scratch || !w->arena) {
+        free(scratch);
+        if (w)
+            req_free(w);
+        return refuse(ctx, req, r, 503, "out of memory");
+    }
+    w->ctx = ctx;
+    w->app = ctx->app;
+    w->route = route_names[r];
+    evbuffer_copyout(in, scratch, len);
+    scratch[len] = '\0';
+
+    int valid;
+    if (json) {
+        /* JSON bodies: the URL carries bodySHA256 and no parameters are signed. */
+        valid = signature_body_hash_ok(url, scratch, len) &&
+                signature_valid(cfg->auth_token, url, NULL, 0, sig);
+    } else {
+        struct collect c = {.w = w, .next = w->arena};
+        /* Decoded into the arena's upper part, copied NUL-terminated into its
+         * lower part (at most len + 2 bytes a parameter). */
+        char *upper = w->arena + len + 2 * WEBHOOK_MAX_PARAMS + 1;
+        if (form_decode(scratch, len, collect_param, &c, upper, len + 1) || c.overflow) {
+            free(scratch);
+            req_free(w);
+            return refuse(ctx, req, r, 400, "malformed form body");
+        }
+        valid = signature_valid(cfg->auth_token, url, w->params, w->nparams, sig);
+    }
+    free(scratch);
+    if (!valid) {
+        ctx->metrics.signature_failures++;
+        req_free(w);
+        return refuse(ctx, req, r, 403, sig ? "signature does not match" : "no X-Twilio-Signature");
+    }
+    if (json) {
+        req_free(w); /* no JSON webhooks are expected on these routes yet */
+        return refuse(ctx, req, r, 415, "JSON webhooks are not used on this route");
+    }
+    if (!redis_is_up(ctx->app->redis)) {
+        req_free(w);
+        return refuse(ctx, req, r, 503, "Redis is unreachable; Twilio will retry");
+    }
+    snprintf(w->token, sizeof(w->token), "%s", token && strlen(token) < 100 ? token : "");
+    w->req = req;
+    w->conn = evhttp_request_get_connection(req);
+    evhttp_connection_set_closecb(w->conn, on_conn_close, w);
+    switch (r) {
+    case ROUTE_STATUS:
+        handlers_message_status(w);
+        break;
+    case ROUTE_INBOUND:
+        handlers_inbound(w);
+        break;
+    default:
+        handlers_call_status(w);
+        break;
+    }
+    return 0;
+}
+
+static void on_request(struct evhttp_request *req, void *arg)
+{
+    struct webhook_ctx *ctx = arg;
+    const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
+
+    if (!path)
+        path = "";
+    if (strcmp(path, "/webhooks/twilio/messages/status") == 0)
+        on_webhook(ctx, req, ROUTE_STATUS);
+    else if (strcmp(path, "/webhooks/twilio/messages/inbound") == 0)
+        on_webhook(ctx, req, ROUTE_INBOUND);
+    else if (strcmp(path, "/webhooks/twilio/calls/status") == 0)
+        on_webhook(ctx, req, ROUTE_CALLS);
+    else if (strcmp(path, "/healthz") == 0)
+        send_plain(req, 200, "text/plain", "ok\n");
+    else if (strcmp(path, "/readyz") == 0)
+        send_plain(req, redis_is_up(ctx->app->redis) ? 200 : 503, "text/plain",
+                   redis_is_up(ctx->app->redis) ? "ready\n" : "redis unreachable\n");
+    else if (strcmp(path, "/metrics") == 0) {
+        struct evbuffer *b = evbuffer_new();
+        metrics_page(ctx->app, b);
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+                          "text/plain; version=0.0.4");
+        evhttp_send_reply(req, 200, "OK", b);
+        evbuffer_free(b);
+    } else
+        send_plain(req, 404, "text/plain", "not found\n");
+}
+
+int webhook_new(struct app *app, char *errbuf, size_t errlen, struct webhook_ctx **out)
+{
+    char host[256];
+    int port;
+    struct webhook_ctx *w = calloc(1, sizeof(*w));
+
+    if (!w)
+        return CG_ENOMEM;
+    w->app = app;
+    w->http = evhttp_new(loop_base(app->loop));
+    if (!w->http)
+        goto fail;
+    evhttp_set_max_body_size(w->http, WEBHOOK_MAX_BODY);
+    evhttp_set_allowed_methods(w->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST);
+    evhttp_set_timeout(w->http, 30);
+    evhttp_set_gencb(w->http, on_request, w);
+    if (config_split_hostport(app->cfg->http_addr, host, sizeof(host), &port) ||
+        evhttp_bind_socket(w->http, host, (ev_uint16_t)port) != 0) {
+        snprintf(errbuf, errlen, "cannot listen on COMMSGATE_HTTP_ADDR=%s (in use or not local)",
+                 app->cfg->http_addr);
+        goto fail;
+    }
+    *out = w;
+    return CG_OK;
+fail:
+    webhook_free(&w);
+    return CG_ESYS;
+}
+
+void webhook_free(struct webhook_ctx **wp)
+{
+    struct webhook_ctx *w = *wp;
+    if (!w)
+        return;
+    if (w->http)
+        evhttp_free(w->http);
+    free(w);
+    *wp = NULL;
+}

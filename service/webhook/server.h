@@ -1,0 +1,62 @@
+/* The HTTP server on the loop thread: Twilio's webhooks (signed, bounded,
+ * applied once), /metrics, /healthz and /readyz. Everything here runs on the
+ * loop thread. */
+#ifndef COMMSGATE_WEBHOOK_SERVER_H
+#define COMMSGATE_WEBHOOK_SERVER_H
+
+#include <stddef.h>
+
+#include "signature.h"
+
+struct app;
+struct webhook_ctx;
+
+#define WEBHOOK_MAX_BODY (64 * 1024)
+#define WEBHOOK_MAX_PARAMS 256
+
+/* One webhook being applied: its decoded parameters, and the HTTP request
+ * to answer once Redis has the change (so Twilio retries if it does not). */
+struct webhook_req {
+    struct webhook_ctx *ctx;
+    struct app *app;
+    struct evhttp_request *req; /* NULL once the client is gone */
+    struct evhttp_connection *conn;
+    const char *route;
+    struct signature_param params[WEBHOOK_MAX_PARAMS];
+    size_t nparams;
+    char *arena; /* decoded names and values, NUL-terminated */
+    char token[128]; /* I-Twilio-Idempotency-Token, "" if none */
+    char dedupe[400]; /* the key marking this event applied */
+    char keybuf[3][400];
+    char argbuf[6][64];
+};
+
+/* Binds COMMSGATE_HTTP_ADDR on the loop's base; on failure writes why. Call
+ * before the loop thread starts. */
+int webhook_new(struct app *app, char *errbuf, size_t errlen, struct webhook_ctx **out);
+/* Clears *w; NULL is a no-op. Loop thread (or before it started). */
+void webhook_free(struct webhook_ctx **w);
+
+/* The value of a parameter, or NULL. */
+const char *webhook_param(const struct webhook_req *w, const char *name);
+/* Answers and frees w (also when the client has gone). */
+void webhook_reply(struct webhook_req *w, int status, const char *content_type, const char *body);
+
+/* Handlers, in handlers.c: each ends with webhook_reply. */
+void handlers_message_status(struct webhook_req *w);
+void handlers_inbound(struct webhook_req *w);
+void handlers_call_status(struct webhook_req *w);
+
+/* Metrics kept by the webhook module, for /metrics. */
+struct webhook_metrics {
+    unsigned long signature_failures;
+    unsigned long optouts, optins, help;
+    unsigned long statuses[16]; /* by handlers_status_index */
+    unsigned long requests[4][6]; /* route x {2xx, 400, 403, 413, 415, 5xx} */
+};
+struct webhook_metrics *webhook_metrics(struct webhook_ctx *w);
+/* Message status names with their rank (how far along the message is). */
+extern const char *const handlers_statuses[16];
+int handlers_status_index(const char *status);
+
+#endif

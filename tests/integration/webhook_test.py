@@ -1,0 +1,271 @@
+"""Webhooks: signatures checked against Twilio's own helper library
+(Debian python3-twilio), opt-out keywords, the WhatsApp window, delivery
+status from the simulator's signed callbacks, the events stream, replays,
+and hostile requests."""
+import json
+import time
+import unittest
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import grpc
+from twilio.request_validator import RequestValidator
+
+import harness
+
+PUBLIC = "https://hooks.example.com"  # what Twilio sees; we post to loopback
+INBOUND = "/webhooks/twilio/messages/inbound"
+STATUS = "/webhooks/twilio/messages/status"
+CALLS = "/webhooks/twilio/calls/status"
+
+
+class Base(unittest.TestCase):
+    ENV = {}
+
+    def setUp(self):
+        env = {"TWILIO_WHATSAPP_NUMBER": "+14155238886"}
+        env.update(self.ENV)
+        self.stack = harness.Stack(env=env)
+        self.stack.wait_serving(1)
+        self.m = self.stack.stubs.messaging_pb2
+        self.s = self.stack.stubs
+        self.base = "http://127.0.0.1:%d" % self.stack.daemon.http_port
+        self.validator = RequestValidator(harness.SIM_AUTH_TOKEN)
+
+    def tearDown(self):
+        self.assertEqual(self.stack.close(), 0, self.stack.daemon.output())
+
+    def redis(self, *args):
+        return harness.redis_cli(self.stack.redis.port, *args)
+
+    def post(self, path, params, signature=None, sign_url=None, headers=None,
+             content_type="application/x-www-form-urlencoded", body=None):
+        """POSTs to the daemon as Twilio would, signed by Twilio's library
+        for the URL Twilio would have called (the public URL)."""
+        url = (sign_url or self.stack.public_url) + path
+        if signature is None:
+            signature = self.validator.compute_signature(url, dict(params))
+        data = body if body is not None else urllib.parse.urlencode(params).encode()
+        h = {"Content-Type": content_type}
+        if signature is not False:
+            h["X-Twilio-Signature"] = signature
+        h.update(headers or {})
+        req = urllib.request.Request(self.base + path, data=data, method="POST", headers=h)
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                return r.status, r.headers.get("Content-Type"), r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.headers.get("Content-Type"), e.read().decode()
+
+    def inbound(self, frm, body, sid=None, **extra):
+        params = {"MessageSid": sid or "SM%032x" % (hash((frm, body, time.time())) & (2**128 - 1)),
+                  "AccountSid": harness.SIM_ACCOUNT_SID, "From": frm, "To": "+15005550006",
+                  "Body": body, "NumMedia": "0"}
+        params.update(extra)
+        return self.post(INBOUND, params)
+
+    def events(self):
+        out = self.redis("XRANGE", "cg:events", "-", "+")
+        return out
+
+
+class WebhookSecurityTest(Base):
+    ENV = {"COMMSGATE_PUBLIC_URL": PUBLIC}
+
+    def setUp(self):
+        super().setUp()
+        self.stack.public_url = PUBLIC
+
+    def test_twilio_library_signatures_are_accepted(self):
+        cases = [
+            {"MessageSid": "SM" + "1" * 32, "From": "+14155550100", "Body": "hello"},
+            {"MessageSid": "SM" + "2" * 32, "From": "+14155550100", "Body": "héllo wörld ✓ 😀"},
+            {"MessageSid": "SM" + "3" * 32, "From": "+14155550100", "Body": "a&b=c+d%e"},
+            {"MessageSid": "SM" + "4" * 32, "From": "+14155550100", "Body": "",
+             "MediaUrl0": "https://x/y?z=1", "NumMedia": "1", "ProfileName": "Ada"},
+        ]
+        for params in cases:
+            status, ctype, body = self.post(INBOUND, params)
+            self.assertEqual(status, 200, (params, body))
+            self.assertEqual(ctype, "text/xml")
+            self.assertIn("<Response/>", body)
+        # With a query string in the webhook URL Twilio was given.
+        status, _, _ = self.post(INBOUND + "?tenant=a&x=%20y",
+                                 {"MessageSid": "SM" + "5" * 32, "From": "+14155550100",
+                                  "Body": "q"})
+        self.assertEqual(status, 200)
+
+    def test_port_variants_are_accepted(self):
+        params = {"MessageSid": "SM" + "6" * 32, "From": "+14155550100", "Body": "port"}
+        sig = self.validator.compute_signature(PUBLIC + ":443" + INBOUND, params)
+        status, _, _ = self.post(INBOUND, params, signature=sig)
+        self.assertEqual(status, 200)
+
+    def test_every_altered_byte_is_rejected(self):
+        params = {"MessageSid": "SM" + "7" * 32, "From": "+14155550100", "Body": "STOP"}
+        sig = self.validator.compute_signature(PUBLIC + INBOUND, params)
+        for i in range(len(sig)):
+            bad = sig[:i] + ("A" if sig[i] != "A" else "B") + sig[i + 1:]
+            self.assertEqual(self.post(INBOUND, params, signature=bad)[0], 403, i)
+        for key in params:
+            for i in range(len(params[key])):
+                altered = dict(params)
+                v = altered[key]
+                altered[key] = v[:i] + ("x" if v[i] != "x" else "y") + v[i + 1:]
+                self.assertEqual(self.post(INBOUND, altered, signature=sig)[0], 403, (key, i))
+        # The URL: signed for another path or query.
+        other = self.validator.compute_signature(PUBLIC + INBOUND + "?a=1", params)
+        self.assertEqual(self.post(INBOUND, params, signature=other)[0], 403)
+        self.assertEqual(self.post(INBOUND, params, signature=False)[0], 403)
+        # Nothing was applied: the STOP never landed.
+        self.assertEqual(self.redis("EXISTS", "cg:{+14155550100}:optout"), "0")
+        metrics = urllib.request.urlopen(self.base + "/metrics", timeout=5).read().decode()
+        failures = [l for l in metrics.splitlines()
+                    if l.startswith("commsgate_webhook_signature_failures_total ")]
+        self.assertGreater(int(failures[0].split()[1]), 40)
+
+    def test_hostile_requests_get_a_clear_4xx_and_change_nothing(self):
+        params = {"MessageSid": "SM" + "8" * 32, "From": "+14155550100", "Body": "STOP"}
+        self.assertEqual(self.post(INBOUND, params, content_type="text/plain")[0], 415)
+        self.assertEqual(self.post(INBOUND, params, body=b"Body=%zz&From=%2B1")[0], 400)
+        huge = urllib.parse.urlencode({"Body": "x" * 70000}).encode()
+        self.assertEqual(self.post(INBOUND, params, body=huge)[0], 413)
+        self.assertEqual(self.redis("EXISTS", "cg:{+14155550100}:optout"), "0")
+        self.assertEqual(self.redis("EXISTS", "cg:events"), "0")
+        # Still alive and serving.
+        r = urllib.request.urlopen(self.base + "/healthz", timeout=5)
+        self.assertEqual(r.status, 200)
+        self.assertEqual(self.post(INBOUND, params)[0], 200)
+
+
+class KeywordTest(Base):
+    ENV = {"COMMSGATE_WHATSAPP_WINDOW_SECONDS": "2"}
+
+    def setUp(self):
+        super().setUp()
+        self.stack.public_url = "http://127.0.0.1:%d" % self.stack.daemon.http_port
+
+    def test_stop_then_refused_start_then_sent(self):
+        self.s.SendSMS(self.m.SendSMSRequest(to="+14155550111", body="hi"), timeout=5)
+        self.assertEqual(self.inbound("+14155550111", "  stop ")[0], 200)
+        with self.assertRaises(grpc.RpcError) as cm:
+            self.s.SendSMS(self.m.SendSMSRequest(to="+14155550111", body="hi"), timeout=5)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.FAILED_PRECONDITION)
+        self.assertEqual(self.inbound("+14155550111", "Start")[0], 200)
+        self.s.SendSMS(self.m.SendSMSRequest(to="+14155550111", body="welcome back"), timeout=5)
+
+    def test_every_keyword(self):
+        for i, word in enumerate(("STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT",
+                                  "OPTOUT", "REVOKE")):
+            n = "+1415555%04d" % (2000 + i)
+            self.inbound(n, word.lower())
+            self.assertEqual(self.redis("EXISTS", "cg:{%s}:optout" % n), "1", word)
+            self.inbound(n, ("START", "YES", "UNSTOP")[i % 3])
+            self.assertEqual(self.redis("EXISTS", "cg:{%s}:optout" % n), "0", word)
+        # Only the whole message counts; OptOutType wins when present.
+        self.inbound("+14155552100", "please stop texting")
+        self.assertEqual(self.redis("EXISTS", "cg:{+14155552100}:optout"), "0")
+        self.inbound("+14155552101", "arrêtez", OptOutType="STOP")
+        self.assertEqual(self.redis("EXISTS", "cg:{+14155552101}:optout"), "1")
+        self.inbound("+14155552102", "help")
+        kinds = self.events()
+        self.assertIn("help", kinds)
+
+    def test_inbound_whatsapp_opens_the_window_which_then_closes(self):
+        req = self.m.SendWhatsAppRequest(to="+14155550150", body="hi")
+        with self.assertRaises(grpc.RpcError):
+            self.s.SendWhatsApp(req, timeout=5)
+        self.assertEqual(self.inbound("whatsapp:+14155550150", "STOP")[0], 200)
+        self.s.SendWhatsApp(req, timeout=5)  # the window is open now
+        # A WhatsApp "STOP" is not an SMS opt-out.
+        self.assertEqual(self.redis("EXISTS", "cg:{+14155550150}:optout"), "0")
+        time.sleep(2.1)
+        with self.assertRaises(grpc.RpcError) as cm:
+            self.s.SendWhatsApp(req, timeout=5)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.FAILED_PRECONDITION)
+
+    def test_simulator_inbound_is_signed_and_applied(self):
+        harness.http_json("POST", self.stack.sim.url + "/__sim/inbound",
+                          {"url": self.stack.public_url + INBOUND, "from": "+14155550112",
+                           "to": "+15005550006", "body": "STOP"})
+        deadline = time.monotonic() + 5
+        while self.redis("EXISTS", "cg:{+14155550112}:optout") != "1":
+            self.assertLess(time.monotonic(), deadline, self.stack.daemon.output()[-2000:])
+            time.sleep(0.05)
+
+
+class DeliveryTest(Base):
+    def setUp(self):
+        super().setUp()
+        self.stack.public_url = "http://127.0.0.1:%d" % self.stack.daemon.http_port
+
+    def wait_status(self, sid, want, timeout=5):
+        deadline = time.monotonic() + timeout
+        got = None
+        while time.monotonic() < deadline:
+            got = self.s.GetMessage(self.m.GetMessageRequest(sid=sid), timeout=5)
+            if got.status == want:
+                return got
+            time.sleep(0.05)
+        self.fail("status stayed %s, wanted %s" % (got and got.status, want))
+
+    def test_simulator_callbacks_reach_delivered(self):
+        r = self.s.SendSMS(self.m.SendSMSRequest(to="+14155550113", body="track me"), timeout=5)
+        got = self.wait_status(r.sid, "delivered")
+        self.assertGreater(got.updated_at, 0)
+        r = self.s.SendSMS(self.m.SendSMSRequest(to="+15005550020", body="x"), timeout=5)
+        got = self.wait_status(r.sid, "undelivered")
+        self.assertEqual(got.error_code, 30003)
+
+    def test_out_of_order_and_repeated_callbacks(self):
+        sid = "SM" + "a" * 32
+        for status in ("delivered", "sent", "queued", "delivered"):
+            code, _, _ = self.post(STATUS, {"MessageSid": sid, "MessageStatus": status,
+                                            "AccountSid": harness.SIM_ACCOUNT_SID})
+            self.assertEqual(code, 200)
+        self.assertEqual(self.s.GetMessage(self.m.GetMessageRequest(sid=sid), timeout=5).status,
+                         "delivered")
+        events = self.redis("XRANGE", "cg:events", "-", "+").splitlines()
+        # delivered, sent, queued: each event once (the repeated delivered is not).
+        self.assertEqual(events.count(sid), 3)
+        self.assertTrue(0 < int(self.redis("TTL", "cg:events")) <= 604800)
+        self.assertTrue(0 < int(self.redis("TTL", "cg:{%s}:msg" % sid)) <= 604800)
+
+    def test_idempotency_token_applies_once(self):
+        params = {"MessageSid": "SM" + "b" * 32, "MessageStatus": "sent"}
+        for _ in range(3):
+            self.post(STATUS, params, headers={"I-Twilio-Idempotency-Token": "tok-1"})
+        self.assertEqual(self.redis("XLEN", "cg:events"), "1")
+
+    def test_call_status_recorded_once(self):
+        params = {"CallSid": "CA" + "c" * 32, "CallStatus": "completed", "CallDuration": "12"}
+        self.assertEqual(self.post(CALLS, params)[0], 200)
+        self.assertEqual(self.post(CALLS, params)[0], 200)
+        events = self.redis("XRANGE", "cg:events", "-", "+").splitlines()
+        self.assertEqual(events.count("call_status"), 1)
+        self.assertEqual(self.post(CALLS, {"CallSid": "nope", "CallStatus": "x"})[0], 400)
+
+    def test_metrics_and_probes(self):
+        self.s.SendSMS(self.m.SendSMSRequest(to="+14155550114", body="x"), timeout=5)
+        self.wait_status(self.s.SendSMS(self.m.SendSMSRequest(to="+14155550115", body="y"),
+                                        timeout=5).sid, "delivered")
+        text = urllib.request.urlopen(self.base + "/metrics", timeout=5).read().decode()
+        for needle in ('commsgate_rpc_requests_total{method="SendSMS",code="OK"} 2',
+                       'commsgate_twilio_requests_total{api="Messages.json",outcome="ok"} 2',
+                       'commsgate_message_status_total{status="delivered"}',
+                       "commsgate_twilio_request_duration_seconds_bucket",
+                       "commsgate_redis_up 1"):
+            self.assertIn(needle, text)
+        self.assertEqual(urllib.request.urlopen(self.base + "/readyz", timeout=5).status, 200)
+        port = self.stack.redis.port
+        self.stack.redis.stop()
+        with self.assertRaises(urllib.error.HTTPError) as cm:
+            urllib.request.urlopen(self.base + "/readyz", timeout=5)
+        self.assertEqual(cm.exception.code, 503)
+        self.assertEqual(urllib.request.urlopen(self.base + "/healthz", timeout=5).status, 200)
+        self.stack.redis = harness.start_redis(port)
+
+
+if __name__ == "__main__":
+    unittest.main()
