@@ -38,7 +38,8 @@ int signature_compute(const char *token, const char *url, struct signature_param
 
     if (!ctx || !EVP_MAC_init(ctx, (const unsigned char *)token, strlen(token), p))
         goto fail;
-    qsort(params, n, sizeof(*params), cmp_param);
+    if (n)
+        qsort(params, n, sizeof(*params), cmp_param);
     EVP_MAC_update(ctx, (const unsigned char *)url, strlen(url));
     for (size_t i = 0; i < n; i++) {
         if (dedupe && i > 0 && cmp_param(&params[i], &params[i - 1]) == 0)
@@ -94,7 +95,8 @@ int signature_valid(const char *token, const char *url, struct signature_param *
 
     if (!header || !*token || strlen(url) >= sizeof(without) - 8)
         return 0;
-    qsort(params, n, sizeof(*params), cmp_param);
+    if (n)
+        qsort(params, n, sizeof(*params), cmp_param);
     for (size_t i = 1; i < n && !dup; i++)
         dup = cmp_param(&params[i], &params[i - 1]) == 0;
     port_variants(url, without, with, sizeof(without));

@@ -90,7 +90,8 @@ async function startStack(extraEnv = {}) {
     const r = await fetch(`${simUrl}/__sim/requests${suffix ? `?path_suffix=${suffix}` : ''}`);
     return r.json();
   };
-  return { redis, redisPort, daemon, health, messaging, stop, simUrl, simRequests, log: () => log };
+  return { redis, redisPort, daemon, health, messaging, stop, simUrl, simRequests, httpPort,
+    log: () => log };
 }
 
 function check(health, service = '') {
