@@ -21,8 +21,8 @@ COPY --from=build /build/bin/commsgate /build/bin/twilio-sim /usr/local/bin/
 USER 10001:10001
 ENV COMMSGATE_GRPC_ADDR=0.0.0.0:50051 COMMSGATE_HTTP_ADDR=0.0.0.0:8080
 EXPOSE 50051 8080
-# Until the HTTP /healthz endpoint lands (webhook issue), check that the gRPC
-# port accepts connections; Kubernetes should use its native gRPC probe.
+# GET /healthz without curl in the image: bash's /dev/tcp. Kubernetes should
+# use its native gRPC probe on grpc.health.v1 instead.
 HEALTHCHECK --interval=10s --timeout=2s --start-period=5s \
-  CMD bash -c 'exec 3<>/dev/tcp/127.0.0.1/${COMMSGATE_GRPC_ADDR##*:}' || exit 1
+  CMD bash -c 'exec 3<>/dev/tcp/127.0.0.1/${COMMSGATE_HTTP_ADDR##*:} && printf "GET /healthz HTTP/1.0\r\n\r\n" >&3 && grep -q "200" <&3' || exit 1
 ENTRYPOINT ["/usr/local/bin/commsgate"]
