@@ -16,7 +16,8 @@
  * A request may also carry `X-Sim-Fault: latency_ms=N | status=429,code=20429 | drop`.
  *
  * Like a real account (and unlike Twilio's test credentials), an accepted
- * message with a StatusCallback gets signed callbacks: sent, then delivered;
+ * message with a StatusCallback gets signed callbacks: (queued, after
+ * accepted,) sent, then delivered;
  * To +15005550020 ends undelivered (30003), +15005550021 failed (30006). */
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -434,20 +435,23 @@ static void post_webhook(const char *url, const char *const *kv, size_t n, int d
     evtimer_add(o->timer, &tv);
 }
 
-static void status_callbacks(const char *url, const char *sid, const char *to, const char *from)
+/* No callback for the status the API answered with (queued, or accepted
+ * for a messaging service, which then reports queued). */
+static void status_callbacks(const char *url, const char *sid, const char *to, const char *from,
+                             int accepted)
 {
     const char *final = "delivered", *code = NULL;
     if (strcmp(strip_whatsapp(to), "+15005550020") == 0)
         final = "undelivered", code = "30003";
     else if (strcmp(strip_whatsapp(to), "+15005550021") == 0)
         final = "failed", code = "30006";
-    const char *statuses[] = {"sent", final};
-    for (int i = 0; i < 2; i++) {
+    const char *statuses[] = {"queued", "sent", final};
+    for (int i = accepted ? 0 : 1; i < 3; i++) {
         const char *kv[] = {"MessageSid", sid, "SmsSid", sid, "MessageStatus", statuses[i],
                             "SmsStatus", statuses[i], "AccountSid", sim.account_sid,
                             "From", from ? from : "", "To", to, "ApiVersion", "2010-04-01",
-                            "ErrorCode", i == 1 ? code : NULL};
-        post_webhook(url, kv, sizeof(kv) / sizeof(kv[0]), 10 + 10 * i, NULL);
+                            "ErrorCode", i == 2 ? code : NULL};
+        post_webhook(url, kv, sizeof(kv) / sizeof(kv[0]), 10 * i, NULL);
     }
 }
 
@@ -511,7 +515,7 @@ static int api_messages(struct api_req *a, int latency)
                           "date_sent", "error_code", "error_message", "price", "uri", uri);
     const char *callback = param(a, "StatusCallback");
     if (callback)
-        status_callbacks(callback, sid, to, from);
+        status_callbacks(callback, sid, to, from, mss && !from);
     a->status = 201;
     answer(a->req, 201, dump(j), latency, 0);
     return 0;
