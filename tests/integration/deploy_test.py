@@ -1,0 +1,158 @@
+"""Deployment files, checked without a Docker engine: the Dockerfile and
+`make deps` read one package list; every path they name exists; the YAML
+parses; ports, variable names and probes agree with `commsgate --help`."""
+import os
+import re
+import subprocess
+import unittest
+
+import yaml
+
+import harness
+
+ROOT = harness.SRC_DIR
+DEPLOY = os.path.join(ROOT, "deploy")
+
+
+def read(*parts):
+    with open(os.path.join(ROOT, *parts)) as f:
+        return f.read()
+
+
+def help_text():
+    return subprocess.run([os.path.join(harness.BIN_DIR, "commsgate"), "--help"],
+                          capture_output=True, text=True, check=True).stdout
+
+
+def documented_settings(text):
+    names = set(re.findall(r"^  ([A-Z][A-Z0-9_]+) ", text, re.M))
+    names |= {n + "_FILE" for n in re.findall(r"file named by ([A-Z0-9_]+)_FILE", text)}
+    return names
+
+
+def default_of(text, name):
+    m = re.search(r"^  %s +default: (\S+)" % name, text, re.M)
+    return m.group(1) if m else None
+
+
+def k8s_docs():
+    docs = []
+    for name in sorted(os.listdir(os.path.join(DEPLOY, "k8s"))):
+        with open(os.path.join(DEPLOY, "k8s", name)) as f:
+            docs += [d for d in yaml.safe_load_all(f) if d]
+    return docs
+
+
+def containers(docs):
+    for d in docs:
+        if d["kind"] == "Deployment":
+            for c in d["spec"]["template"]["spec"]["containers"]:
+                yield d, c
+
+
+class DeployTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.help = help_text()
+        cls.settings = documented_settings(cls.help)
+        cls.grpc_port = int(default_of(cls.help, "COMMSGATE_GRPC_ADDR").rsplit(":", 1)[1])
+        cls.http_port = int(default_of(cls.help, "COMMSGATE_HTTP_ADDR").rsplit(":", 1)[1])
+
+    def test_one_package_list_for_make_ci_and_docker(self):
+        docker = read("Dockerfile")
+        self.assertIn("scripts/deps.sh build", docker)
+        self.assertIn("scripts/deps.sh runtime", docker)
+        # Both stages, build and runtime, install from the same list.
+        self.assertEqual(docker.count("COPY deploy/debian-packages.txt"), 2)
+        self.assertIn("deploy/debian-packages.txt", read("scripts", "deps.sh"))
+        self.assertIn("scripts/deps.sh", read("Makefile"))
+        self.assertIn("make test", read(".ci", "run"))
+        # Every package named has a role deps.sh knows.
+        for line in read("deploy", "debian-packages.txt").splitlines():
+            if line.strip() and not line.startswith("#"):
+                roles = set(line.split()[1:]) - {w for w in line.split() if w.startswith("cmd=")}
+                self.assertTrue(roles and roles <= {"build", "runtime", "test"}, line)
+        # No apt-get of its own in the Dockerfile: the list is the one place.
+        self.assertNotIn("apt-get install", docker)
+
+    def test_every_path_named_exists(self):
+        docker = read("Dockerfile")
+        for src in re.findall(r"^COPY (?!--from)(\S+) ", docker, re.M):
+            if src != ".":
+                self.assertTrue(os.path.exists(os.path.join(ROOT, src)), src)
+        with open(os.path.join(DEPLOY, "docker-compose.yml")) as f:
+            compose = yaml.safe_load(f)
+        for name, svc in compose["services"].items():
+            if "build" in svc:
+                ctx = os.path.normpath(os.path.join(DEPLOY, svc["build"]["context"]))
+                self.assertTrue(os.path.isfile(os.path.join(ctx, svc["build"]["dockerfile"])), name)
+        self.assertTrue(os.path.isfile(os.path.join(DEPLOY, ".env.example")))
+        self.assertIn("/deploy/.env", read(".gitignore"))
+        self.assertTrue(os.path.isfile(os.path.join(DEPLOY, "prometheus", "commsgate-alerts.yml")))
+
+    def test_yaml_parses(self):
+        for base, _, files in os.walk(DEPLOY):
+            for name in files:
+                if name.endswith((".yml", ".yaml")):
+                    with open(os.path.join(base, name)) as f:
+                        self.assertTrue(list(yaml.safe_load_all(f)), name)
+
+    def test_variable_names_are_commsgates(self):
+        names = set()
+        for d in k8s_docs():
+            if d["kind"] in ("ConfigMap", "Secret"):
+                names |= set((d.get("data") or d.get("stringData")).keys())
+        for line in read("deploy", ".env.example").splitlines():
+            if "=" in line and not line.startswith("#"):
+                names.add(line.split("=", 1)[0])
+        with open(os.path.join(DEPLOY, "docker-compose.yml")) as f:
+            compose = yaml.safe_load(f)
+        names |= set(compose["services"]["commsgate"]["environment"])
+        self.assertTrue(names)
+        self.assertEqual(names - self.settings, set())
+
+    def test_ports_and_probes_match(self):
+        self.assertIn("EXPOSE %d %d" % (self.grpc_port, self.http_port), read("Dockerfile"))
+        docs = k8s_docs()
+        seen = 0
+        for _, c in containers(docs):
+            if c["name"] != "commsgate":
+                continue
+            seen += 1
+            ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+            self.assertEqual(ports, {"grpc": self.grpc_port, "http": self.http_port})
+            self.assertEqual(c["livenessProbe"]["grpc"]["port"], self.grpc_port)
+            self.assertEqual(c["readinessProbe"]["grpc"]["port"], self.grpc_port)
+            # The service name the probe asks about is one the health service knows.
+            self.assertIn(c["readinessProbe"]["grpc"].get("service", ""),
+                          ("", "commsgate.v1.Messaging"))
+            sc = c["securityContext"]
+            self.assertTrue(sc["readOnlyRootFilesystem"])
+            self.assertFalse(sc["allowPrivilegeEscalation"])
+            self.assertIn("limits", c["resources"])
+            self.assertIn("requests", c["resources"])
+        self.assertEqual(seen, 2)  # the sidecar and the gateway
+        for d in docs:
+            if d["kind"] == "Deployment":
+                self.assertTrue(d["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"])
+        kinds = {d["kind"] for d in docs}
+        self.assertTrue({"Deployment", "Service", "PodDisruptionBudget", "ConfigMap",
+                         "Secret"} <= kinds)
+        # Non-root in the image too, and the user the manifests run as.
+        self.assertIn("USER 10001", read("Dockerfile"))
+
+    def test_probe_service_is_served(self):
+        # What the manifests' readiness probe asks, asked of a real daemon.
+        stack = harness.Stack(with_sim=False)
+        try:
+            stack.wait_serving(1)
+            h = stack.stubs.health_pb2
+            r = stack.stubs.Check(h.HealthCheckRequest(service="commsgate.v1.Messaging"),
+                                  timeout=2)
+            self.assertEqual(r.status, h.HealthCheckResponse.SERVING)
+        finally:
+            self.assertEqual(stack.close(), 0)
+
+
+if __name__ == "__main__":
+    unittest.main()
