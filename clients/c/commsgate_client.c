@@ -12,10 +12,17 @@
 #include <string.h>
 
 #include "google/rpc/status.pb-c.h"
+#include "grpc/health/v1/health.pb-c.h"
 
 struct cgc_client {
     grpc_channel *channel;
+    char caller[128];
 };
+
+void cgc_set_caller(struct cgc_client *c, const char *caller)
+{
+    snprintf(c->caller, sizeof(c->caller), "%s", caller ? caller : "");
+}
 
 int cgc_client_new(const char *target, struct cgc_client **out)
 {
@@ -95,7 +102,12 @@ grpc_status_code cgc_call(struct cgc_client *c, const char *method, const char *
     memset(st, 0, sizeof(*st));
     st->retry_after_ms = -1;
     *resp = NULL;
-    snprintf(path, sizeof(path), "/commsgate.v1.Messaging/%s", method);
+    if (method[0] == '/')
+        snprintf(path, sizeof(path), "%s", method);
+    else
+        snprintf(path, sizeof(path), "/commsgate.v1.Messaging/%s", method);
+    if (!caller && c->caller[0])
+        caller = c->caller;
 
     grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
     gpr_timespec deadline = gpr_time_add(gpr_now(GPR_CLOCK_REALTIME),
@@ -170,5 +182,43 @@ grpc_status_code cgc_call(struct cgc_client *c, const char *method, const char *
            GRPC_QUEUE_SHUTDOWN)
         ;
     grpc_completion_queue_destroy(cq);
+    return st->code;
+}
+
+#define TYPED(fn, method, Req, Resp, desc)                                                        \
+    grpc_status_code fn(struct cgc_client *c, const Req *req, int64_t timeout_ms, Resp **resp,   \
+                        struct cgc_status *st)                                                   \
+    {                                                                                            \
+        return cgc_call(c, method, NULL, &req->base, &desc, timeout_ms,                         \
+                        (ProtobufCMessage **)resp, st);                                          \
+    }
+
+TYPED(cgc_send_sms, "SendSMS", Commsgate__V1__SendSMSRequest, Commsgate__V1__SendSMSResponse,
+      commsgate__v1__send_smsresponse__descriptor)
+TYPED(cgc_send_whatsapp, "SendWhatsApp", Commsgate__V1__SendWhatsAppRequest,
+      Commsgate__V1__SendWhatsAppResponse, commsgate__v1__send_whats_app_response__descriptor)
+TYPED(cgc_place_call, "PlaceCall", Commsgate__V1__PlaceCallRequest,
+      Commsgate__V1__PlaceCallResponse, commsgate__v1__place_call_response__descriptor)
+TYPED(cgc_start_verification, "StartVerification", Commsgate__V1__StartVerificationRequest,
+      Commsgate__V1__StartVerificationResponse,
+      commsgate__v1__start_verification_response__descriptor)
+TYPED(cgc_check_verification, "CheckVerification", Commsgate__V1__CheckVerificationRequest,
+      Commsgate__V1__CheckVerificationResponse,
+      commsgate__v1__check_verification_response__descriptor)
+TYPED(cgc_get_message, "GetMessage", Commsgate__V1__GetMessageRequest,
+      Commsgate__V1__GetMessageResponse, commsgate__v1__get_message_response__descriptor)
+
+grpc_status_code cgc_health(struct cgc_client *c, int64_t timeout_ms, int *serving,
+                            struct cgc_status *st)
+{
+    Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+    ProtobufCMessage *resp = NULL;
+    *serving = 0;
+    if (cgc_call(c, "/grpc.health.v1.Health/Check", NULL, &req.base,
+                 &grpc__health__v1__health_check_response__descriptor, timeout_ms, &resp,
+                 st) == GRPC_STATUS_OK) {
+        *serving = (int)((Grpc__Health__V1__HealthCheckResponse *)resp)->status;
+        protobuf_c_message_free_unpacked(resp, NULL);
+    }
     return st->code;
 }

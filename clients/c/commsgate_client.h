@@ -1,13 +1,17 @@
-/* A small blocking client for commsgate on gRPC's C core: one unary call
- * at a time per thread, deadlines, and errors that carry the gRPC status,
- * its message and Twilio's code. The grown-up library with a call per RPC
- * builds on this (clients issue). */
+/* libcommsgate: a blocking C client for commsgate on gRPC's C core. A call
+ * per RPC, each with a deadline; errors carry the gRPC status, its message,
+ * Twilio's code and commsgate's reason and retry delay. Requests and
+ * responses are the protobuf-c messages generated from
+ * commsgate/v1/messaging.proto (installed beside this header). A client may
+ * be shared by threads; each call blocks its own thread only. */
 #ifndef COMMSGATE_CLIENT_H
 #define COMMSGATE_CLIENT_H
 
 #include <grpc/status.h>
 #include <protobuf-c/protobuf-c.h>
 #include <stdint.h>
+
+#include "commsgate/v1/messaging.pb-c.h"
 
 struct cgc_client;
 
@@ -30,5 +34,37 @@ void cgc_client_free(struct cgc_client **c);
 grpc_status_code cgc_call(struct cgc_client *c, const char *method, const char *caller,
                           const ProtobufCMessage *req, const ProtobufCMessageDescriptor *resp_desc,
                           int64_t timeout_ms, ProtobufCMessage **resp, struct cgc_status *st);
+
+/* One call per RPC. On GRPC_STATUS_OK *resp is set; free it with the
+ * matching __free_unpacked (or protobuf_c_message_free_unpacked). */
+grpc_status_code cgc_send_sms(struct cgc_client *c, const Commsgate__V1__SendSMSRequest *req,
+                              int64_t timeout_ms, Commsgate__V1__SendSMSResponse **resp,
+                              struct cgc_status *st);
+grpc_status_code cgc_send_whatsapp(struct cgc_client *c,
+                                   const Commsgate__V1__SendWhatsAppRequest *req,
+                                   int64_t timeout_ms, Commsgate__V1__SendWhatsAppResponse **resp,
+                                   struct cgc_status *st);
+grpc_status_code cgc_place_call(struct cgc_client *c, const Commsgate__V1__PlaceCallRequest *req,
+                                int64_t timeout_ms, Commsgate__V1__PlaceCallResponse **resp,
+                                struct cgc_status *st);
+grpc_status_code cgc_start_verification(struct cgc_client *c,
+                                        const Commsgate__V1__StartVerificationRequest *req,
+                                        int64_t timeout_ms,
+                                        Commsgate__V1__StartVerificationResponse **resp,
+                                        struct cgc_status *st);
+grpc_status_code cgc_check_verification(struct cgc_client *c,
+                                        const Commsgate__V1__CheckVerificationRequest *req,
+                                        int64_t timeout_ms,
+                                        Commsgate__V1__CheckVerificationResponse **resp,
+                                        struct cgc_status *st);
+grpc_status_code cgc_get_message(struct cgc_client *c, const Commsgate__V1__GetMessageRequest *req,
+                                 int64_t timeout_ms, Commsgate__V1__GetMessageResponse **resp,
+                                 struct cgc_status *st);
+/* grpc.health.v1 Check for "" : 1 SERVING, 2 NOT_SERVING, ... in *serving. */
+grpc_status_code cgc_health(struct cgc_client *c, int64_t timeout_ms, int *serving,
+                            struct cgc_status *st);
+/* The caller identity sent as commsgate-caller with every call (idempotency
+ * keys are scoped by it). Copied; NULL clears it. */
+void cgc_set_caller(struct cgc_client *c, const char *caller);
 
 #endif
