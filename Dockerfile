@@ -9,7 +9,7 @@ COPY scripts/deps.sh scripts/deps.sh
 RUN sh scripts/deps.sh build
 COPY . .
 RUN cmake -S . -B /build -DCMAKE_BUILD_TYPE=Release \
- && cmake --build /build -j "$(nproc)" --target commsgate twilio-sim
+ && cmake --build /build -j "$(nproc)" --target commsgate twilio-sim commsctl
 
 FROM debian:bookworm-slim AS runtime
 COPY deploy/debian-packages.txt /tmp/deploy/debian-packages.txt
@@ -17,7 +17,7 @@ COPY scripts/deps.sh /tmp/scripts/deps.sh
 RUN sh /tmp/scripts/deps.sh runtime \
  && rm -rf /var/lib/apt/lists/* /tmp/deploy /tmp/scripts \
  && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin commsgate
-COPY --from=build /build/bin/commsgate /build/bin/twilio-sim /usr/local/bin/
+COPY --from=build /build/bin/commsgate /build/bin/twilio-sim /build/bin/commsctl /usr/local/bin/
 USER 10001:10001
 ENV COMMSGATE_GRPC_ADDR=0.0.0.0:50051 COMMSGATE_HTTP_ADDR=0.0.0.0:8080
 EXPOSE 50051 8080
