@@ -26,6 +26,9 @@
 #define POLL_FIRST_MS 20
 #define POLL_CAP_MS 250
 #define RESPONSE_MAX 4096
+/* Longest a Twilio request (with its retries) may take, deadline or not;
+ * twilio-node's default timeout. */
+#define TWILIO_MAX_MS 30000
 
 static void run_policy(struct flow *f);
 
@@ -394,6 +397,8 @@ static void on_twilio(const struct twilio_result *res, void *data)
 static void send_to_twilio(struct flow *f)
 {
     int64_t left = rpc_call_ms_left(f->call) - ANSWER_MARGIN_MS;
+    if (left > TWILIO_MAX_MS)
+        left = TWILIO_MAX_MS; /* a caller without a deadline still gets an answer */
     if (left <= 0) {
         if (f->kind->undo)
             f->kind->undo(f);
