@@ -7,7 +7,7 @@ BUILD      ?= build
 TEST_BUILD ?= build-asan
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all deps build run test test-build clean
+.PHONY: all deps build run test test-build bench clean
 
 all: build
 
@@ -29,5 +29,12 @@ test: test-build
 	@sh scripts/node-deps.sh
 	cd $(TEST_BUILD) && ctest --output-on-failure -j $(JOBS)
 
+# make bench: Release build, then bench/run.py prints the table and writes
+# bench/results/latest.md (see docs/PERFORMANCE.md).
+bench: deps
+	cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release
+	cmake --build build-bench -j $(JOBS)
+	/usr/bin/python3 bench/run.py --bin build-bench/bin
+
 clean:
-	rm -rf $(BUILD) $(TEST_BUILD)
+	rm -rf $(BUILD) $(TEST_BUILD) build-bench

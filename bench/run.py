@@ -1,0 +1,259 @@
+#!/usr/bin/python3
+"""make bench: commsgate against the limit of this machine.
+
+Starts redis-server, the simulator and commsgate (Release build) on loopback,
+loads them from a separate process (bench-load, gRPC C core, every answer's
+grpc-status checked), and prints one table, also written to
+bench/results/latest.md. Every commsgate figure stands next to a bare gRPC
+C-core echo server (bench-echo: same library, same thread count, no Redis,
+no HTTP) loaded the same way, as a ratio, because absolute numbers on shared
+machines drift.
+
+    bench/run.py --bin build-bench/bin [--smoke]
+"""
+import argparse
+import json
+import os
+import re
+import socket
+import struct
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
+import harness  # noqa: E402
+
+
+def proc_status(pid, field):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def rss_mb(pid):
+    return proc_status(pid, "VmRSS") / 1024.0
+
+
+def peak_mb(pid):
+    return proc_status(pid, "VmHWM") / 1024.0
+
+
+def reset_peak(pid):
+    # Writing 5 to clear_refs resets VmHWM (Linux >= 4.0).
+    try:
+        with open("/proc/%d/clear_refs" % pid, "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def commandstats(port):
+    out = harness.redis_cli(port, "INFO", "commandstats")
+    stats = {}
+    for name, calls in re.findall(r"cmdstat_(\w+):calls=(\d+)", out):
+        stats[name] = int(calls)
+    return stats
+
+
+def write_payloads(path, messages):
+    with open(path, "wb") as f:
+        for m in messages:
+            b = m.SerializeToString()
+            f.write(struct.pack(">I", len(b)) + b)
+
+
+class Bench:
+    def __init__(self, bindir, smoke):
+        self.bin = bindir
+        self.smoke = smoke
+        harness.BIN_DIR = bindir
+        os.environ.setdefault("COMMSGATE_PY_OUT", os.path.join(bindir, "..", "py"))
+        self.rows = []
+        self.tmp = os.path.join(HERE, "results", ".payloads")
+        os.makedirs(self.tmp, exist_ok=True)
+        _, self.m = harness.protos()
+
+    def n(self, full, smoke):
+        return smoke if self.smoke else full
+
+    def load(self, target, method, payloads, requests, concurrency, rate=0, timeout_ms=30000):
+        argv = [os.path.join(self.bin, "bench-load"), "--target", target, "--method", method,
+                "--payloads", payloads, "--requests", str(requests), "--concurrency",
+                str(concurrency), "--timeout-ms", str(timeout_ms)]
+        if rate:
+            argv += ["--rate", str(rate)]
+        out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=600)
+        return json.loads(out.stdout)
+
+    def echo(self, delay_ms=0):
+        port = harness.free_port()
+        p = harness.Proc("echo", [os.path.join(self.bin, "bench-echo"), "--listen",
+                                  "127.0.0.1:%d" % port, "--threads", "2", "--delay-ms",
+                                  str(delay_ms)], port=port)
+        p.target = "127.0.0.1:%d" % port
+        return p
+
+    def stack(self, sim_latency_ms=0, extra=None):
+        env = {"COMMSGATE_SEND_RATE": "100000", "COMMSGATE_TWILIO_CONCURRENCY": "10000",
+               "COMMSGATE_VERIFY_COOLDOWN_SECONDS": "0", "COMMSGATE_VERIFY_MAX_SENDS": "1000",
+               "COMMSGATE_VERIFY_MAX_CHECKS": "1000", "COMMSGATE_LOG_LEVEL": "warn"}
+        env.update(extra or {})
+        redis = harness.start_redis()
+        sim = harness.start_sim(["--latency-ms", str(sim_latency_ms), "--no-callbacks"])
+        t0 = time.monotonic()
+        daemon = harness.start_daemon(redis.port, sim.url, extra_env=env)
+        import grpc
+        ch = grpc.insecure_channel(daemon.grpc_target)
+        stubs = harness.Stubs(ch)
+        while True:
+            try:
+                if stubs.Check(stubs.health_pb2.HealthCheckRequest(), timeout=1).status == 1:
+                    break
+            except grpc.RpcError:
+                pass
+            time.sleep(0.002)
+        serving_ms = (time.monotonic() - t0) * 1000
+        ch.close()
+        return redis, sim, daemon, serving_ms
+
+    def row(self, name, res, base=None, rss=None, base_rss=None, threads=None, cmds=None,
+            note=""):
+        self.rows.append({"scenario": name, "res": res, "base": base, "rss": rss,
+                          "base_rss": base_rss, "threads": threads, "cmds": cmds, "note": note})
+
+    def sms_payloads(self, n_numbers=1000):
+        path = os.path.join(self.tmp, "sms.bin")
+        write_payloads(path, [self.m.SendSMSRequest(to="+1415%07d" % i, body="Your code is 4711")
+                              for i in range(n_numbers)])
+        return path
+
+    def run(self):
+        sms = self.sms_payloads()
+        smsm = "/commsgate.v1.Messaging/SendSMS"
+
+        # (5) idle RSS and time to SERVING
+        redis, sim, daemon, serving_ms = self.stack()
+        time.sleep(0.5)
+        idle = rss_mb(daemon.pid)
+        idle_threads = harness.thread_count(daemon.pid)
+        e = self.echo()
+        time.sleep(0.3)
+        echo_idle = rss_mb(e.pid)
+
+        # (1) saturation, simulator answering at once
+        n1, c1 = self.n(40000, 400), 200
+        base1 = self.load(e.target, "/bench.Echo/Echo", sms, n1, c1)
+        before = commandstats(redis.port)
+        res1 = self.load(daemon.grpc_target, smsm, sms, n1, c1)
+        after = commandstats(redis.port)
+        evalsha = (after.get("evalsha", 0) - before.get("evalsha", 0)) / max(res1["ok"], 1)
+        allcmds = (sum(after.values()) - sum(before.values())) / max(res1["ok"], 1)
+        self.row("1 SendSMS at saturation", res1, base1, threads=harness.thread_count(daemon.pid),
+                 cmds="%.2f EVALSHA, %.2f all" % (evalsha, allcmds))
+
+        # (3) fixed 2,000 requests/s, simulator at 0 ms
+        n3 = self.n(20000, 200)
+        base3 = self.load(e.target, "/bench.Echo/Echo", sms, n3, 1000, rate=2000)
+        res3 = self.load(daemon.grpc_target, smsm, sms, n3, 1000, rate=2000)
+        self.row("3 SendSMS at 2,000/s", res3, base3,
+                 note="added p99 %.2f ms" % (res3["p99_ms"] - base3["p99_ms"]))
+
+        # (4) verification mix: StartVerification then CheckVerification per number
+        n4 = self.n(5000, 100)
+        starts = os.path.join(self.tmp, "vstart.bin")
+        checks = os.path.join(self.tmp, "vcheck.bin")
+        write_payloads(starts, [self.m.StartVerificationRequest(to="+1646%07d" % i)
+                                for i in range(n4)])
+        write_payloads(checks, [self.m.CheckVerificationRequest(to="+1646%07d" % i, code="000000")
+                                for i in range(n4)])
+        r4a = self.load(daemon.grpc_target, "/commsgate.v1.Messaging/StartVerification", starts,
+                        n4, 200)
+        r4b = self.load(daemon.grpc_target, "/commsgate.v1.Messaging/CheckVerification", checks,
+                        n4, 200)
+        mix = {"requests": r4a["requests"] + r4b["requests"], "ok": r4a["ok"] + r4b["ok"],
+               "errors": {**r4a["errors"], **r4b["errors"]},
+               "seconds": r4a["seconds"] + r4b["seconds"],
+               "rps": (r4a["requests"] + r4b["requests"]) / (r4a["seconds"] + r4b["seconds"]),
+               "p50_ms": max(r4a["p50_ms"], r4b["p50_ms"]), "p99_ms": max(r4a["p99_ms"], r4b["p99_ms"]),
+               "p999_ms": max(r4a["p999_ms"], r4b["p999_ms"])}
+        self.row("4 verification start+check", mix, base1)
+        e.stop()
+        daemon.stop()
+        sim.stop()
+        redis.stop()
+
+        # (2) 10,000 in flight, simulator answering after 1 s
+        n2 = self.n(10000, 300)
+        e = self.echo(delay_ms=1000)
+        reset_peak(e.pid)
+        base2 = self.load(e.target, "/bench.Echo/Echo", sms, n2, n2, timeout_ms=30000)
+        base2_peak = peak_mb(e.pid)
+        e.stop()
+        redis, sim, daemon, _ = self.stack(sim_latency_ms=1000)
+        time.sleep(0.3)
+        threads_before = harness.thread_count(daemon.pid)
+        reset_peak(daemon.pid)
+        res2 = self.load(daemon.grpc_target, smsm, sms, n2, n2, timeout_ms=30000)
+        peak2 = peak_mb(daemon.pid)
+        threads_after = harness.thread_count(daemon.pid)
+        self.row("2 %d in flight, Twilio 1 s" % n2, res2, base2, rss=peak2, base_rss=base2_peak,
+                 threads="%d -> %d" % (threads_before, threads_after),
+                 note="all done in %.2f s" % res2["seconds"])
+        daemon.stop()
+        sim.stop()
+        redis.stop()
+
+        self.row("5 idle", None, None, rss=idle, base_rss=echo_idle, threads=idle_threads,
+                 note="start to SERVING %.0f ms" % serving_ms)
+        return self.table()
+
+    def table(self):
+        lines = ["| scenario | requests | errors | req/s (x echo) | p50 / p99 / p99.9 ms "
+                 "(echo p99) | RSS MB (x echo) | threads | Redis cmds per RPC | note |",
+                 "|---|---|---|---|---|---|---|---|---|"]
+        for r in self.rows:
+            res, base = r["res"], r["base"]
+            if res:
+                errs = sum(res["errors"].values())
+                rps = "%.0f" % res["rps"] + (" (%.2f)" % (res["rps"] / base["rps"]) if base else "")
+                lat = "%.2f / %.2f / %.2f" % (res["p50_ms"], res["p99_ms"], res["p999_ms"])
+                if base:
+                    lat += " (%.2f)" % base["p99_ms"]
+                req = str(res["requests"])
+            else:
+                errs, rps, lat, req = "", "", "", ""
+            rss = ""
+            if r["rss"] is not None:
+                rss = "%.1f" % r["rss"] + (" (%.2f)" % (r["rss"] / r["base_rss"]) if r["base_rss"] else "")
+            lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                r["scenario"], req, errs, rps, lat, rss, r["threads"] or "", r["cmds"] or "",
+                r["note"]))
+        return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", default=os.path.join(ROOT, "build-bench", "bin"))
+    ap.add_argument("--smoke", action="store_true", help="tiny counts, for make test")
+    ap.add_argument("--out", default=os.path.join(HERE, "results", "latest.md"))
+    args = ap.parse_args()
+    bench = Bench(os.path.abspath(args.bin), args.smoke)
+    table = bench.run()
+    header = "commsgate benchmark, %s, %d cores, %s\n\n" % (
+        time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), os.cpu_count(),
+        "smoke run" if args.smoke else "full run")
+    print(header + table)
+    if not args.smoke:
+        with open(args.out, "w") as f:
+            f.write(header + table + "\n")
+    errors = sum(sum(r["res"]["errors"].values()) for r in bench.rows if r["res"])
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
