@@ -151,10 +151,14 @@ class Bench:
         before = commandstats(redis.port)
         res1 = self.load(daemon.grpc_target, smsm, sms, n1, c1)
         after = commandstats(redis.port)
-        evalsha = (after.get("evalsha", 0) - before.get("evalsha", 0)) / max(res1["ok"], 1)
-        allcmds = (sum(after.values()) - sum(before.values())) / max(res1["ok"], 1)
+        per = {k: (after.get(k, 0) - before.get(k, 0)) / max(res1["ok"], 1) for k in after}
+        # commandstats also counts what scripts call inside Redis; the
+        # commands commsgate itself sends are EVALSHA and the few plain ones.
+        sent = sum(v for k, v in per.items() if k in ("evalsha", "zrem", "hset", "expire", "del",
+                                                      "set", "ping", "hgetall", "xadd"))
         self.row("1 SendSMS at saturation", res1, base1, threads=harness.thread_count(daemon.pid),
-                 cmds="%.2f EVALSHA, %.2f all" % (evalsha, allcmds))
+                 cmds="%.2f EVALSHA, %.2f sent, %.2f run" % (per.get("evalsha", 0), sent,
+                                                               sum(per.values())))
 
         # (3) fixed 2,000 requests/s, simulator at 0 ms
         n3 = self.n(20000, 200)
