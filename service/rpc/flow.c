@@ -5,6 +5,7 @@
 #include <event2/event.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -49,17 +50,22 @@ static void wait_unlink(struct flow *f)
 }
 static atomic_ulong next_id;
 
+/* A per-process random prefix, so ids are unique across replicas. */
+static pthread_once_t replica_once = PTHREAD_ONCE_INIT;
+
+static void replica_init(void)
+{
+    unsigned char r[8];
+    if (RAND_bytes(r, sizeof(r)) != 1)
+        memset(r, 0, sizeof(r));
+    for (int i = 0; i < 8; i++)
+        snprintf(replica + 2 * i, 3, "%02x", r[i]);
+}
+
+/* Any thread (queue threads make flows concurrently). */
 static void make_id(char *out, size_t len)
 {
-    if (!replica[0]) {
-        unsigned char r[8];
-        if (RAND_bytes(r, sizeof(r)) != 1)
-            memset(r, 0, sizeof(r));
-        char tmp[17];
-        for (int i = 0; i < 8; i++)
-            snprintf(tmp + 2 * i, 3, "%02x", r[i]);
-        memcpy(replica, tmp, sizeof(tmp)); /* benign race: any value is unique enough */
-    }
+    pthread_once(&replica_once, replica_init);
     snprintf(out, len, "%s-%lu", replica, atomic_fetch_add(&next_id, 1));
 }
 
