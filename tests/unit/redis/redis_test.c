@@ -162,6 +162,26 @@ static void test_free_fails_pending(void **state)
     test_redis_stop(pid);
 }
 
+/* A host name goes through the asynchronous resolver, not getaddrinfo
+ * inline (docker-compose's REDIS_URL is redis://redis:6379). */
+static void test_hostname_is_resolved(void **state)
+{
+    struct fixture f;
+    int port = test_free_port();
+    pid_t pid = test_redis_start(port, NULL);
+    open_fixture(&f, port, NULL);
+    redis_free(&f.r);
+    strcpy(f.server.host, "localhost");
+    struct redis_opts o = {.server = &f.server, .ping_interval_ms = 100, .timeout_ms = 300,
+                           .on_health = on_health, .health_data = &f};
+    assert_int_equal(redis_new(f.base, &o, &f.r), CG_OK);
+    assert_int_equal(redis_start(f.r), CG_OK);
+    run_until(&f, &f.up, 1, 5000);
+    assert_int_equal(f.up, 1);
+    close_fixture(&f);
+    test_redis_stop(pid);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -170,6 +190,7 @@ int main(void)
         cmocka_unit_test(test_hung_server_is_dropped),
         cmocka_unit_test(test_password),
         cmocka_unit_test(test_free_fails_pending),
+        cmocka_unit_test(test_hostname_is_resolved),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
