@@ -126,6 +126,25 @@ class Bench:
         self.rows.append({"scenario": name, "res": res, "base": base, "rss": rss,
                           "base_rss": base_rss, "threads": threads, "cmds": cmds, "note": note})
 
+    def sim_capacity(self, sim, requests):
+        """The simulator alone, loaded over HTTP/1.1 by h2load (Debian
+        nghttp2-client), so the table shows it is not the bottleneck."""
+        import base64
+        body = os.path.join(self.tmp, "sim_body")
+        with open(body, "w") as f:
+            f.write("To=%2B14155550100&From=%2B15005550006&Body=hello")
+        auth = base64.b64encode(("%s:%s" % (harness.SIM_ACCOUNT_SID,
+                                            harness.SIM_AUTH_TOKEN)).encode()).decode()
+        url = "%s/2010-04-01/Accounts/%s/Messages.json" % (sim.url, harness.SIM_ACCOUNT_SID)
+        out = subprocess.run(["h2load", "--h1", "-n", str(requests), "-c", "50", "-d", body,
+                              "-H", "Authorization: Basic " + auth,
+                              "-H", "Content-Type: application/x-www-form-urlencoded", url],
+                             capture_output=True, text=True, timeout=300).stdout
+        rps = float(re.search(r"finished in [\d.]+m?s, ([\d.]+) req/s", out).group(1))
+        ok = int(re.search(r"status codes: (\d+) 2xx", out).group(1))
+        return {"requests": requests, "ok": ok, "errors": {"http": requests - ok} if ok < requests else {},
+                "rps": rps}
+
     def sms_payloads(self, n_numbers=1000):
         path = os.path.join(self.tmp, "sms.bin")
         write_payloads(path, [self.m.SendSMSRequest(to="+1415%07d" % i, body="Your code is 4711")
@@ -138,6 +157,7 @@ class Bench:
 
         # (5) idle RSS and time to SERVING
         redis, sim, daemon, serving_ms = self.stack()
+        cap = self.sim_capacity(sim, self.n(20000, 200))
         time.sleep(0.5)
         idle = rss_mb(daemon.pid)
         idle_threads = harness.thread_count(daemon.pid)
@@ -214,6 +234,8 @@ class Bench:
 
         self.row("5 idle", None, None, rss=idle, base_rss=echo_idle, threads=idle_threads,
                  note="start to SERVING %.0f ms" % serving_ms)
+        self.row("simulator alone (h2load, HTTP/1.1)", cap, None,
+                 note="its capacity: above scenario 1 means it is not the bottleneck")
         return self.table()
 
     def table(self):
@@ -225,7 +247,8 @@ class Bench:
             if res:
                 errs = sum(res["errors"].values())
                 rps = "%.0f" % res["rps"] + (" (%.2f)" % (res["rps"] / base["rps"]) if base else "")
-                lat = "%.2f / %.2f / %.2f" % (res["p50_ms"], res["p99_ms"], res["p999_ms"])
+                lat = ("%.2f / %.2f / %.2f" % (res["p50_ms"], res["p99_ms"], res["p999_ms"])
+                       if "p50_ms" in res else "")
                 if base:
                     lat += " (%.2f)" % base["p99_ms"]
                 req = str(res["requests"])
