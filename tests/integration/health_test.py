@@ -23,6 +23,9 @@ class HealthTest(unittest.TestCase):
         S = self.h.HealthCheckResponse.SERVING
         self.assertEqual(self.check(""), S)
         self.assertEqual(self.check("commsgate.v1.Messaging"), S)
+        # The first SERVING is logged with the time it took, for operators.
+        self.assertRegex(self.stack.daemon.output(),
+                         r'"event":"serving","since_start_ms":\d+')
 
     def test_unknown_service_is_not_found(self):
         with self.assertRaises(grpc.RpcError) as cm:
