@@ -74,6 +74,7 @@ class Bench:
         harness.BIN_DIR = bindir
         os.environ.setdefault("COMMSGATE_PY_OUT", os.path.join(bindir, "..", "py"))
         self.rows = []
+        self.procs = []  # everything started, stopped even if a scenario fails
         self.tmp = os.path.join(HERE, "results", ".payloads")
         os.makedirs(self.tmp, exist_ok=True)
         _, self.m = harness.protos()
@@ -96,6 +97,7 @@ class Bench:
                                   "127.0.0.1:%d" % port, "--threads", "2", "--delay-ms",
                                   str(delay_ms)], port=port)
         p.target = "127.0.0.1:%d" % port
+        self.procs.append(p)
         return p
 
     def stack(self, sim_latency_ms=0, extra=None):
@@ -104,9 +106,12 @@ class Bench:
                "COMMSGATE_VERIFY_MAX_CHECKS": "1000", "COMMSGATE_LOG_LEVEL": "info"}
         env.update(extra or {})
         redis = harness.start_redis()
+        self.procs.append(redis)
         sim = harness.start_sim(["--latency-ms", str(sim_latency_ms), "--no-callbacks"])
+        self.procs.append(sim)
         t0 = time.monotonic()
         daemon = harness.start_daemon(redis.port, sim.url, extra_env=env)
+        self.procs.append(daemon)
         import grpc
         ch = grpc.insecure_channel(daemon.grpc_target)
         stubs = harness.Stubs(ch)
@@ -271,7 +276,11 @@ def main():
     ap.add_argument("--out", default=os.path.join(HERE, "results", "latest.md"))
     args = ap.parse_args()
     bench = Bench(os.path.abspath(args.bin), args.smoke)
-    table = bench.run()
+    try:
+        table = bench.run()
+    finally:
+        for p in bench.procs:
+            p.stop()
     header = "commsgate benchmark, %s, %d cores, %s\n\n" % (
         time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), os.cpu_count(),
         "smoke run" if args.smoke else "full run")
