@@ -69,7 +69,7 @@ static const struct setting settings[] = {
     {"COMMSGATE_REDIS_PING_INTERVAL_MS", "500", K_INT, 0, NUM(redis_ping_interval_ms), NULL,
      50, 60000, "how often Redis is pinged to decide health"},
     {"COMMSGATE_REDIS_TIMEOUT_MS", "1000", K_INT, 0, NUM(redis_timeout_ms), NULL, 50, 60000,
-     "a Redis connection that leaves a ping unanswered this long is dropped"},
+     "a Redis connection that answers nothing this long while a ping waits is dropped"},
     {"COMMSGATE_MAX_MESSAGE_BYTES", "65536", K_INT, 0, NUM(max_message_bytes), NULL, 1024,
      4194304, "largest gRPC request accepted, in bytes"},
     {"COMMSGATE_SEND_RATE", "80", K_INT, 0, NUM(send_rate), NULL, 1, 100000,

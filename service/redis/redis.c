@@ -1,6 +1,9 @@
 /* hiredis async on libevent. hiredis 0.14 has no command timeouts, so a
  * periodic PING doubles as the timeout: a connection that leaves it
- * unanswered too long is dropped, which fails every pending command. */
+ * unanswered too long, while no reply queued ahead of it arrives either, is
+ * dropped, which fails every pending command. A burst can queue thousands of
+ * commands ahead of the PING; they are answered in order, so replies still
+ * coming mean Redis is alive, only busy. */
 #include "redis.h"
 
 #include <arpa/inet.h>
@@ -30,6 +33,12 @@ struct redis_ctx {
     int up;
     int ping_outstanding;
     long long ping_sent_ms;
+    /* The oldest command still waiting for its reply, and when that last
+     * changed. Every command queued before the PING is ahead of it, and one
+     * queued after cannot be at the head while the PING waits, so a new head
+     * always means replies arrived. */
+    const void *oldest;
+    long long progress_ms;
     int failures; /* consecutive failed attempts, to log the first only */
 };
 
@@ -103,7 +112,8 @@ static void send_ping(struct redis_ctx *r)
 {
     if (redisAsyncCommand(r->ac, on_ping, r, "PING") == REDIS_OK) {
         r->ping_outstanding = 1;
-        r->ping_sent_ms = now_ms();
+        r->ping_sent_ms = r->progress_ms = now_ms();
+        r->oldest = r->ac->replies.head;
     }
 }
 
@@ -239,10 +249,16 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     case CONN_CONNECTING:
         break;
     case CONN_READY:
-        if (!r->ping_outstanding)
+        if (!r->ping_outstanding) {
             send_ping(r);
-        else if (now_ms() - r->ping_sent_ms > r->opts.timeout_ms)
-            drop(r, "ping timed out");
+            break;
+        }
+        if (r->ac->replies.head != r->oldest) {
+            r->oldest = r->ac->replies.head;
+            r->progress_ms = now_ms();
+        } else if (now_ms() - r->progress_ms > r->opts.timeout_ms) {
+            drop(r, "no reply within COMMSGATE_REDIS_TIMEOUT_MS");
+        }
         break;
     }
 }

@@ -128,6 +128,45 @@ static void test_hung_server_is_dropped(void **state)
     test_redis_stop(pid);
 }
 
+/* A burst queues about 2 s of work ahead of the PING, far more than the
+ * 300 ms timeout, while Redis answers a command every 60 ms or so: busy,
+ * not hung, so nothing may be dropped. Each command carries a 40 KB
+ * argument because Redis reads a client's socket in bounded chunks and
+ * writes replies between them: small commands would all be read, and run,
+ * in one go, and then Redis really would be silent for the whole burst. */
+#define BUSY_SCRIPTS 30
+#define BUSY_PAD (40 * 1024)
+#define BUSY_SCRIPT                                                                  \
+    "local t = redis.call('TIME') local stop = t[1] * 1000000 + t[2] + 60000 "       \
+    "repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] >= stop return 1"
+
+static void test_busy_server_is_kept(void **state)
+{
+    struct fixture f;
+    int port = test_free_port();
+    pid_t pid = test_redis_start(port, NULL);
+    open_fixture(&f, port, NULL);
+    run_until(&f, &f.up, 1, 5000);
+    assert_int_equal(f.up, 1);
+
+    char *pad = malloc(BUSY_PAD);
+    assert_non_null(pad);
+    memset(pad, 'x', BUSY_PAD);
+    const char *argv[] = {"EVAL", BUSY_SCRIPT, "0", pad};
+    size_t lens[] = {4, strlen(BUSY_SCRIPT), 1, BUSY_PAD};
+    for (int i = 0; i < BUSY_SCRIPTS; i++)
+        assert_int_equal(redis_command_argv(f.r, on_reply, &f, 4, argv, lens), CG_OK);
+    free(pad);
+    long took = run_until(&f, &f.replies, BUSY_SCRIPTS, 10000);
+    assert_int_equal(f.replies, BUSY_SCRIPTS);
+    assert_true(took >= 1000); /* Redis really was behind, well past the timeout */
+    assert_int_equal(f.null_replies, 0);
+    assert_int_equal(f.up, 1);
+    assert_int_equal(f.changes, 1); /* never went down */
+    close_fixture(&f);
+    test_redis_stop(pid);
+}
+
 static void test_password(void **state)
 {
     struct fixture f;
@@ -188,6 +227,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_up_down_up),
         cmocka_unit_test(test_hung_server_is_dropped),
+        cmocka_unit_test(test_busy_server_is_kept),
         cmocka_unit_test(test_password),
         cmocka_unit_test(test_free_fails_pending),
         cmocka_unit_test(test_hostname_is_resolved),
