@@ -159,89 +159,98 @@ class Bench:
                               for i in range(n_numbers)])
         return path
 
-    def run(self):
+    def run(self, only):
         sms = self.sms_payloads()
         smsm = "/commsgate.v1.Messaging/SendSMS"
+        shared = [k for k in "5134" if k in only]
 
-        # (5) idle RSS and time to SERVING
-        redis, sim, daemon, serving_ms = self.stack()
-        cap = self.sim_capacity(sim, self.n(20000, 200))
-        time.sleep(0.5)
-        idle = rss_mb(daemon.pid)
-        idle_threads = harness.thread_count(daemon.pid)
-        e = self.echo()
-        time.sleep(0.3)
-        echo_idle = rss_mb(e.pid)
+        if shared:
+            redis, sim, daemon, serving_ms = self.stack()
+            e = self.echo()
+        if "5" in only:
+            # (5) idle RSS and time to SERVING, and the simulator's capacity
+            cap = self.sim_capacity(sim, self.n(20000, 200))
+            time.sleep(0.5)
+            idle = rss_mb(daemon.pid)
+            idle_threads = harness.thread_count(daemon.pid)
+            echo_idle = rss_mb(e.pid)
 
-        # (1) saturation, simulator answering at once
-        n1, c1 = self.n(40000, 400), 200
-        base1 = self.load(e.target, "/bench.Echo/Echo", sms, n1, c1)
-        before = commandstats(redis.port)
-        res1 = self.load(daemon.grpc_target, smsm, sms, n1, c1)
-        after = commandstats(redis.port)
-        per = {k: (after.get(k, 0) - before.get(k, 0)) / max(res1["ok"], 1) for k in after}
-        # commandstats also counts what the Lua scripts call inside Redis,
-        # so only EVALSHA is unambiguous; the total shows Redis's work.
-        self.row("1 SendSMS at saturation", res1, base1, threads=harness.thread_count(daemon.pid),
-                 cmds="%.2f EVALSHA (%.1f commands run)" % (per.get("evalsha", 0),
-                                                           sum(per.values())))
+        if "1" in only or "4" in only:
+            n1, c1 = self.n(40000, 400), 200
+            base1 = self.load(e.target, "/bench.Echo/Echo", sms, n1, c1)
+        if "1" in only:
+            # (1) saturation, simulator answering at once
+            before = commandstats(redis.port)
+            res1 = self.load(daemon.grpc_target, smsm, sms, n1, c1)
+            after = commandstats(redis.port)
+            per = {k: (after.get(k, 0) - before.get(k, 0)) / max(res1["ok"], 1) for k in after}
+            # commandstats also counts what the Lua scripts call inside Redis,
+            # so only EVALSHA is unambiguous; the total shows Redis's work.
+            self.row("1 SendSMS at saturation", res1, base1,
+                     threads=harness.thread_count(daemon.pid),
+                     cmds="%.2f EVALSHA (%.1f commands run)" % (per.get("evalsha", 0),
+                                                               sum(per.values())))
 
-        # (3) fixed 2,000 requests/s, simulator at 0 ms
-        n3 = self.n(20000, 200)
-        base3 = self.load(e.target, "/bench.Echo/Echo", sms, n3, 1000, rate=2000)
-        res3 = self.load(daemon.grpc_target, smsm, sms, n3, 1000, rate=2000)
-        self.row("3 SendSMS at 2,000/s", res3, base3,
-                 note="added p99 %.2f ms" % (res3["p99_ms"] - base3["p99_ms"]))
+        if "3" in only:
+            # (3) fixed 2,000 requests/s, simulator at 0 ms
+            n3 = self.n(20000, 200)
+            base3 = self.load(e.target, "/bench.Echo/Echo", sms, n3, 1000, rate=2000)
+            res3 = self.load(daemon.grpc_target, smsm, sms, n3, 1000, rate=2000)
+            self.row("3 SendSMS at 2,000/s", res3, base3,
+                     note="added p99 %.2f ms" % (res3["p99_ms"] - base3["p99_ms"]))
 
-        # (4) verification mix: StartVerification then CheckVerification per number
-        n4 = self.n(5000, 100)
-        starts = os.path.join(self.tmp, "vstart.bin")
-        checks = os.path.join(self.tmp, "vcheck.bin")
-        write_payloads(starts, [self.m.StartVerificationRequest(to="+1646%07d" % i)
-                                for i in range(n4)])
-        write_payloads(checks, [self.m.CheckVerificationRequest(to="+1646%07d" % i, code="000000")
-                                for i in range(n4)])
-        r4a = self.load(daemon.grpc_target, "/commsgate.v1.Messaging/StartVerification", starts,
-                        n4, 200)
-        r4b = self.load(daemon.grpc_target, "/commsgate.v1.Messaging/CheckVerification", checks,
-                        n4, 200)
-        mix = {"requests": r4a["requests"] + r4b["requests"], "ok": r4a["ok"] + r4b["ok"],
-               "errors": {**r4a["errors"], **r4b["errors"]},
-               "seconds": r4a["seconds"] + r4b["seconds"],
-               "rps": (r4a["requests"] + r4b["requests"]) / (r4a["seconds"] + r4b["seconds"]),
-               "p50_ms": max(r4a["p50_ms"], r4b["p50_ms"]), "p99_ms": max(r4a["p99_ms"], r4b["p99_ms"]),
-               "p999_ms": max(r4a["p999_ms"], r4b["p999_ms"])}
-        self.row("4 verification start+check", mix, base1)
-        e.stop()
-        daemon.stop()
-        sim.stop()
-        redis.stop()
+        if "4" in only:
+            # (4) verification mix: StartVerification then CheckVerification per number
+            n4 = self.n(5000, 100)
+            starts = os.path.join(self.tmp, "vstart.bin")
+            checks = os.path.join(self.tmp, "vcheck.bin")
+            write_payloads(starts, [self.m.StartVerificationRequest(to="+1646%07d" % i)
+                                    for i in range(n4)])
+            write_payloads(checks, [self.m.CheckVerificationRequest(to="+1646%07d" % i,
+                                                                    code="000000")
+                                    for i in range(n4)])
+            r4a = self.load(daemon.grpc_target, "/commsgate.v1.Messaging/StartVerification",
+                            starts, n4, 200)
+            r4b = self.load(daemon.grpc_target, "/commsgate.v1.Messaging/CheckVerification",
+                            checks, n4, 200)
+            mix = {"requests": r4a["requests"] + r4b["requests"], "ok": r4a["ok"] + r4b["ok"],
+                   "errors": {**r4a["errors"], **r4b["errors"]},
+                   "seconds": r4a["seconds"] + r4b["seconds"],
+                   "rps": (r4a["requests"] + r4b["requests"]) / (r4a["seconds"] + r4b["seconds"]),
+                   "p50_ms": max(r4a["p50_ms"], r4b["p50_ms"]),
+                   "p99_ms": max(r4a["p99_ms"], r4b["p99_ms"]),
+                   "p999_ms": max(r4a["p999_ms"], r4b["p999_ms"])}
+            self.row("4 verification start+check", mix, base1)
+        if shared:
+            for p in (e, daemon, sim, redis):
+                p.stop()
 
-        # (2) 10,000 in flight, simulator answering after 1 s
-        n2 = self.n(10000, 300)
-        e = self.echo(delay_ms=1000)
-        reset_peak(e.pid)
-        base2 = self.load(e.target, "/bench.Echo/Echo", sms, n2, n2, timeout_ms=30000)
-        base2_peak = peak_mb(e.pid)
-        e.stop()
-        redis, sim, daemon, _ = self.stack(sim_latency_ms=1000)
-        time.sleep(0.3)
-        threads_before = harness.thread_count(daemon.pid)
-        reset_peak(daemon.pid)
-        res2 = self.load(daemon.grpc_target, smsm, sms, n2, n2, timeout_ms=30000)
-        peak2 = peak_mb(daemon.pid)
-        threads_after = harness.thread_count(daemon.pid)
-        self.row("2 %d in flight, Twilio 1 s" % n2, res2, base2, rss=peak2, base_rss=base2_peak,
-                 threads="%d -> %d" % (threads_before, threads_after),
-                 note="all done in %.2f s" % res2["seconds"])
-        daemon.stop()
-        sim.stop()
-        redis.stop()
+        if "2" in only:
+            # (2) 10,000 in flight, simulator answering after 1 s
+            n2 = self.n(10000, 300)
+            e = self.echo(delay_ms=1000)
+            reset_peak(e.pid)
+            base2 = self.load(e.target, "/bench.Echo/Echo", sms, n2, n2, timeout_ms=30000)
+            base2_peak = peak_mb(e.pid)
+            e.stop()
+            redis, sim, daemon, _ = self.stack(sim_latency_ms=1000)
+            time.sleep(0.3)
+            threads_before = harness.thread_count(daemon.pid)
+            reset_peak(daemon.pid)
+            res2 = self.load(daemon.grpc_target, smsm, sms, n2, n2, timeout_ms=30000)
+            peak2 = peak_mb(daemon.pid)
+            threads_after = harness.thread_count(daemon.pid)
+            self.row("2 %d in flight, Twilio 1 s" % n2, res2, base2, rss=peak2,
+                     base_rss=base2_peak, threads="%d -> %d" % (threads_before, threads_after),
+                     note="all done in %.2f s" % res2["seconds"])
+            for p in (daemon, sim, redis):
+                p.stop()
 
-        self.row("5 idle", None, None, rss=idle, base_rss=echo_idle, threads=idle_threads,
-                 note="start to SERVING %.0f ms" % serving_ms)
-        self.row("simulator alone (h2load, HTTP/1.1)", cap, None,
-                 note="its capacity: above scenario 1 means it is not the bottleneck")
+        if "5" in only:
+            self.row("5 idle", None, None, rss=idle, base_rss=echo_idle, threads=idle_threads,
+                     note="start to SERVING %.0f ms" % serving_ms)
+            self.row("simulator alone (h2load, HTTP/1.1)", cap, None,
+                     note="its capacity: above scenario 1 means it is not the bottleneck")
         return self.table()
 
     def table(self):
@@ -274,10 +283,12 @@ def main():
     ap.add_argument("--bin", default=os.path.join(ROOT, "build-bench", "bin"))
     ap.add_argument("--smoke", action="store_true", help="tiny counts, for make test")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "latest.md"))
+    ap.add_argument("--only", default="12345",
+                    help="scenarios to run, e.g. 13 (a partial run does not write --out)")
     args = ap.parse_args()
     bench = Bench(os.path.abspath(args.bin), args.smoke)
     try:
-        table = bench.run()
+        table = bench.run(args.only)
     finally:
         for p in bench.procs:
             p.stop()
@@ -285,7 +296,7 @@ def main():
         time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), os.cpu_count(),
         "smoke run" if args.smoke else "full run")
     print(header + table)
-    if not args.smoke:
+    if not args.smoke and sorted(args.only) == list("12345"):
         with open(args.out, "w") as f:
             f.write(header + table + "\n")
     errors = sum(sum(r["res"]["errors"].values()) for r in bench.rows if r["res"])
