@@ -13,7 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "../core/error.h"
 #include "../core/log.h"
@@ -63,11 +65,12 @@ struct http_ctx {
     struct event *timer;
     char *user_agent;
     unsigned idle_max;
+    long max_connections; /* CURLMOPT_MAX_TOTAL_CONNECTIONS; 0: no limit */
 
     struct http_req *active; /* requests in flight */
     struct http_req *idle;   /* finished requests with their easy handles, for reuse */
     struct sock *socks, *spare_socks;
-    struct http_stats stats;
+    struct http_stats stats; /* stats.connections: sockets curl opened and has not closed */
     int depth;   /* our event callbacks (and http_free) on the stack */
     int closing; /* http_free ran; the memory goes when depth drops to 0 */
 };
@@ -215,6 +218,25 @@ static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *
     if (event_assign(s->ev, c->base, fd, events, on_sock_event, s) || event_add(s->ev, NULL))
         return -1;
     return 0;
+}
+
+/* CURLOPT_OPENSOCKETFUNCTION and CLOSESOCKETFUNCTION: they only count
+ * connections, for the reuse rule in req_setup. */
+static curl_socket_t on_open_socket(void *clientp, curlsocktype purpose,
+                                    struct curl_sockaddr *addr)
+{
+    struct http_ctx *c = clientp;
+    curl_socket_t fd = socket(addr->family, addr->socktype, addr->protocol);
+    if (fd != CURL_SOCKET_BAD)
+        c->stats.connections++;
+    return fd;
+}
+
+static int on_close_socket(void *clientp, curl_socket_t fd)
+{
+    struct http_ctx *c = clientp;
+    c->stats.connections--;
+    return close(fd);
 }
 
 /* ---- per-request curl callbacks: data only, no user code ---- */
@@ -461,6 +483,24 @@ static int req_setup(struct http_ctx *c, struct http_req *req, const struct http
     SET(CURLOPT_NOSIGNAL, 1L);
     SET(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
     SET(CURLOPT_TCP_KEEPALIVE, 1L);
+    SET(CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
+    SET(CURLOPT_OPENSOCKETDATA, (void *)c);
+    SET(CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
+    SET(CURLOPT_CLOSESOCKETDATA, (void *)c);
+    /* Looking for an idle connection to reuse walks every connection to
+     * the host, in use or not: with thousands in flight that walk costs
+     * more than all the rest of a request. Each running request holds at
+     * most one connection (HTTP/1.1), so when there are no more
+     * connections than requests running, one is idle only if a request
+     * has yet to get its own (a moment after http_start): skip the walk,
+     * since a connect costs less. Below the connection limit only, so a
+     * fresh connection never has to wait for, or close, another. The new
+     * connection is kept for reuse like any other. */
+    SET(CURLOPT_FRESH_CONNECT,
+        c->stats.connections <= c->stats.in_flight &&
+                (c->max_connections == 0 || c->stats.in_flight < c->max_connections)
+            ? 1L
+            : 0L);
     SET(CURLOPT_ERRORBUFFER, req->errbuf);
     SET(CURLOPT_WRITEFUNCTION, on_body);
     SET(CURLOPT_WRITEDATA, (void *)req);
@@ -584,6 +624,7 @@ int http_new(struct event_base *base, const struct http_ctx_opts *opts, struct h
         return CG_ENOMEM;
     c->base = base;
     c->idle_max = opts->idle_handles ? opts->idle_handles : HTTP_DEFAULT_IDLE_HANDLES;
+    c->max_connections = opts->max_total_connections > 0 ? opts->max_total_connections : 0;
     if (opts->user_agent && !(c->user_agent = strdup(opts->user_agent)))
         goto fail;
     c->timer = evtimer_new(base, on_timer, c);

@@ -65,6 +65,7 @@ typedef void http_done_fn(const struct http_result *res, void *data);
 struct http_stats {
     unsigned in_flight;             /* started, `done` not called yet */
     unsigned idle_handles;          /* kept for reuse */
+    unsigned connections;           /* open, in use or idle in curl's pool */
     unsigned long handles_created;  /* easy handles ever created */
     unsigned long requests_started;
 };

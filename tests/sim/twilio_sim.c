@@ -23,6 +23,7 @@
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
 #include <sys/queue.h>
 #include <jansson.h>
 #include <openssl/evp.h>
@@ -867,8 +868,6 @@ static void usage(FILE *out)
 int main(int argc, char **argv)
 {
     const char *listen = NULL;
-    char host[256];
-    int port = 0;
 
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--listen") && i + 1 < argc)
@@ -885,14 +884,16 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    const char *colon = listen ? strrchr(listen, ':') : NULL;
-    if (!colon || (size_t)(colon - listen) >= sizeof(host)) {
+    if (!listen) {
         usage(stderr);
         return 2;
     }
-    memcpy(host, listen, (size_t)(colon - listen));
-    host[colon - listen] = '\0';
-    port = atoi(colon + 1);
+    struct sockaddr_storage addr;
+    int addrlen = sizeof(addr);
+    if (evutil_parse_sockaddr_port(listen, (struct sockaddr *)&addr, &addrlen) != 0) {
+        usage(stderr);
+        return 2;
+    }
 
     sim.account_sid = getenv("TWILIO_ACCOUNT_SID") ? getenv("TWILIO_ACCOUNT_SID") : DEFAULT_ACCOUNT_SID;
     sim.auth_token = getenv("TWILIO_AUTH_TOKEN") ? getenv("TWILIO_AUTH_TOKEN") : DEFAULT_AUTH_TOKEN;
@@ -912,7 +913,14 @@ int main(int argc, char **argv)
     evhttp_set_gencb(http, on_request, NULL);
     evhttp_set_max_body_size(http, 1 << 20);
     evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_POST);
-    if (evhttp_bind_socket(http, host, (ev_uint16_t)port) != 0) {
+    /* evhttp_bind_socket listens with a backlog of 128: 10,000 clients
+     * connecting at once then lose SYNs and retry a second later, which
+     * would measure TCP's retransmission timer, not commsgate. The kernel
+     * caps the backlog at net.core.somaxconn. */
+    struct evconnlistener *lev = evconnlistener_new_bind(
+        sim.base, NULL, NULL, LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
+        65535, (struct sockaddr *)&addr, addrlen);
+    if (!lev || !evhttp_bind_listener(http, lev)) {
         fprintf(stderr, "twilio-sim: cannot listen on %s\n", listen);
         return 1;
     }

@@ -480,6 +480,8 @@ static void test_concurrent_reuse(void **state)
     assert_int_equal(srv_get(&srv.requests), CONCURRENT);
     int conns = srv_get(&srv.nports);
     assert_true(conns >= 1 && conns <= 8);
+    http_get_stats(ctx, &st);
+    assert_int_equal(st.connections, conns);
 
     http_get_stats(ctx, &st);
     assert_int_equal(st.in_flight, 0);
@@ -660,6 +662,44 @@ static void test_free_in_flight(void **state)
     run_for(50); /* nothing of the freed client may fire */
 }
 
+/* With no connection limit, a burst of slow requests gets a connection
+ * each (curl's search for an idle one is skipped, since none can be idle),
+ * and once they are done, later requests reuse those connections rather
+ * than opening more: skipping the search never stops reuse. */
+#define BURST 50
+
+static void test_burst_then_reuse(void **state)
+{
+    char u[128] = "";
+    struct tally t = {0};
+    struct http_request r = get_req(u);
+    struct http_stats st;
+
+    r.timeout_ms = 20000;
+    url(u, sizeof(u), "/slow?ms=300");
+    for (int i = 0; i < BURST; i++)
+        assert_int_equal(start(&r, on_tally, &t, NULL), CG_OK);
+    assert_true(run_until(&t.calls, BURST, 20000));
+    assert_int_equal(t.calls, BURST);
+    assert_int_equal(srv_get(&srv.requests), BURST);
+    assert_int_equal(srv_get(&srv.nports), BURST);
+    /* curl keeps some of them (its pool shrinks as handles leave). */
+    http_get_stats(ctx, &st);
+    unsigned kept = st.connections;
+    assert_true(kept >= 1 && kept <= BURST);
+
+    url(u, sizeof(u), "/ok");
+    for (int i = 0; i < 20; i++) {
+        struct tally one = {0};
+        assert_int_equal(start(&r, on_tally, &one, NULL), CG_OK);
+        assert_true(run_until(&one.calls, 1, 5000));
+        assert_int_equal(one.ok200, 1);
+    }
+    assert_int_equal(srv_get(&srv.nports), BURST);
+    http_get_stats(ctx, &st);
+    assert_true(st.connections >= 1 && st.connections <= kept); /* none opened */
+}
+
 static void test_free_reused_handle_not_sent(void **state)
 {
     char u[128] = "";
@@ -796,6 +836,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_refused_not_sent, client_setup, client_teardown),
         cmocka_unit_test_setup_teardown(test_cancel, client_setup, client_teardown),
         cmocka_unit_test_setup_teardown(test_free_in_flight, client_setup, client_teardown),
+        cmocka_unit_test_setup_teardown(test_burst_then_reuse, client_setup, client_teardown),
         cmocka_unit_test_setup_teardown(test_free_reused_handle_not_sent, client_setup,
                                         client_teardown),
         cmocka_unit_test_setup_teardown(test_free_from_done, client_setup, client_teardown),
