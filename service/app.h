@@ -3,6 +3,7 @@
 #ifndef COMMSGATE_APP_H
 #define COMMSGATE_APP_H
 
+struct account_ctx;
 struct config;
 struct loop_ctx;
 struct redis_ctx;
@@ -15,6 +16,7 @@ struct app {
     const struct config *cfg;
     struct loop_ctx *loop;
     struct redis_ctx *redis;   /* loop thread only */
+    struct account_ctx *account; /* loop thread only */
     struct twilio_ctx *twilio; /* loop thread only */
     struct webhook_ctx *webhook; /* loop thread only */
     struct health_ctx *health;

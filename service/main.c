@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "loop/loop.h"
+#include "redis/account.h"
 #include "redis/policy.h"
 #include "redis/redis.h"
 #include "twilio/twilio.h"
@@ -74,6 +75,7 @@ static void loop_close(void *arg)
     /* Pending Redis callbacks answer RPCs and webhooks, so the webhook
      * server (its requests and counters) must outlive this. */
     redis_free(&app->redis);
+    account_free(&app->account); /* after Redis, whose last replies may still release leases */
     webhook_free(&app->webhook);
 }
 
@@ -164,6 +166,10 @@ int main(int argc, char **argv)
     rc = redis_new(loop_base(app.loop), &ropts, &app.redis);
     if (rc)
         goto fail;
+    rc = account_new(loop_base(app.loop), app.redis, cfg.send_rate, cfg.twilio_concurrency,
+                     &app.account);
+    if (rc)
+        goto fail;
     rc = twilio_new(loop_base(app.loop), &cfg, &app.twilio);
     if (rc)
         goto fail;
@@ -215,13 +221,14 @@ fail:
         log_event(LOG_LEVEL_ERROR, "startup_failed",
                   json_pack("{s:s, s:s}", "error", error_name(rc), "msg", error_message(rc)));
     if (app.loop) {
-        if (app.redis || app.twilio || app.webhook)
+        if (app.redis || app.account || app.twilio || app.webhook)
             loop_call(app.loop, loop_close, &app);
         loop_stop(app.loop);
     }
     webhook_free(&app.webhook); /* only if the loop never ran */
     twilio_free(&app.twilio);
     redis_free(&app.redis);
+    account_free(&app.account);
     rpc_server_free(&app.server);
     health_free(&app.health);
     loop_free(&app.loop);

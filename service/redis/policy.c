@@ -97,6 +97,25 @@ int policy_eval(struct redis_ctx *r, enum policy_script s, int nkeys, const char
     return redis_command_argv(r, fn, privdata, argc, argv, NULL);
 }
 
+int policy_eval_argv(struct redis_ctx *r, enum policy_script s, int nkeys, int argc,
+                     const char **argv, size_t *lens, redisCallbackFn *fn, void *privdata)
+{
+    char nk[12];
+
+    if (argc < 3 + nkeys)
+        return CG_EINVAL;
+    snprintf(nk, sizeof(nk), "%d", nkeys);
+    argv[0] = "EVALSHA";
+    argv[1] = scripts[s].sha;
+    argv[2] = nk;
+    if (lens) {
+        lens[0] = 7;
+        lens[1] = strlen(argv[1]);
+        lens[2] = strlen(nk);
+    }
+    return redis_command_argv(r, fn, privdata, argc, argv, lens);
+}
+
 int policy_is_noscript(const redisReply *reply)
 {
     return reply && reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "NOSCRIPT", 8) == 0;

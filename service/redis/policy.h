@@ -32,6 +32,13 @@ void policy_load(redisAsyncContext *ac, void *unused);
 int policy_eval(struct redis_ctx *r, enum policy_script s, int nkeys, const char *const *keys,
                 int nargs, const char *const *args, redisCallbackFn *fn, void *privdata);
 
+/* policy_eval for argument lists longer than it takes (batches): argv has
+ * argc entries, of which this fills the first three (EVALSHA, the SHA,
+ * nkeys); keys then args follow. lens may be NULL (strlen), else its first
+ * three entries are filled too. */
+int policy_eval_argv(struct redis_ctx *r, enum policy_script s, int nkeys, int argc,
+                     const char **argv, size_t *lens, redisCallbackFn *fn, void *privdata);
+
 /* True for the error Redis gives when it lost the script (SCRIPT FLUSH,
  * failover): reload with policy_reload and run again. */
 int policy_is_noscript(const redisReply *reply);

@@ -146,37 +146,12 @@ void flow_redis(struct flow *f, int argc, const char **argv, const size_t *lens)
                   json_pack("{s:s, s:s}", "what", argv[0], "rpc", f->kind->rpc));
 }
 
-/* Account script arguments: take or give back. */
-static void account_args(struct flow *f, const char *mode, const char **keys, const char **args)
-{
-    const struct config *cfg = f->app->cfg;
-    int64_t left = rpc_call_ms_left(f->call);
-    int64_t lease_ms = left > 120000 ? 120000 : left + 1000;
-
-    static const char *const account_keys[] = {"cg:{account}:tat", "cg:{account}:leases"};
-    keys[0] = account_keys[0];
-    keys[1] = account_keys[1];
-    snprintf(f->argbuf[0], FLOW_ARG_MAX, "%d", f->cost);
-    snprintf(f->argbuf[1], FLOW_ARG_MAX, "%d", cfg->send_rate);
-    snprintf(f->argbuf[2], FLOW_ARG_MAX, "%d", cfg->twilio_concurrency);
-    snprintf(f->argbuf[4], FLOW_ARG_MAX, "%lld", (long long)lease_ms);
-    args[0] = f->argbuf[0];
-    args[1] = f->argbuf[1];
-    args[2] = f->argbuf[2];
-    args[3] = f->id;
-    args[4] = f->argbuf[4];
-    args[5] = mode;
-}
-
 static void give_back_account(struct flow *f)
 {
-    const char *keys[2], *args[6];
     if (!f->have_lease)
         return;
     f->have_lease = 0;
-    account_args(f, "give", keys, args);
-    if (policy_eval(f->app->redis, POLICY_ACCOUNT, 2, keys, 6, args, on_fire_and_forget,
-                    (void *)"account give"))
+    if (account_give(f->app->account, f->id, f->cost))
         log_warn("redis_write_skipped", "account lease %s not given back: Redis down", f->id);
 }
 
@@ -187,8 +162,7 @@ static void release_lease(struct flow *f)
     if (!f->have_lease)
         return;
     f->have_lease = 0;
-    const char *argv[] = {"ZREM", "cg:{account}:leases", f->id};
-    flow_redis(f, 3, argv, NULL);
+    account_release(f->app->account, f->id);
 }
 
 /* Refusals by reason; loop thread only. */
@@ -500,6 +474,23 @@ static void decide(struct flow *f)
             return;
         }
         f->need_account = 0;
+        if (f->account_delay_ms > 0) {
+            /* Our rate slot is ahead: wait for it here, without asking again. */
+            int64_t delay = f->account_delay_ms;
+            f->account_delay_ms = 0;
+            if (retry_after(f, delay) == 0)
+                return;
+            if (f->kind->undo)
+                f->kind->undo(f);
+            drop_claim(f);
+            if (shutting_down)
+                fail_simple(f, GRPC_STATUS_UNAVAILABLE, "SHUTTING_DOWN",
+                            "commsgate is shutting down; nothing was sent");
+            else
+                fail_simple(f, GRPC_STATUS_DEADLINE_EXCEEDED, "DEADLINE",
+                            "deadline reached before the account's send slot; nothing was sent");
+            return;
+        }
     }
     send_to_twilio(f);
 }
@@ -544,26 +535,42 @@ static void on_number(redisAsyncContext *ac, void *reply, void *privdata)
     reply_done(f);
 }
 
-static void on_account(redisAsyncContext *ac, void *reply, void *privdata)
+static void on_account(struct account_req *req, enum account_result res, int64_t ms)
 {
-    struct flow *f = privdata;
-    const redisReply *r = reply;
-    f->account_wait_ms = 0;
-    if (!r)
-        f->account_lost = 1;
-    else if (policy_is_noscript(r))
-        f->account_noscript = 1;
-    else if (r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
-             strcmp(r->element[0]->str, "ok") == 0)
+    struct flow *f = req->data;
+    f->account_wait_ms = f->account_delay_ms = 0;
+    switch (res) {
+    case ACCOUNT_OK:
         f->have_lease = 1;
-    else if (r->type == REDIS_REPLY_ARRAY && r->elements >= 2) {
-        const redisReply *w = r->element[1];
-        f->account_wait_ms = w->type == REDIS_REPLY_INTEGER ? w->integer : atoll(w->str);
-        if (f->account_wait_ms <= 0)
-            f->account_wait_ms = 1;
-    } else
+        f->account_delay_ms = ms;
+        break;
+    case ACCOUNT_RATE:
+    case ACCOUNT_BUSY:
+        f->account_wait_ms = ms;
+        break;
+    case ACCOUNT_NOSCRIPT:
+        f->account_noscript = 1;
+        break;
+    case ACCOUNT_LOST:
         f->account_lost = 1;
+        break;
+    }
     reply_done(f);
+}
+
+/* The account take for this round: a lease for the whole deadline (at most
+ * 2 min), and a rate slot no further ahead than the deadline allows. */
+static void take_account(struct flow *f)
+{
+    int64_t left = rpc_call_ms_left(f->call);
+    int64_t wait = left - ANSWER_MARGIN_MS - 1;
+    f->acct.id = f->id;
+    f->acct.cost = f->cost;
+    f->acct.lease_ms = left > 120000 ? 120000 : left + 1000;
+    f->acct.max_wait_ms = wait < 0 ? 0 : wait > TWILIO_MAX_MS ? TWILIO_MAX_MS : wait;
+    f->acct.done = on_account;
+    f->acct.data = f;
+    account_take(f->app->account, &f->acct);
 }
 
 /* Loop thread: sends whichever scripts are still needed, in one pipeline. */
@@ -594,16 +601,8 @@ static void run_policy(struct flow *f)
             return;
         }
     }
-    if (f->need_account) {
-        account_args(f, "take", keys, args);
-        if (policy_eval(f->app->redis, POLICY_ACCOUNT, 2, keys, 6, args, on_account, f)) {
-            /* The recipient's script, if sent, still answers (with NULL). */
-            f->account_lost = 1;
-            if (--f->pending == 0)
-                decide(f);
-            return;
-        }
-    }
+    if (f->need_account)
+        take_account(f);
     if (f->pending == 0)
         decide(f);
 }

@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "../redis/account.h"
 #include "../redis/policy.h"
 #include "../twilio/twilio.h"
 #include "server.h"
@@ -89,7 +90,9 @@ struct flow {
     int number_noscript, account_noscript;
     enum flow_verdict verdict;
     int number_lost, account_lost;
-    int64_t account_wait_ms;
+    int64_t account_wait_ms;  /* the account said wait (busy, or rate slot too far) */
+    int64_t account_delay_ms; /* the account gave a rate slot this far ahead */
+    struct account_req acct;
     struct rpc_error err;
     char errmsg[640];
     char repeat_code[12];

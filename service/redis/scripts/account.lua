@@ -1,56 +1,118 @@
--- The account-wide budget shared by every replica: at most ARGV[3] Twilio
--- requests in flight, and messages spaced so that no more than ARGV[2]
--- segments go out per second (GCRA with no burst). A separate script from
--- send.lua because its keys carry the account's hash tag, not a number's:
--- Redis Cluster cannot run one script over two slots. Both are sent in one
--- pipeline, so the decision is still one round trip.
+-- The account-wide budget shared by every replica: at most ARGV[2] Twilio
+-- requests in flight, and messages spaced so that no more than ARGV[1]
+-- segments go out per second. A separate script from send.lua because its
+-- keys carry the account's hash tag, not a number's: Redis Cluster cannot
+-- run one script over two slots. A replica sends it once per loop turn for
+-- every request that turn started (account.c), in the same pipeline as
+-- their send.lua, so the decision is still one round trip.
 --
--- KEYS[1] theoretical arrival time, unix ms   cg:{account}:tat
--- KEYS[2] leases of requests in flight (zset) cg:{account}:leases
--- ARGV[1] cost in segments (0: not a message, only the concurrency cap)
--- ARGV[2] segments per second
--- ARGV[3] most requests in flight
--- ARGV[4] lease id (unique per request)
--- ARGV[5] lease lifetime, ms (the request's deadline: a crashed replica's
---         leases expire on their own)
--- ARGV[6] 'take', or 'give' to hand back what a 'take' got when the request
---         is not sent after all (the lease, and the cost's place in the rate)
+-- The rate is GCRA with no burst, as reservations: each message is given
+-- the next free slot, now or later, and waits for it on its own timer, so
+-- a replica never polls for the rate. Slots are kept in microseconds, so
+-- rates far above 1,000/s stay spaced too.
 --
--- Returns {'ok'} or {'wait', ms, 'rate'|'concurrency'}.
+-- KEYS[1] next free slot, unix us        cg:{account}:tat_us
+-- KEYS[2] leases of requests in flight   cg:{account}:leases (zset, score: expiry in unix ms)
+-- ARGV[1] segments per second
+-- ARGV[2] most requests in flight
+-- ARGV[3] 'take' or 'give'
+--
+-- take: ARGV[4] n, then n lease ids that are done (removed first), then per
+--       request: lease id, cost in segments (0: not a message, only the
+--       concurrency cap), lease lifetime in ms (its deadline: a crashed
+--       replica's leases expire on their own), and the longest it may wait
+--       for its slot in ms. Returns two elements per request, in order:
+--         'ok', ms     go in ms (0: now); the lease is held
+--         'rate', ms   its slot is ms away, more than it may wait: not taken
+--         'concurrency', ms   all places taken; one frees within ms
+-- give: ARGV[4] lease id, ARGV[5] cost: hands back what a take got when the
+--       request was not sent after all (the lease, and the cost's place in
+--       the rate). Returns {'ok'}.
 
 local t = redis.call('TIME')
-local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now_ms = math.floor(now_us / 1000)
+local interval_us = 1000000 / tonumber(ARGV[1])
 
-if ARGV[6] == 'give' then
+local function set_tat(tat)
+  redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX',
+             math.ceil((tat - now_us) / 1000) + 1000)
+end
+
+if ARGV[3] == 'give' then
   redis.call('ZREM', KEYS[2], ARGV[4])
-  local cost = tonumber(ARGV[1])
+  local cost = tonumber(ARGV[5])
   local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-  if cost > 0 and tat > now then
-    local back = math.max(now, tat - cost * 1000 / tonumber(ARGV[2]))
-    redis.call('SET', KEYS[1], tostring(back), 'PX', math.ceil(back - now) + 1000)
+  if cost > 0 and tat > now_us then
+    set_tat(math.max(now_us, tat - cost * interval_us))
   end
   return {'ok'}
 end
 
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then
-  local soonest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-  local wait = 20
-  if soonest[2] then wait = math.max(1, math.min(wait, tonumber(soonest[2]) - now)) end
-  return {'wait', wait, 'concurrency'}
+local n_done = tonumber(ARGV[4])
+local i = 5
+if n_done > 0 then
+  redis.call('ZREM', KEYS[2], unpack(ARGV, i, i + n_done - 1))
+  i = i + n_done
 end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now_ms)
+local in_flight = redis.call('ZCARD', KEYS[2])
+local most = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+local tat_changed = false
+local lease_until = 0
+local leases = {}
+local out = {}
+local soonest_wait
 
-local cost = tonumber(ARGV[1])
-if cost > 0 then
-  local interval = 1000 / tonumber(ARGV[2])
-  local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-  if tat > now then
-    return {'wait', math.ceil(tat - now), 'rate'}
+local function concurrency_wait()
+  if not soonest_wait then
+    soonest_wait = 20
+    local soonest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+    if soonest[2] then
+      soonest_wait = math.max(1, math.min(20, tonumber(soonest[2]) - now_ms))
+    end
   end
-  local next_tat = now + cost * interval
-  redis.call('SET', KEYS[1], tostring(next_tat), 'PX', math.ceil(next_tat - now) + 1000)
+  return soonest_wait
 end
 
-redis.call('ZADD', KEYS[2], now + tonumber(ARGV[5]), ARGV[4])
-redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[5]) + 1000)
-return {'ok'}
+while i <= #ARGV do
+  local id, cost = ARGV[i], tonumber(ARGV[i + 1])
+  local lease_ms, max_wait = tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
+  i = i + 4
+  if in_flight >= most then
+    out[#out + 1] = 'concurrency'
+    out[#out + 1] = concurrency_wait()
+  else
+    -- A slot less than 1 ms away counts as now: the timer would cost
+    -- more than the slack is worth, even at 80 segments/s.
+    local delay = 0
+    local slot = math.max(tat, now_us)
+    if cost > 0 then delay = math.floor((slot - now_us) / 1000) end
+    if delay > max_wait then
+      out[#out + 1] = 'rate'
+      out[#out + 1] = delay
+    else
+      if cost > 0 then
+        tat = slot + cost * interval_us
+        tat_changed = true
+      end
+      local expires = now_ms + delay + lease_ms
+      leases[#leases + 1] = expires
+      leases[#leases + 1] = id
+      lease_until = math.max(lease_until, expires)
+      in_flight = in_flight + 1
+      out[#out + 1] = 'ok'
+      out[#out + 1] = delay
+    end
+  end
+end
+
+if tat_changed then set_tat(tat) end
+if #leases > 0 then
+  redis.call('ZADD', KEYS[2], unpack(leases))
+  if redis.call('PTTL', KEYS[2]) < lease_until - now_ms + 1000 then
+    redis.call('PEXPIRE', KEYS[2], lease_until - now_ms + 1000)
+  end
+end
+return out

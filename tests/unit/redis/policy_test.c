@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "redis/policy.h"
 #include "redis/redis.h"
+#include "support/policy_redis.h"
 #include "support/redis_server.h"
 
 static struct event_base *base;
@@ -24,11 +25,6 @@ static int port, up;
 /* The last reply, flattened: element strings (integers printed). */
 static char got[8][256];
 static int ngot, replies;
-
-static void on_health(int u, void *data)
-{
-    up = u;
-}
 
 static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
 {
@@ -56,7 +52,16 @@ static void eval(enum policy_script s, int nkeys, const char *const *keys, int n
                  const char *const *args)
 {
     int want = replies + 1;
-    assert_int_equal(policy_eval(r, s, nkeys, keys, nargs, args, on_reply, NULL), CG_OK);
+    const char *argv[64];
+    assert_true(3 + nkeys + nargs <= 64);
+    memcpy(argv + 3, keys, (size_t)nkeys * sizeof(*keys));
+    memcpy(argv + 3 + nkeys, args, (size_t)nargs * sizeof(*args));
+    if (3 + nkeys + nargs <= 16)
+        assert_int_equal(policy_eval(r, s, nkeys, keys, nargs, args, on_reply, NULL), CG_OK);
+    else
+        assert_int_equal(policy_eval_argv(r, s, nkeys, 3 + nkeys + nargs, argv, NULL, on_reply,
+                                          NULL),
+                         CG_OK);
     test_run_until(base, &replies, want, 3000);
     assert_int_equal(replies, want);
 }
@@ -72,18 +77,10 @@ static void cmd(const char *a0, const char *a1, const char *a2, const char *a3)
 
 static int setup(void **state)
 {
-    assert_int_equal(policy_init(), CG_OK);
     port = test_free_port();
     server = test_redis_start(port, NULL);
     base = event_base_new();
-    static struct config_redis cr = {.host = "127.0.0.1"};
-    cr.port = port;
-    struct redis_opts o = {.server = &cr, .ping_interval_ms = 100, .timeout_ms = 1000,
-                           .on_health = on_health, .on_connect = policy_load};
-    assert_int_equal(redis_new(base, &o, &r), CG_OK);
-    assert_int_equal(redis_start(r), CG_OK);
-    test_run_until(base, &up, 1, 5000);
-    assert_int_equal(up, 1);
+    r = test_policy_redis_open(base, port, &up);
     return 0;
 }
 
@@ -193,67 +190,82 @@ static void test_send_idempotency(void **state)
     assert_all_keys_expire();
 }
 
+/* account.lua take: rate (10/s), most in flight, then n released leases,
+ * then per request id, cost, lease ms, longest wait ms. */
+#define TAKE(...) \
+    eval(POLICY_ACCOUNT, 2, akeys, sizeof((const char *[]){__VA_ARGS__}) / sizeof(char *), \
+         (const char *[]){__VA_ARGS__})
+static const char *const akeys[] = {"cg:{account}:tat_us", "cg:{account}:leases"};
+
 static void test_account_rate_spacing(void **state)
 {
-    const char *keys[] = {"cg:{account}:tat", "cg:{account}:leases"};
-    /* 10 segments/s: a 1-segment send, then the next must wait ~100 ms. */
-    const char *a1[] = {"1", "10", "100", "lease-1", "30000", "take"};
-    const char *a2[] = {"1", "10", "100", "lease-2", "30000", "take"};
-    eval(POLICY_ACCOUNT, 2, keys, 6, a1);
+    /* 10 segments/s: the first send goes now, the next slot is ~100 ms on. */
+    TAKE("10", "100", "take", "0", "l1", "1", "30000", "0");
     assert_string_equal(got[0], "ok");
-    eval(POLICY_ACCOUNT, 2, keys, 6, a2);
-    assert_string_equal(got[0], "wait");
+    assert_string_equal(got[1], "0");
+    /* Not allowed to wait: refused with the wait, and nothing is taken. */
+    TAKE("10", "100", "take", "0", "l2", "1", "30000", "0");
+    assert_string_equal(got[0], "rate");
     long wait = atol(got[1]);
     assert_true(wait > 50 && wait <= 100);
-    assert_string_equal(got[2], "rate");
-    usleep((useconds_t)(wait + 5) * 1000);
-    eval(POLICY_ACCOUNT, 2, keys, 6, a2);
+    /* Allowed to wait: one batch reserves consecutive slots, 100 ms apart. */
+    TAKE("10", "100", "take", "0", "l2", "1", "30000", "1000", "l3", "1", "30000", "1000");
+    assert_int_equal(ngot, 4);
     assert_string_equal(got[0], "ok");
-    /* A 3-segment message pushes the next send 300 ms out. */
-    usleep(110 * 1000);
-    const char *a3[] = {"3", "10", "100", "lease-3", "30000", "take"};
-    eval(POLICY_ACCOUNT, 2, keys, 6, a3);
-    assert_string_equal(got[0], "ok");
-    eval(POLICY_ACCOUNT, 2, keys, 6, a1);
-    assert_string_equal(got[0], "wait");
-    assert_true(atol(got[1]) > 250);
+    assert_string_equal(got[2], "ok");
+    long d2 = atol(got[1]), d3 = atol(got[3]);
+    assert_true(d2 > 50 && d2 <= 100);
+    assert_true(d3 - d2 >= 99 && d3 - d2 <= 101);
+    /* A 3-segment message takes three slots: the next is 300 ms after it. */
+    TAKE("10", "100", "take", "0", "l4", "3", "30000", "5000", "l5", "1", "30000", "5000");
+    long d4 = atol(got[1]), d5 = atol(got[3]);
+    assert_true(d5 - d4 >= 299 && d5 - d4 <= 301);
     /* Giving the 3-segment send back frees its place in the rate. */
-    const char *give3[] = {"3", "10", "100", "lease-3", "30000", "give"};
-    eval(POLICY_ACCOUNT, 2, keys, 6, give3);
-    eval(POLICY_ACCOUNT, 2, keys, 6, a1);
+    const char *give[] = {"10", "100", "give", "l4", "3"};
+    eval(POLICY_ACCOUNT, 2, akeys, 5, give);
     assert_string_equal(got[0], "ok");
+    TAKE("10", "100", "take", "0", "l6", "1", "30000", "5000");
+    assert_true(atol(got[1]) <= d5 + 1);
+    /* Sub-second slots: at 1,000/s one batch goes out 1 ms apart. */
+    cmd("FLUSHALL", NULL, NULL, NULL);
+    TAKE("1000", "100", "take", "0", "a", "1", "30000", "5000", "b", "1", "30000", "5000", "c",
+         "1", "30000", "5000", "d", "1", "30000", "5000");
+    assert_string_equal(got[1], "0");
+    assert_string_equal(got[3], "1");
+    assert_string_equal(got[5], "2");
+    assert_string_equal(got[7], "3");
     assert_all_keys_expire();
 }
 
 static void test_account_concurrency(void **state)
 {
-    const char *keys[] = {"cg:{account}:tat", "cg:{account}:leases"};
-    char id[16];
-    for (int i = 0; i < 3; i++) {
-        snprintf(id, sizeof(id), "l%d", i);
-        const char *a[] = {"0", "10", "3", id, "30000", "take"};
-        eval(POLICY_ACCOUNT, 2, keys, 6, a);
-        assert_string_equal(got[0], "ok"); /* cost 0: no rate limit, only leases */
-    }
-    const char *a4[] = {"0", "10", "3", "l3", "30000", "take"};
-    eval(POLICY_ACCOUNT, 2, keys, 6, a4);
-    assert_string_equal(got[0], "wait");
-    assert_string_equal(got[2], "concurrency");
-    /* Giving a lease back frees a place. */
-    const char *give[] = {"0", "10", "3", "l1", "30000", "give"};
-    eval(POLICY_ACCOUNT, 2, keys, 6, give);
-    eval(POLICY_ACCOUNT, 2, keys, 6, a4);
+    /* cost 0: no rate limit, only the three places in flight. */
+    TAKE("10", "3", "take", "0", "l0", "0", "30000", "0", "l1", "0", "30000", "0", "l2", "0",
+         "30000", "0", "l3", "0", "30000", "0");
+    assert_int_equal(ngot, 8);
+    assert_string_equal(got[0], "ok");
+    assert_string_equal(got[2], "ok");
+    assert_string_equal(got[4], "ok");
+    assert_string_equal(got[6], "concurrency");
+    assert_true(atol(got[7]) >= 1 && atol(got[7]) <= 20);
+    /* A released lease (listed before the takes) frees its place. */
+    TAKE("10", "3", "take", "1", "l1", "l3", "0", "30000", "0");
+    assert_string_equal(got[0], "ok");
+    TAKE("10", "3", "take", "0", "l4", "0", "30000", "0");
+    assert_string_equal(got[0], "concurrency");
+    /* So does one given back. */
+    const char *give[] = {"10", "3", "give", "l0", "0"};
+    eval(POLICY_ACCOUNT, 2, akeys, 5, give);
+    TAKE("10", "3", "take", "0", "l4", "0", "30000", "0");
     assert_string_equal(got[0], "ok");
     /* Leases of a crashed replica expire on their own. */
     cmd("FLUSHALL", NULL, NULL, NULL);
-    for (int i = 0; i < 3; i++) {
-        snprintf(id, sizeof(id), "s%d", i);
-        const char *a[] = {"0", "10", "3", id, "100", "take"};
-        eval(POLICY_ACCOUNT, 2, keys, 6, a);
-    }
+    TAKE("10", "3", "take", "0", "s0", "0", "100", "0", "s1", "0", "100", "0", "s2", "0", "100",
+         "0");
     usleep(150 * 1000);
-    eval(POLICY_ACCOUNT, 2, keys, 6, a4);
+    TAKE("10", "3", "take", "0", "s3", "0", "30000", "0");
     assert_string_equal(got[0], "ok");
+    assert_all_keys_expire();
 }
 
 static void test_verify_start_limits(void **state)
