@@ -9,9 +9,12 @@ set(count 0)
 foreach(path ${SCRIPTS})
   get_filename_component(name ${path} NAME_WE)
   file(READ ${path} hex HEX)
+  # Redis names a script by the SHA1 of its text: worked out here, so the
+  # daemon does not start OpenSSL just for that.
+  file(SHA1 ${path} sha1)
   string(REGEX REPLACE "([0-9a-f][0-9a-f])" "0x\\1," hex "${hex}")
   string(APPEND body "static const char script_${name}[] = {${hex}0x00};\n")
-  string(APPEND table "    {\"${name}\", script_${name}, sizeof(script_${name}) - 1},\n")
+  string(APPEND table "    {\"${name}\", script_${name}, sizeof(script_${name}) - 1, \"${sha1}\"},\n")
   math(EXPR count "${count} + 1")
 endforeach()
 string(APPEND body "\nconst struct script_source script_sources[] = {\n${table}};\n")

@@ -1,7 +1,6 @@
 /* EVALSHA plumbing for the Lua scripts in scripts/. */
 #include "policy.h"
 
-#include <openssl/sha.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -21,33 +20,26 @@ static const char *const script_names[POLICY_SCRIPT_COUNT] = {
     [POLICY_INBOUND] = "inbound",
 };
 
-static struct {
-    const struct script_source *src;
-    char sha[SHA_DIGEST_LENGTH * 2 + 1];
-} scripts[POLICY_SCRIPT_COUNT];
+static const struct script_source *scripts[POLICY_SCRIPT_COUNT];
 
 int policy_init(void)
 {
     for (int s = 0; s < POLICY_SCRIPT_COUNT; s++) {
-        unsigned char digest[SHA_DIGEST_LENGTH];
-        scripts[s].src = NULL;
+        scripts[s] = NULL;
         for (unsigned i = 0; i < script_source_count; i++)
             if (strcmp(script_sources[i].name, script_names[s]) == 0)
-                scripts[s].src = &script_sources[i];
-        if (!scripts[s].src) {
+                scripts[s] = &script_sources[i];
+        if (!scripts[s]) {
             log_error("policy_script_missing", "no embedded script %s.lua", script_names[s]);
             return CG_EINVAL;
         }
-        SHA1((const unsigned char *)scripts[s].src->text, scripts[s].src->len, digest);
-        for (int i = 0; i < SHA_DIGEST_LENGTH; i++)
-            snprintf(scripts[s].sha + 2 * i, 3, "%02x", digest[i]);
     }
     return CG_OK;
 }
 
 const char *policy_sha(enum policy_script s)
 {
-    return scripts[s].sha;
+    return scripts[s]->sha1;
 }
 
 static void on_loaded(redisAsyncContext *ac, void *reply, void *privdata)
@@ -62,8 +54,8 @@ static void on_loaded(redisAsyncContext *ac, void *reply, void *privdata)
 void policy_load(redisAsyncContext *ac, void *unused)
 {
     for (int s = 0; s < POLICY_SCRIPT_COUNT; s++) {
-        const char *argv[] = {"SCRIPT", "LOAD", scripts[s].src->text};
-        size_t lens[] = {6, 4, scripts[s].src->len};
+        const char *argv[] = {"SCRIPT", "LOAD", scripts[s]->text};
+        size_t lens[] = {6, 4, scripts[s]->len};
         redisAsyncCommandArgv(ac, on_loaded, (void *)script_names[s], 3, argv, lens);
     }
 }
@@ -71,8 +63,8 @@ void policy_load(redisAsyncContext *ac, void *unused)
 void policy_reload(struct redis_ctx *r)
 {
     for (int s = 0; s < POLICY_SCRIPT_COUNT; s++) {
-        const char *argv[] = {"SCRIPT", "LOAD", scripts[s].src->text};
-        size_t lens[] = {6, 4, scripts[s].src->len};
+        const char *argv[] = {"SCRIPT", "LOAD", scripts[s]->text};
+        size_t lens[] = {6, 4, scripts[s]->len};
         redis_command_argv(r, on_loaded, (void *)script_names[s], 3, argv, lens);
     }
 }
@@ -88,7 +80,7 @@ int policy_eval(struct redis_ctx *r, enum policy_script s, int nkeys, const char
         return CG_EINVAL;
     snprintf(nk, sizeof(nk), "%d", nkeys);
     argv[argc++] = "EVALSHA";
-    argv[argc++] = scripts[s].sha;
+    argv[argc++] = scripts[s]->sha1;
     argv[argc++] = nk;
     for (int i = 0; i < nkeys; i++)
         argv[argc++] = keys[i];
@@ -106,7 +98,7 @@ int policy_eval_argv(struct redis_ctx *r, enum policy_script s, int nkeys, int a
         return CG_EINVAL;
     snprintf(nk, sizeof(nk), "%d", nkeys);
     argv[0] = "EVALSHA";
-    argv[1] = scripts[s].sha;
+    argv[1] = scripts[s]->sha1;
     argv[2] = nk;
     if (lens) {
         lens[0] = 7;

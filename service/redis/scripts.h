@@ -8,6 +8,7 @@ struct script_source {
     const char *name; /* file name without .lua */
     const char *text;
     size_t len;
+    const char *sha1; /* hex, as EVALSHA wants it */
 };
 
 extern const struct script_source script_sources[];

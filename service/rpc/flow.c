@@ -3,7 +3,6 @@
 
 #include <event2/buffer.h>
 #include <event2/event.h>
-#include <openssl/rand.h>
 #include <openssl/sha.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -11,7 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "../app.h"
 #include "../core/config.h"
@@ -56,8 +57,15 @@ static pthread_once_t replica_once = PTHREAD_ONCE_INIT;
 static void replica_init(void)
 {
     unsigned char r[8];
-    if (RAND_bytes(r, sizeof(r)) != 1)
-        memset(r, 0, sizeof(r));
+    /* Uniqueness, not secrecy: the kernel's generator, so nothing starts
+     * OpenSSL's (half a megabyte of memory) before a request needs it. */
+    if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r)) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        uint64_t x = ((uint64_t)getpid() << 40) ^ (uint64_t)ts.tv_sec * 1000000000u ^
+                     (uint64_t)ts.tv_nsec;
+        memcpy(r, &x, sizeof(r));
+    }
     for (int i = 0; i < 8; i++)
         snprintf(replica + 2 * i, 3, "%02x", r[i]);
 }
