@@ -159,6 +159,17 @@ class SimTest(unittest.TestCase):
         self.assertLess(time.monotonic() - t0, 0.5)
         slow.join()
 
+    def test_no_record_answers_but_keeps_no_log(self):
+        # The benchmarks' mode: every answer as usual, no request log.
+        self.p.stop()
+        self.p = harness.start_sim(["--no-record"])
+        self.sim = harness.Sim(self.p.url)
+        status, m = self.sms("+14155550100")
+        self.assertEqual((status, m["status"]), (201, "queued"))
+        status, err = self.post(MESSAGES, [("To", "+14155550100")], password="wrong")
+        self.assertEqual(status, 401)
+        self.assertEqual(self.sim.requests(), [])
+
     def test_sigint_exits_cleanly(self):
         self.sms("+14155550100")
         self.p.signal(signal.SIGINT)

@@ -3,7 +3,7 @@
  * It honours Twilio's test-credential magic numbers, injects faults on
  * demand, and records every request so tests can count sends.
  *
- *   twilio-sim --listen HOST:PORT [--latency-ms N]
+ *   twilio-sim --listen HOST:PORT [--latency-ms N] [--no-callbacks] [--no-record]
  *
  * Test-only endpoints (no auth):
  *   GET  /__sim/requests[?path_suffix=S]  every API request received
@@ -73,6 +73,7 @@ static struct {
     const char *account_sid, *auth_token, *key_sid, *key_secret;
     int latency_ms;
     int no_callbacks; /* --no-callbacks: benchmarks measure RPCs, not webhooks */
+    int no_record;    /* --no-record: benchmarks keep no request log (GET /__sim/requests is empty) */
     json_t *recorded[MAX_RECORDED]; /* ring */
     size_t rec_head, rec_count;
     struct verification *verifs;
@@ -666,12 +667,13 @@ static void handle_api(struct evhttp_request *req, const char *path)
     int form_ok = evhttp_parse_query_str(body, &a.params) == 0;
 
     const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
-    a.record = json_pack("{s:s, s:s, s:s?, s:s, s:s?, s:[], s:f}", "method",
+    if (!sim.no_record)
+        a.record = json_pack("{s:s, s:s, s:s?, s:s, s:s?, s:[], s:f}", "method",
                          evhttp_request_get_command(req) == EVHTTP_REQ_POST ? "POST" : "GET",
                          "path", path, "query", query, "auth_user", user, "content_type", ctype,
                          "params", "time", now_s());
     json_t *params = json_object_get(a.record, "params");
-    for (struct evkeyval *kv = a.params.tqh_first; kv; kv = kv->next.tqe_next)
+    for (struct evkeyval *kv = a.params.tqh_first; params && kv; kv = kv->next.tqe_next)
         json_array_append_new(params, json_pack("[s, s]", kv->key, kv->value));
 
     if (take_fault(&a, &fault)) {
@@ -718,8 +720,10 @@ static void handle_api(struct evhttp_request *req, const char *path)
         fail_api(&a, 404, 20404, "The requested resource was not found", latency);
     }
 done:
-    json_object_set_new(a.record, "status", json_integer(a.status));
-    record(a.record);
+    if (a.record) {
+        json_object_set_new(a.record, "status", json_integer(a.status));
+        record(a.record);
+    }
     evhttp_clear_headers(&a.params);
     free(body);
 }
@@ -857,7 +861,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 
 static void usage(FILE *out)
 {
-    fprintf(out, "Usage: twilio-sim --listen HOST:PORT [--latency-ms N] [--no-callbacks]\n"
+    fprintf(out, "Usage: twilio-sim --listen HOST:PORT [--latency-ms N] [--no-callbacks] [--no-record]\n"
                  "A stand-in for Twilio's Messages, Calls and Verify APIs, for tests.\n"
                  "Credentials: TWILIO_ACCOUNT_SID / TWILIO_AUTH_TOKEN (default: the\n"
                  "documented test values %s / %s), and optionally\n"
@@ -876,6 +880,8 @@ int main(int argc, char **argv)
             sim.latency_ms = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--no-callbacks"))
             sim.no_callbacks = 1;
+        else if (!strcmp(argv[i], "--no-record"))
+            sim.no_record = 1;
         else if (!strcmp(argv[i], "--help")) {
             usage(stdout);
             return 0;
