@@ -31,16 +31,35 @@ enum req_state { REQ_IDLE, REQ_RUNNING, REQ_FINISHING };
 
 static const char *const req_state_names[] = {"idle", "running", "finishing"};
 
+/* curl walks every connection of a multi handle to a host when a request
+ * starts (for one to reuse) and when one ends (for connect-only ones to
+ * close), in use or not; with thousands in flight those walks were a sixth
+ * of the loop thread. So requests are spread over several multi handles,
+ * each with its own connections, and the walks are that much shorter. */
+#define SHARDS_MAX 16
+/* Connections per shard at least, when there is a limit. */
+#define SHARD_MIN_CONNECTIONS 16
+
+struct shard {
+    struct http_ctx *ctx;
+    CURLM *multi;
+    struct event *timer;
+    unsigned in_flight;
+    unsigned connections; /* sockets curl opened and has not closed */
+    long max_connections; /* 0: no limit */
+};
+
 /* A socket curl asked us to watch. Kept on a spare list when curl is done
  * with it, since a reused connection is removed and re-added per request. */
 struct sock {
-    struct http_ctx *ctx;
+    struct shard *shard;
     struct event *ev;
     struct sock *prev, *next; /* ctx->socks while watched; ctx->spare_socks (next only) when not */
 };
 
 struct http_req {
     struct http_ctx *ctx;
+    struct shard *shard; /* while running */
     struct http_req *prev, *next; /* ctx->active while running; ctx->idle (next only) when idle */
     enum req_state state;
     unsigned long id;
@@ -61,16 +80,15 @@ struct http_req {
 
 struct http_ctx {
     struct event_base *base;
-    CURLM *multi;
-    struct event *timer;
+    struct shard shards[SHARDS_MAX];
+    unsigned nshards;
     char *user_agent;
     unsigned idle_max;
-    long max_connections; /* CURLMOPT_MAX_TOTAL_CONNECTIONS; 0: no limit */
 
     struct http_req *active; /* requests in flight */
     struct http_req *idle;   /* finished requests with their easy handles, for reuse */
     struct sock *socks, *spare_socks;
-    struct http_stats stats; /* stats.connections: sockets curl opened and has not closed */
+    struct http_stats stats; /* totals over the shards */
     int depth;   /* our event callbacks (and http_free) on the stack */
     int closing; /* http_free ran; the memory goes when depth drops to 0 */
 };
@@ -90,12 +108,12 @@ static void req_set_state(struct http_req *req, enum req_state state)
 static void destroy(struct http_ctx *c);
 static void finish(struct http_req *req, CURLcode code, const char *why);
 
-static void read_done(struct http_ctx *c)
+static void read_done(struct shard *sh)
 {
     CURLMsg *msg;
     int left;
 
-    while (!c->closing && (msg = curl_multi_info_read(c->multi, &left))) {
+    while (!sh->ctx->closing && (msg = curl_multi_info_read(sh->multi, &left))) {
         char *priv = NULL;
         CURLcode code;
 
@@ -108,16 +126,17 @@ static void read_done(struct http_ctx *c)
 }
 
 /* The one place curl runs; done callbacks follow once it has returned. */
-static void drive(struct http_ctx *c, curl_socket_t fd, int flags)
+static void drive(struct shard *sh, curl_socket_t fd, int flags)
 {
+    struct http_ctx *c = sh->ctx;
     int running;
     CURLMcode mc;
 
     c->depth++;
-    mc = curl_multi_socket_action(c->multi, fd, flags, &running);
+    mc = curl_multi_socket_action(sh->multi, fd, flags, &running);
     if (mc != CURLM_OK)
         log_warn("http_socket_action_failed", "%s", curl_multi_strerror(mc));
-    read_done(c);
+    read_done(sh);
     if (--c->depth == 0 && c->closing)
         destroy(c);
 }
@@ -127,7 +146,7 @@ static void on_sock_event(evutil_socket_t fd, short events, void *arg)
     struct sock *s = arg;
     int flags = ((events & EV_READ) ? CURL_CSELECT_IN : 0) |
                 ((events & EV_WRITE) ? CURL_CSELECT_OUT : 0);
-    drive(s->ctx, fd, flags); /* s may be gone after this */
+    drive(s->shard, fd, flags); /* s may be gone after this */
 }
 
 static void on_timer(evutil_socket_t fd, short events, void *arg)
@@ -139,20 +158,21 @@ static void on_timer(evutil_socket_t fd, short events, void *arg)
  * allowed, and it keeps curl_multi_add_handle from running anything. */
 static int on_timer_set(CURLM *multi, long timeout_ms, void *userp)
 {
-    struct http_ctx *c = userp;
+    struct shard *sh = userp;
     struct timeval tv;
 
     if (timeout_ms < 0) {
-        evtimer_del(c->timer);
+        evtimer_del(sh->timer);
         return 0;
     }
     tv.tv_sec = timeout_ms / 1000;
     tv.tv_usec = (timeout_ms % 1000) * 1000;
-    return evtimer_add(c->timer, &tv) ? -1 : 0;
+    return evtimer_add(sh->timer, &tv) ? -1 : 0;
 }
 
-static struct sock *sock_get(struct http_ctx *c)
+static struct sock *sock_get(struct shard *sh)
 {
+    struct http_ctx *c = sh->ctx;
     struct sock *s = c->spare_socks;
 
     if (s) {
@@ -161,13 +181,13 @@ static struct sock *sock_get(struct http_ctx *c)
         s = calloc(1, sizeof(*s));
         if (!s)
             return NULL;
-        s->ctx = c;
         s->ev = event_new(c->base, -1, 0, on_sock_event, s);
         if (!s->ev) {
             free(s);
             return NULL;
         }
     }
+    s->shard = sh;
     s->prev = NULL;
     s->next = c->socks;
     if (c->socks)
@@ -193,7 +213,8 @@ static void sock_release(struct http_ctx *c, struct sock *s)
 /* CURLMOPT_SOCKETFUNCTION */
 static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 {
-    struct http_ctx *c = userp;
+    struct shard *sh = userp;
+    struct http_ctx *c = sh->ctx;
     struct sock *s = socketp;
     short events;
 
@@ -203,10 +224,10 @@ static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *
         return 0;
     }
     if (!s) {
-        s = sock_get(c);
+        s = sock_get(sh);
         if (!s)
             return -1;
-        if (curl_multi_assign(c->multi, fd, s) != CURLM_OK) {
+        if (curl_multi_assign(sh->multi, fd, s) != CURLM_OK) {
             sock_release(c, s);
             return -1;
         }
@@ -225,17 +246,20 @@ static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *
 static curl_socket_t on_open_socket(void *clientp, curlsocktype purpose,
                                     struct curl_sockaddr *addr)
 {
-    struct http_ctx *c = clientp;
+    struct shard *sh = clientp;
     curl_socket_t fd = socket(addr->family, addr->socktype, addr->protocol);
-    if (fd != CURL_SOCKET_BAD)
-        c->stats.connections++;
+    if (fd != CURL_SOCKET_BAD) {
+        sh->connections++;
+        sh->ctx->stats.connections++;
+    }
     return fd;
 }
 
 static int on_close_socket(void *clientp, curl_socket_t fd)
 {
-    struct http_ctx *c = clientp;
-    c->stats.connections--;
+    struct shard *sh = clientp;
+    sh->connections--;
+    sh->ctx->stats.connections--;
     return close(fd);
 }
 
@@ -452,6 +476,7 @@ static int copy_body(struct http_req *req, const struct http_request *r)
 static int req_setup(struct http_ctx *c, struct http_req *req, const struct http_request *r,
                      int post)
 {
+    struct shard *sh = req->shard;
     CURL *e = req->easy;
     CURLcode cc = CURLE_OK;
     size_t max = r->max_response_bytes ? r->max_response_bytes : HTTP_DEFAULT_MAX_RESPONSE;
@@ -484,9 +509,9 @@ static int req_setup(struct http_ctx *c, struct http_req *req, const struct http
     SET(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
     SET(CURLOPT_TCP_KEEPALIVE, 1L);
     SET(CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
-    SET(CURLOPT_OPENSOCKETDATA, (void *)c);
+    SET(CURLOPT_OPENSOCKETDATA, (void *)sh);
     SET(CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
-    SET(CURLOPT_CLOSESOCKETDATA, (void *)c);
+    SET(CURLOPT_CLOSESOCKETDATA, (void *)sh);
     /* Looking for an idle connection to reuse walks every connection to
      * the host, in use or not: with thousands in flight that walk costs
      * more than all the rest of a request. Each running request holds at
@@ -497,8 +522,8 @@ static int req_setup(struct http_ctx *c, struct http_req *req, const struct http
      * fresh connection never has to wait for, or close, another. The new
      * connection is kept for reuse like any other. */
     SET(CURLOPT_FRESH_CONNECT,
-        c->stats.connections <= c->stats.in_flight &&
-                (c->max_connections == 0 || c->stats.in_flight < c->max_connections)
+        sh->connections <= sh->in_flight &&
+                (sh->max_connections == 0 || sh->in_flight < sh->max_connections)
             ? 1L
             : 0L);
     SET(CURLOPT_ERRORBUFFER, req->errbuf);
@@ -599,12 +624,46 @@ static void finish(struct http_req *req, CURLcode code, const char *why)
     struct http_result res;
 
     unlink_active(c, req);
-    curl_multi_remove_handle(c->multi, req->easy);
+    curl_multi_remove_handle(req->shard->multi, req->easy);
+    req->shard->in_flight--;
     c->stats.in_flight--;
     fill_result(req, code, why, &res);
     req_set_state(req, REQ_FINISHING);
     req->done(&res, req->data);
     recycle(c, req);
+}
+
+static int shard_open(struct http_ctx *c, struct shard *sh, long max_total, long max_host)
+{
+    sh->ctx = c;
+    sh->max_connections = max_total;
+    sh->timer = evtimer_new(c->base, on_timer, sh);
+    sh->multi = curl_multi_init();
+    if (!sh->timer || !sh->multi)
+        return CG_ENOMEM;
+    if (curl_multi_setopt(sh->multi, CURLMOPT_SOCKETFUNCTION, on_socket) ||
+        curl_multi_setopt(sh->multi, CURLMOPT_SOCKETDATA, (void *)sh) ||
+        curl_multi_setopt(sh->multi, CURLMOPT_TIMERFUNCTION, on_timer_set) ||
+        curl_multi_setopt(sh->multi, CURLMOPT_TIMERDATA, (void *)sh) ||
+        curl_multi_setopt(sh->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_NOTHING) ||
+        curl_multi_setopt(sh->multi, CURLMOPT_MAX_HOST_CONNECTIONS, max_host) ||
+        curl_multi_setopt(sh->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, max_total))
+        return CG_EHTTP;
+    /* The idle-connection cache holds as many as may be open at once. */
+    if (max_total > 0 && curl_multi_setopt(sh->multi, CURLMOPT_MAXCONNECTS, max_total))
+        return CG_EHTTP;
+    return CG_OK;
+}
+
+/* Also undoes a shard_open that failed part-way. */
+static void shard_close(struct shard *sh)
+{
+    if (sh->multi)
+        curl_multi_cleanup(sh->multi);
+    if (sh->timer)
+        event_free(sh->timer);
+    sh->multi = NULL;
+    sh->timer = NULL;
 }
 
 /* ---- the API ---- */
@@ -624,38 +683,28 @@ int http_new(struct event_base *base, const struct http_ctx_opts *opts, struct h
         return CG_ENOMEM;
     c->base = base;
     c->idle_max = opts->idle_handles ? opts->idle_handles : HTTP_DEFAULT_IDLE_HANDLES;
-    c->max_connections = opts->max_total_connections > 0 ? opts->max_total_connections : 0;
     if (opts->user_agent && !(c->user_agent = strdup(opts->user_agent)))
         goto fail;
-    c->timer = evtimer_new(base, on_timer, c);
-    if (!c->timer)
-        goto fail;
-    c->multi = curl_multi_init();
-    if (!c->multi)
-        goto fail;
-    rc = CG_EHTTP;
-    if (curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, on_socket) ||
-        curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, (void *)c) ||
-        curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, on_timer_set) ||
-        curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, (void *)c) ||
-        curl_multi_setopt(c->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_NOTHING) ||
-        curl_multi_setopt(c->multi, CURLMOPT_MAX_HOST_CONNECTIONS,
-                          opts->max_host_connections > 0 ? opts->max_host_connections : 0L) ||
-        curl_multi_setopt(c->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS,
-                          opts->max_total_connections > 0 ? opts->max_total_connections : 0L))
-        goto fail;
-    /* The idle-connection cache holds as many as may be open at once. */
-    if (opts->max_total_connections > 0 &&
-        curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, opts->max_total_connections))
-        goto fail;
+    /* Limits are per multi handle: each shard gets its share, rounded up. */
+    long total = opts->max_total_connections > 0 ? opts->max_total_connections : 0;
+    long host = opts->max_host_connections > 0 ? opts->max_host_connections : 0;
+    c->nshards = total ? (unsigned)(total / SHARD_MIN_CONNECTIONS) : SHARDS_MAX;
+    if (c->nshards < 1)
+        c->nshards = 1;
+    if (c->nshards > SHARDS_MAX)
+        c->nshards = SHARDS_MAX;
+    for (unsigned i = 0; i < c->nshards; i++) {
+        rc = shard_open(c, &c->shards[i], (total + c->nshards - 1) / c->nshards,
+                        (host + c->nshards - 1) / c->nshards);
+        if (rc)
+            goto fail;
+    }
     *out = c;
     return CG_OK;
 
 fail:
-    if (c->multi)
-        curl_multi_cleanup(c->multi);
-    if (c->timer)
-        event_free(c->timer);
+    for (unsigned i = 0; i < c->nshards; i++)
+        shard_close(&c->shards[i]);
     free(c->user_agent);
     free(c);
     return rc;
@@ -682,18 +731,24 @@ int http_start(struct http_ctx *c, const struct http_request *r, http_done_fn *d
     rc = req_get(c, &req);
     if (rc)
         return rc;
+    /* The least busy shard: its connections are the likeliest to be idle. */
+    req->shard = &c->shards[0];
+    for (unsigned i = 1; i < c->nshards; i++)
+        if (c->shards[i].in_flight < req->shard->in_flight)
+            req->shard = &c->shards[i];
     rc = req_setup(c, req, r, post);
     if (rc)
         goto fail;
     /* Only arms our timer (on_timer_set): the transfer starts from the loop,
      * so done cannot run inside this call. */
-    if (curl_multi_add_handle(c->multi, req->easy) != CURLM_OK) {
+    if (curl_multi_add_handle(req->shard->multi, req->easy) != CURLM_OK) {
         rc = CG_EHTTP;
         goto fail;
     }
     req->done = done;
     req->data = data;
     req->id = ++c->stats.requests_started;
+    req->shard->in_flight++;
     c->stats.in_flight++;
     link_active(c, req);
     req_set_state(req, REQ_RUNNING);
@@ -714,7 +769,8 @@ void http_cancel(struct http_req *req)
         return;
     c = req->ctx;
     unlink_active(c, req);
-    curl_multi_remove_handle(c->multi, req->easy);
+    curl_multi_remove_handle(req->shard->multi, req->easy);
+    req->shard->in_flight--;
     c->stats.in_flight--;
     recycle(c, req);
 }
@@ -728,7 +784,8 @@ static void destroy(struct http_ctx *c)
         c->idle = req->next;
         req_destroy(req);
     }
-    curl_multi_cleanup(c->multi); /* closes pooled connections; may call on_socket */
+    for (unsigned i = 0; i < c->nshards; i++)
+        shard_close(&c->shards[i]); /* closes pooled connections; may call on_socket */
     while ((s = c->socks)) {
         c->socks = s->next;
         event_free(s->ev);
@@ -739,7 +796,6 @@ static void destroy(struct http_ctx *c)
         event_free(s->ev);
         free(s);
     }
-    event_free(c->timer);
     free(c->user_agent);
     free(c);
 }

@@ -1,6 +1,8 @@
-/* Outbound HTTP for the Twilio client: one libcurl multi handle driven by the
- * loop thread's libevent base, so every request is non-blocking and
- * connections (and easy handles) are reused across requests.
+/* Outbound HTTP for the Twilio client: libcurl multi handles (up to 16,
+ * each with its own connections, so curl's per-request walks over them stay
+ * short) driven by the loop thread's libevent base, so every request is
+ * non-blocking and connections (and easy handles) are reused across
+ * requests.
  *
  * Threads: every function here, and every `done` callback, runs on the
  * thread that runs `base` (the loop thread). Nothing here is thread-safe;
@@ -21,8 +23,11 @@ struct http_req; /* one request in flight */
 #define HTTP_DEFAULT_IDLE_HANDLES 32
 
 struct http_ctx_opts {
-    long max_total_connections; /* CURLMOPT_MAX_TOTAL_CONNECTIONS; 0: no limit */
-    long max_host_connections;  /* CURLMOPT_MAX_HOST_CONNECTIONS; 0: no limit */
+    /* CURLMOPT_MAX_TOTAL_CONNECTIONS and _HOST_; 0: no limit. Shared out
+     * over the multi handles (one per 16 connections of the limit, up to 16
+     * handles), rounded up: 100 allows 102. */
+    long max_total_connections;
+    long max_host_connections;
     const char *user_agent;     /* copied; NULL sends none */
     unsigned idle_handles;      /* finished requests kept for reuse; 0: the default */
 };

@@ -700,6 +700,47 @@ static void test_burst_then_reuse(void **state)
     assert_true(st.connections >= 1 && st.connections <= kept); /* none opened */
 }
 
+/* A limit of 64 is shared out over 4 multi handles of 16: 100 slow requests
+ * at once never hold more than 64 connections, all of them finish, and the
+ * connections are reused afterwards. */
+static int client_setup_64(void **state)
+{
+    struct http_ctx_opts opts = {.max_total_connections = 64, .user_agent = "commsgate-test/1"};
+    return new_client(&opts) == CG_OK ? 0 : -1;
+}
+
+static void test_limit_shared_over_handles(void **state)
+{
+    char u[128] = "";
+    struct tally t = {0};
+    struct http_request r = get_req(u);
+    struct http_stats st;
+    unsigned most = 0;
+
+    r.timeout_ms = 20000;
+    url(u, sizeof(u), "/slow?ms=200");
+    for (int i = 0; i < 100; i++)
+        assert_int_equal(start(&r, on_tally, &t, NULL), CG_OK);
+    while (t.calls < 100 && run_until(&t.calls, t.calls + 1, 5000)) {
+        http_get_stats(ctx, &st);
+        if (st.connections > most)
+            most = st.connections;
+    }
+    assert_int_equal(t.calls, 100);
+    assert_int_equal(srv_get(&srv.requests), 100);
+    assert_true(most <= 64);
+    assert_true(srv_get(&srv.nports) <= 64);
+    int conns = srv_get(&srv.nports);
+    url(u, sizeof(u), "/ok");
+    for (int i = 0; i < 10; i++) {
+        struct tally one = {0};
+        assert_int_equal(start(&r, on_tally, &one, NULL), CG_OK);
+        assert_true(run_until(&one.calls, 1, 5000));
+        assert_int_equal(one.ok200, 1);
+    }
+    assert_int_equal(srv_get(&srv.nports), conns);
+}
+
 static void test_free_reused_handle_not_sent(void **state)
 {
     char u[128] = "";
@@ -837,6 +878,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cancel, client_setup, client_teardown),
         cmocka_unit_test_setup_teardown(test_free_in_flight, client_setup, client_teardown),
         cmocka_unit_test_setup_teardown(test_burst_then_reuse, client_setup, client_teardown),
+        cmocka_unit_test_setup_teardown(test_limit_shared_over_handles, client_setup_64,
+                                        client_teardown),
         cmocka_unit_test_setup_teardown(test_free_reused_handle_not_sent, client_setup,
                                         client_teardown),
         cmocka_unit_test_setup_teardown(test_free_from_done, client_setup, client_teardown),
