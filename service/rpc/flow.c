@@ -108,18 +108,23 @@ void flow_reject(struct flow *f, const struct rpc_error *err)
     flow_free(f);
 }
 
-void flow_key(struct flow *f, int i, const char *suffix)
+/* Loop thread only (see flow_key). */
+static char scratch_keys[3][FLOW_KEY_MAX];
+static char scratch_args[6][FLOW_ARG_MAX];
+
+const char *flow_key(struct flow *f, int i, const char *suffix)
 {
-    snprintf(f->keybuf[i], FLOW_KEY_MAX, "cg:{%s}:%s", f->to, suffix);
+    snprintf(scratch_keys[i], FLOW_KEY_MAX, "cg:{%s}:%s", f->to, suffix);
+    return scratch_keys[i];
 }
 
 const char *flow_arg(struct flow *f, int i, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(f->argbuf[i], FLOW_ARG_MAX, fmt, ap);
+    vsnprintf(scratch_args[i], FLOW_ARG_MAX, fmt, ap);
     va_end(ap);
-    return f->argbuf[i];
+    return scratch_args[i];
 }
 
 void flow_set_idempotency(struct flow *f, const char *key, const uint8_t *req, size_t req_len)
@@ -631,10 +636,8 @@ int flow_send_args(struct flow *f, int check_optout, int needs_window, const cha
                    int *nkeys, const char **args, int *nargs)
 {
     const struct config *cfg = f->app->cfg;
-    flow_key(f, 0, "optout");
-    flow_key(f, 1, "wa");
-    keys[0] = f->keybuf[0];
-    keys[1] = f->keybuf[1];
+    keys[0] = flow_key(f, 0, "optout");
+    keys[1] = flow_key(f, 1, "wa");
     *nkeys = 2;
     if (f->idem[0])
         keys[(*nkeys)++] = f->idem;
@@ -708,16 +711,14 @@ enum flow_verdict flow_send_decide(struct flow *f, const redisReply *r, struct r
 void flow_optout(struct flow *f)
 {
     char ttl[24];
-    flow_key(f, 0, "optout");
     snprintf(ttl, sizeof(ttl), "%lld", (long long)f->app->cfg->optout_ttl_days * 86400);
-    const char *argv[] = {"SET", f->keybuf[0], "1", "EX", ttl};
+    const char *argv[] = {"SET", flow_key(f, 0, "optout"), "1", "EX", ttl};
     flow_redis(f, 5, argv, NULL);
 }
 
 void flow_close_window(struct flow *f)
 {
-    flow_key(f, 1, "wa");
-    const char *argv[] = {"DEL", f->keybuf[1]};
+    const char *argv[] = {"DEL", flow_key(f, 1, "wa")};
     flow_redis(f, 2, argv, NULL);
 }
 

@@ -102,8 +102,7 @@ static int start_args(struct flow *f, const char **keys, int *nkeys, const char 
                       int *nargs)
 {
     const struct config *cfg = f->app->cfg;
-    flow_key(f, 0, "vsend");
-    keys[0] = f->keybuf[0];
+    keys[0] = flow_key(f, 0, "vsend");
     *nkeys = 1;
     args[0] = flow_arg(f, 0, "%d", cfg->verify_max_sends);
     args[1] = flow_arg(f, 1, "%lld", (long long)cfg->verify_send_window_s * 1000);
@@ -132,8 +131,7 @@ static size_t start_respond(struct flow *f, const struct twilio_result *res, uin
 /* Twilio did not send: the reserved place in the limit goes back. */
 static void start_undo(struct flow *f)
 {
-    flow_key(f, 0, "vsend");
-    const char *argv[] = {"ZREM", f->keybuf[0], f->id};
+    const char *argv[] = {"ZREM", flow_key(f, 0, "vsend"), f->id};
     flow_redis(f, 3, argv, NULL);
 }
 
@@ -229,8 +227,7 @@ static int check_args(struct flow *f, const char **keys, int *nkeys, const char 
                       int *nargs)
 {
     const struct config *cfg = f->app->cfg;
-    flow_key(f, 0, "vcheck");
-    keys[0] = f->keybuf[0];
+    keys[0] = flow_key(f, 0, "vcheck");
     *nkeys = 1;
     args[0] = flow_arg(f, 0, "%d", cfg->verify_max_checks);
     args[1] = flow_arg(f, 1, "%lld", (long long)cfg->verify_check_window_s * 1000);
