@@ -60,7 +60,7 @@ static void on_batch(redisAsyncContext *ac, void *reply, void *privdata)
     const redisReply *r = reply;
     struct account_req *req = b->head;
 
-    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 * b->n) {
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 3 * b->n) {
         int noscript = policy_is_noscript(r);
         if (r && !noscript)
             log_event(LOG_LEVEL_ERROR, "policy_script_error",
@@ -72,7 +72,8 @@ static void on_batch(redisAsyncContext *ac, void *reply, void *privdata)
     }
     for (size_t i = 0; req; i++) {
         struct account_req *next = req->next;
-        const redisReply *what = r->element[2 * i], *ms = r->element[2 * i + 1];
+        const redisReply *what = r->element[3 * i], *ms = r->element[3 * i + 1],
+                         *slot = r->element[3 * i + 2];
         int64_t v = ms->type == REDIS_REPLY_INTEGER ? ms->integer : 0;
         enum account_result res = ACCOUNT_LOST;
         if (what->type == REDIS_REPLY_STRING || what->type == REDIS_REPLY_STATUS) {
@@ -85,6 +86,8 @@ static void on_batch(redisAsyncContext *ac, void *reply, void *privdata)
         }
         if (res != ACCOUNT_OK && v <= 0)
             v = 1;
+        snprintf(req->slot, sizeof(req->slot), "%s",
+                 res == ACCOUNT_OK && slot->type == REDIS_REPLY_STRING ? slot->str : "0");
         req->next = NULL;
         req->done(req, res, v);
         req = next;
@@ -234,15 +237,15 @@ void account_release(struct account_ctx *a, const char *id)
     arm(a);
 }
 
-int account_give(struct account_ctx *a, const char *id, int cost)
+int account_give(struct account_ctx *a, const char *id, int cost, const char *slot)
 {
     char c[NUM_MAX];
     if (!a)
         return CG_EREDIS;
     snprintf(c, sizeof(c), "%d", cost);
     const char *keys[] = {KEY_TAT, KEY_LEASES};
-    const char *args[] = {a->rate, a->most, "give", id, c};
-    return policy_eval(a->redis, POLICY_ACCOUNT, 2, keys, 5, args, on_release, NULL);
+    const char *args[] = {a->rate, a->most, "give", id, c, slot};
+    return policy_eval(a->redis, POLICY_ACCOUNT, 2, keys, 6, args, on_release, NULL);
 }
 
 void account_free(struct account_ctx **ap)

@@ -32,6 +32,7 @@ struct account_req {
     int64_t max_wait_ms; /* longest the request may wait for its rate slot */
     account_done_fn *done;
     void *data;
+    char slot[24];            /* set with ACCOUNT_OK: the rate slot, for account_give */
     struct account_req *next; /* private */
 };
 
@@ -48,10 +49,11 @@ void account_take(struct account_ctx *a, struct account_req *req);
  * the next batch (its place in the rate stays taken). `id` is copied. */
 void account_release(struct account_ctx *a, const char *id);
 
-/* Hands back what a take got (the lease, and `cost`'s place in the rate)
- * when the request was not sent after all; sent at once. CG_EREDIS when
- * Redis is down (the lease then expires on its own). */
-int account_give(struct account_ctx *a, const char *id, int cost);
+/* Hands back what a take got when the request was not sent after all: the
+ * lease, and `cost`'s place in the rate if `slot` (the take's req->slot)
+ * is still the last slot given out. Sent at once; CG_EREDIS when Redis is
+ * down (the lease then expires on its own). */
+int account_give(struct account_ctx *a, const char *id, int cost, const char *slot);
 
 /* Takes still queued get ACCOUNT_LOST; batches already sent are answered
  * (ACCOUNT_LOST when Redis goes) and need not outlive this. Clears *a

@@ -164,7 +164,7 @@ static void give_back_account(struct flow *f)
     if (!f->have_lease)
         return;
     f->have_lease = 0;
-    if (account_give(f->app->account, f->id, f->cost))
+    if (account_give(f->app->account, f->id, f->cost, f->acct.slot))
         log_warn("redis_write_skipped", "account lease %s not given back: Redis down", f->id);
 }
 

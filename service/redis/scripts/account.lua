@@ -21,13 +21,16 @@
 --       request: lease id, cost in segments (0: not a message, only the
 --       concurrency cap), lease lifetime in ms (its deadline: a crashed
 --       replica's leases expire on their own), and the longest it may wait
---       for its slot in ms. Returns two elements per request, in order:
---         'ok', ms     go in ms (0: now); the lease is held
---         'rate', ms   its slot is ms away, more than it may wait: not taken
---         'concurrency', ms   all places taken; one frees within ms
--- give: ARGV[4] lease id, ARGV[5] cost: hands back what a take got when the
---       request was not sent after all (the lease, and the cost's place in
---       the rate). Returns {'ok'}.
+--       for its slot in ms. Returns three elements per request, in order:
+--         'ok', ms, slot     go in ms (0: now); the lease is held; slot
+--                            names the rate slot, for a give ('0': none)
+--         'rate', ms, '0'    its slot is ms away, more than it may wait
+--         'concurrency', ms, '0'   all places taken; one frees within ms
+-- give: ARGV[4] lease id, ARGV[5] cost, ARGV[6] the slot its take got:
+--       hands back what a take got when the request was not sent after all.
+--       The lease always; the rate slot only while it is the last one given
+--       out, since moving the next free slot back over later reservations
+--       would put two sends in one slot. Returns {'ok'}.
 
 local t = redis.call('TIME')
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -42,9 +45,9 @@ end
 if ARGV[3] == 'give' then
   redis.call('ZREM', KEYS[2], ARGV[4])
   local cost = tonumber(ARGV[5])
-  local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-  if cost > 0 and tat > now_us then
-    set_tat(math.max(now_us, tat - cost * interval_us))
+  local tat = redis.call('GET', KEYS[1])
+  if cost > 0 and tat and tat == ARGV[6] and tonumber(tat) > now_us then
+    set_tat(math.max(now_us, tonumber(tat) - cost * interval_us))
   end
   return {'ok'}
 end
@@ -83,6 +86,7 @@ while i <= #ARGV do
   if in_flight >= most then
     out[#out + 1] = 'concurrency'
     out[#out + 1] = concurrency_wait()
+    out[#out + 1] = '0'
   else
     -- A slot less than 1 ms away counts as now: the timer would cost
     -- more than the slack is worth, even at 80 segments/s.
@@ -92,10 +96,13 @@ while i <= #ARGV do
     if delay > max_wait then
       out[#out + 1] = 'rate'
       out[#out + 1] = delay
+      out[#out + 1] = '0'
     else
+      local given = '0'
       if cost > 0 then
         tat = slot + cost * interval_us
         tat_changed = true
+        given = string.format('%.0f', tat)
       end
       local expires = now_ms + delay + lease_ms
       leases[#leases + 1] = expires
@@ -104,6 +111,7 @@ while i <= #ARGV do
       in_flight = in_flight + 1
       out[#out + 1] = 'ok'
       out[#out + 1] = delay
+      out[#out + 1] = given
     end
   end
 end

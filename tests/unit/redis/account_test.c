@@ -211,12 +211,20 @@ static void test_rate_slot_beyond_wait_is_refused(void **state)
     assert_true(takes[1].ms >= 99 && takes[1].ms <= 100);
     assert_int_equal(takes[2].res, ACCOUNT_OK);
     assert_true(takes[2].ms >= 99 && takes[2].ms <= 100);
-    /* t2 given back: its slot is free again. */
-    assert_int_equal(account_give(a, "t2", 1), CG_OK);
+    /* t2, the last one booked, given back: its slot is free again. */
+    assert_int_equal(account_give(a, "t2", 1, takes[2].req.slot), CG_OK);
     take(a, 3, 1, 1000);
     run_until_answered(4);
     assert_true(takes[3].ms <= 100);
     assert_int_equal(cmd("ZCARD", "cg:{account}:leases", NULL, NULL), 2); /* t0, t3 */
+    /* t4 booked after t3; t3 given back: t4's slot stays its own, the next
+     * comes after it. */
+    take(a, 4, 1, 1000);
+    run_until_answered(5);
+    assert_int_equal(account_give(a, "t3", 1, takes[3].req.slot), CG_OK);
+    take(a, 5, 1, 1000);
+    run_until_answered(6);
+    assert_true(takes[5].ms >= takes[4].ms + 95);
     account_free(&a);
 }
 
@@ -251,7 +259,7 @@ static void test_free_answers_queued_takes(void **state)
     assert_int_equal(takes[1].answered, 1);
     /* What a done callback may still call with the context gone. */
     account_release(NULL, "t0");
-    assert_int_equal(account_give(NULL, "t0", 0), CG_EREDIS);
+    assert_int_equal(account_give(NULL, "t0", 0, "0"), CG_EREDIS);
 }
 
 /* Last: stops the server. Takes sent, or queued, while it is gone are each
@@ -270,7 +278,7 @@ static void test_redis_gone(void **state)
     account_release(a, "t0");
     run_until_answered(2);
     assert_int_equal(takes[1].res, ACCOUNT_LOST);
-    assert_int_equal(account_give(a, "t1", 0), CG_EREDIS);
+    assert_int_equal(account_give(a, "t1", 0, "0"), CG_EREDIS);
     account_free(&a);
     assert_int_equal(takes[0].answered + takes[1].answered, 2);
 }

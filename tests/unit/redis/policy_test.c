@@ -23,7 +23,7 @@ static pid_t server;
 static int port, up;
 
 /* The last reply, flattened: element strings (integers printed). */
-static char got[8][256];
+static char got[16][256];
 static int ngot, replies;
 
 static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
@@ -31,7 +31,7 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
     redisReply *rep = reply;
     ngot = 0;
     if (rep && rep->type == REDIS_REPLY_ARRAY) {
-        for (size_t i = 0; i < rep->elements && i < 8; i++) {
+        for (size_t i = 0; i < rep->elements && i < 16; i++) {
             redisReply *e = rep->element[i];
             if (e->type == REDIS_REPLY_INTEGER)
                 snprintf(got[ngot++], 256, "%lld", e->integer);
@@ -197,43 +197,60 @@ static void test_send_idempotency(void **state)
          (const char *[]){__VA_ARGS__})
 static const char *const akeys[] = {"cg:{account}:tat_us", "cg:{account}:leases"};
 
+/* Each take answers three elements: what, ms, slot. W(i, k): element k of
+ * the i-th request's answer. */
+#define W(i, k) got[3 * (i) + (k)]
+
 static void test_account_rate_spacing(void **state)
 {
     /* 10 segments/s: the first send goes now, the next slot is ~100 ms on. */
     TAKE("10", "100", "take", "0", "l1", "1", "30000", "0");
-    assert_string_equal(got[0], "ok");
-    assert_string_equal(got[1], "0");
+    assert_string_equal(W(0, 0), "ok");
+    assert_string_equal(W(0, 1), "0");
     /* Not allowed to wait: refused with the wait, and nothing is taken. */
     TAKE("10", "100", "take", "0", "l2", "1", "30000", "0");
-    assert_string_equal(got[0], "rate");
-    long wait = atol(got[1]);
+    assert_string_equal(W(0, 0), "rate");
+    long wait = atol(W(0, 1));
     assert_true(wait > 50 && wait <= 100);
+    assert_string_equal(W(0, 2), "0");
     /* Allowed to wait: one batch reserves consecutive slots, 100 ms apart. */
     TAKE("10", "100", "take", "0", "l2", "1", "30000", "1000", "l3", "1", "30000", "1000");
-    assert_int_equal(ngot, 4);
-    assert_string_equal(got[0], "ok");
-    assert_string_equal(got[2], "ok");
-    long d2 = atol(got[1]), d3 = atol(got[3]);
+    assert_int_equal(ngot, 6);
+    assert_string_equal(W(0, 0), "ok");
+    assert_string_equal(W(1, 0), "ok");
+    long d2 = atol(W(0, 1)), d3 = atol(W(1, 1));
     assert_true(d2 > 50 && d2 <= 100);
     assert_true(d3 - d2 >= 99 && d3 - d2 <= 101);
     /* A 3-segment message takes three slots: the next is 300 ms after it. */
     TAKE("10", "100", "take", "0", "l4", "3", "30000", "5000", "l5", "1", "30000", "5000");
-    long d4 = atol(got[1]), d5 = atol(got[3]);
+    long d4 = atol(W(0, 1)), d5 = atol(W(1, 1));
+    char slot4[256], slot5[256];
+    snprintf(slot4, sizeof(slot4), "%s", W(0, 2));
+    snprintf(slot5, sizeof(slot5), "%s", W(1, 2));
     assert_true(d5 - d4 >= 299 && d5 - d4 <= 301);
-    /* Giving the 3-segment send back frees its place in the rate. */
-    const char *give[] = {"10", "100", "give", "l4", "3"};
-    eval(POLICY_ACCOUNT, 2, akeys, 5, give);
+    /* Giving back the 3-segment send, which l5 is booked after, frees no
+     * slot: moving the next free slot back would put two sends in l5's. */
+    const char *give4[] = {"10", "100", "give", "l4", "3", slot4};
+    eval(POLICY_ACCOUNT, 2, akeys, 6, give4);
     assert_string_equal(got[0], "ok");
     TAKE("10", "100", "take", "0", "l6", "1", "30000", "5000");
-    assert_true(atol(got[1]) <= d5 + 1);
+    long d6 = atol(W(0, 1));
+    assert_true(d6 >= d5 + 95 && d6 <= d5 + 100);
+    char slot6[256];
+    snprintf(slot6, sizeof(slot6), "%s", W(0, 2));
+    /* Giving back the last one booked (l6) frees its slot for the next. */
+    const char *give6[] = {"10", "100", "give", "l6", "1", slot6};
+    eval(POLICY_ACCOUNT, 2, akeys, 6, give6);
+    TAKE("10", "100", "take", "0", "l7", "1", "30000", "5000");
+    assert_true(atol(W(0, 1)) <= d6);
     /* Sub-second slots: at 1,000/s one batch goes out 1 ms apart. */
     cmd("FLUSHALL", NULL, NULL, NULL);
     TAKE("1000", "100", "take", "0", "a", "1", "30000", "5000", "b", "1", "30000", "5000", "c",
          "1", "30000", "5000", "d", "1", "30000", "5000");
-    assert_string_equal(got[1], "0");
-    assert_string_equal(got[3], "1");
-    assert_string_equal(got[5], "2");
-    assert_string_equal(got[7], "3");
+    assert_string_equal(W(0, 1), "0");
+    assert_string_equal(W(1, 1), "1");
+    assert_string_equal(W(2, 1), "2");
+    assert_string_equal(W(3, 1), "3");
     assert_all_keys_expire();
 }
 
@@ -242,29 +259,29 @@ static void test_account_concurrency(void **state)
     /* cost 0: no rate limit, only the three places in flight. */
     TAKE("10", "3", "take", "0", "l0", "0", "30000", "0", "l1", "0", "30000", "0", "l2", "0",
          "30000", "0", "l3", "0", "30000", "0");
-    assert_int_equal(ngot, 8);
-    assert_string_equal(got[0], "ok");
-    assert_string_equal(got[2], "ok");
-    assert_string_equal(got[4], "ok");
-    assert_string_equal(got[6], "concurrency");
-    assert_true(atol(got[7]) >= 1 && atol(got[7]) <= 20);
+    assert_int_equal(ngot, 12);
+    assert_string_equal(W(0, 0), "ok");
+    assert_string_equal(W(1, 0), "ok");
+    assert_string_equal(W(2, 0), "ok");
+    assert_string_equal(W(3, 0), "concurrency");
+    assert_true(atol(W(3, 1)) >= 1 && atol(W(3, 1)) <= 20);
     /* A released lease (listed before the takes) frees its place. */
     TAKE("10", "3", "take", "1", "l1", "l3", "0", "30000", "0");
-    assert_string_equal(got[0], "ok");
+    assert_string_equal(W(0, 0), "ok");
     TAKE("10", "3", "take", "0", "l4", "0", "30000", "0");
-    assert_string_equal(got[0], "concurrency");
+    assert_string_equal(W(0, 0), "concurrency");
     /* So does one given back. */
-    const char *give[] = {"10", "3", "give", "l0", "0"};
-    eval(POLICY_ACCOUNT, 2, akeys, 5, give);
+    const char *give[] = {"10", "3", "give", "l0", "0", "0"};
+    eval(POLICY_ACCOUNT, 2, akeys, 6, give);
     TAKE("10", "3", "take", "0", "l4", "0", "30000", "0");
-    assert_string_equal(got[0], "ok");
+    assert_string_equal(W(0, 0), "ok");
     /* Leases of a crashed replica expire on their own. */
     cmd("FLUSHALL", NULL, NULL, NULL);
     TAKE("10", "3", "take", "0", "s0", "0", "100", "0", "s1", "0", "100", "0", "s2", "0", "100",
          "0");
     usleep(150 * 1000);
     TAKE("10", "3", "take", "0", "s3", "0", "30000", "0");
-    assert_string_equal(got[0], "ok");
+    assert_string_equal(W(0, 0), "ok");
     assert_all_keys_expire();
 }
 
