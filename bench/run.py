@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import socket
 import struct
 import subprocess
@@ -41,6 +42,13 @@ def rss_mb(pid):
 
 def peak_mb(pid):
     return proc_status(pid, "VmHWM") / 1024.0
+
+
+def cpu_s(pid):
+    """User + system CPU seconds a running process has used."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def reset_peak(pid):
@@ -88,8 +96,14 @@ class Bench:
                 str(concurrency), "--timeout-ms", str(timeout_ms)]
         if rate:
             argv += ["--rate", str(rate)]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=600)
-        return json.loads(out.stdout)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        res = json.loads(out.stdout)
+        # The servers are children too, but still running: only the load
+        # generator was reaped in between.
+        res["load_cpu_s"] = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+        return res
 
     def echo(self, delay_ms=0):
         port = harness.free_port()
@@ -180,19 +194,31 @@ class Bench:
 
         if "1" in only or "4" in only:
             n1, c1 = self.n(40000, 400), 200
+            echo_cpu = cpu_s(e.pid)
             base1 = self.load(e.target, "/bench.Echo/Echo", sms, n1, c1)
+            echo_cpu = cpu_s(e.pid) - echo_cpu
         if "1" in only:
             # (1) saturation, simulator answering at once
             before = commandstats(redis.port)
+            cpu = [cpu_s(p.pid) for p in (daemon, sim, redis)]
             res1 = self.load(daemon.grpc_target, smsm, sms, n1, c1)
+            cpu = [cpu_s(p.pid) - c for p, c in zip((daemon, sim, redis), cpu)]
             after = commandstats(redis.port)
             per = {k: (after.get(k, 0) - before.get(k, 0)) / max(res1["ok"], 1) for k in after}
             # commandstats also counts what the Lua scripts call inside Redis,
             # so only EVALSHA is unambiguous; the total shows Redis's work.
+            # Where the two cores went, per request: what bounds req/s here.
+            us = lambda sec, res: sec * 1e6 / max(res["ok"], 1)  # noqa: E731
+            note = ("CPU us/request: commsgate %.0f, simulator %.0f, Redis %.0f, load %.0f "
+                    "(echo: server %.0f, load %.0f)" % (
+                        us(cpu[0], res1), us(cpu[1], res1), us(cpu[2], res1),
+                        us(res1["load_cpu_s"], res1), us(echo_cpu, base1),
+                        us(base1["load_cpu_s"], base1)))
             self.row("1 SendSMS at saturation", res1, base1,
                      threads=harness.thread_count(daemon.pid),
                      cmds="%.2f EVALSHA (%.1f commands run)" % (per.get("evalsha", 0),
-                                                               sum(per.values())))
+                                                               sum(per.values())),
+                     note=note)
 
         if "3" in only:
             # (3) fixed 2,000 requests/s, simulator at 0 ms
