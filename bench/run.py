@@ -258,9 +258,12 @@ class Bench:
             # (2) 10,000 in flight, simulator answering after 1 s
             n2 = self.n(10000, 300)
             e = self.echo(delay_ms=1000)
+            time.sleep(0.3)
+            echo_threads = [harness.thread_count(e.pid)]
             reset_peak(e.pid)
             base2 = self.load(e.target, "/bench.Echo/Echo", sms, n2, n2, timeout_ms=30000)
             base2_peak = peak_mb(e.pid)
+            echo_threads.append(harness.thread_count(e.pid))
             e.stop()
             redis, sim, daemon, _ = self.stack(sim_latency_ms=1000)
             time.sleep(0.3)
@@ -270,7 +273,8 @@ class Bench:
             peak2 = peak_mb(daemon.pid)
             threads_after = harness.thread_count(daemon.pid)
             self.row("2 %d in flight, Twilio 1 s" % n2, res2, base2, rss=peak2,
-                     base_rss=base2_peak, threads="%d -> %d" % (threads_before, threads_after),
+                     base_rss=base2_peak, threads="%d -> %d (echo %d -> %d)" % (
+                         threads_before, threads_after, echo_threads[0], echo_threads[1]),
                      note="all done in %.2f s" % res2["seconds"])
             for p in (daemon, sim, redis):
                 p.stop()

@@ -37,7 +37,7 @@ struct account_ctx {
     size_t nreleased, released_cap;
 };
 
-/* One call in flight: its takes, in the order of the reply's pairs. Owns
+/* One call in flight: its takes, in the order of the reply's triples. Owns
  * itself, so the context may go first. */
 struct batch {
     struct account_req *head;
