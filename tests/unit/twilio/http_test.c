@@ -460,6 +460,17 @@ static void on_tally(const struct http_result *res, void *data)
         t->ok200++;
 }
 
+/* n requests to r, each answered 200 "ok" before the next starts. */
+static void one_at_a_time(const struct http_request *r, int n)
+{
+    for (int i = 0; i < n; i++) {
+        struct tally one = {0};
+        assert_int_equal(start(r, on_tally, &one, NULL), CG_OK);
+        assert_true(run_until(&one.calls, 1, 5000));
+        assert_int_equal(one.ok200, 1);
+    }
+}
+
 #define CONCURRENT 200
 
 static void test_concurrent_reuse(void **state)
@@ -489,12 +500,7 @@ static void test_concurrent_reuse(void **state)
     unsigned long created = st.handles_created;
 
     /* One at a time now: pooled handles and kept-alive connections only. */
-    for (int i = 0; i < 20; i++) {
-        struct tally one = {0};
-        assert_int_equal(start(&r, on_tally, &one, NULL), CG_OK);
-        assert_true(run_until(&one.calls, 1, 5000));
-        assert_int_equal(one.ok200, 1);
-    }
+    one_at_a_time(&r, 20);
     http_get_stats(ctx, &st);
     assert_int_equal(st.handles_created, created);
     assert_int_equal(srv_get(&srv.nports), conns);
@@ -689,12 +695,7 @@ static void test_burst_then_reuse(void **state)
     assert_true(kept >= 1 && kept <= BURST);
 
     url(u, sizeof(u), "/ok");
-    for (int i = 0; i < 20; i++) {
-        struct tally one = {0};
-        assert_int_equal(start(&r, on_tally, &one, NULL), CG_OK);
-        assert_true(run_until(&one.calls, 1, 5000));
-        assert_int_equal(one.ok200, 1);
-    }
+    one_at_a_time(&r, 20);
     assert_int_equal(srv_get(&srv.nports), BURST);
     http_get_stats(ctx, &st);
     assert_true(st.connections >= 1 && st.connections <= kept); /* none opened */
@@ -732,12 +733,7 @@ static void test_limit_shared_over_handles(void **state)
     assert_true(srv_get(&srv.nports) <= 64);
     int conns = srv_get(&srv.nports);
     url(u, sizeof(u), "/ok");
-    for (int i = 0; i < 10; i++) {
-        struct tally one = {0};
-        assert_int_equal(start(&r, on_tally, &one, NULL), CG_OK);
-        assert_true(run_until(&one.calls, 1, 5000));
-        assert_int_equal(one.ok200, 1);
-    }
+    one_at_a_time(&r, 10);
     assert_int_equal(srv_get(&srv.nports), conns);
 }
 
