@@ -192,27 +192,43 @@ class Bench:
             idle_threads = harness.thread_count(daemon.pid)
             echo_idle = rss_mb(e.pid)
 
+        # Scenarios 1 and 3 run in interleaved rounds, the echo server then
+        # commsgate, and report the round with the median ratio: this
+        # machine's speed drifts by 10-20% within a minute.
+        rounds = self.n(3, 1)
         if "1" in only or "4" in only:
             n1, c1 = self.n(40000, 400), 200
-            echo_cpu = cpu_s(e.pid)
-            base1 = self.load(e.target, "/bench.Echo/Echo", sms, n1, c1)
-            echo_cpu = cpu_s(e.pid) - echo_cpu
-        if "1" in only:
-            # (1) saturation, simulator answering at once
             before = commandstats(redis.port)
-            cpu = [cpu_s(p.pid) for p in (daemon, sim, redis)]
-            res1 = self.load(daemon.grpc_target, smsm, sms, n1, c1)
-            cpu = [cpu_s(p.pid) - c for p, c in zip((daemon, sim, redis), cpu)]
+            runs = []
+            for _ in range(rounds):
+                echo_cpu = cpu_s(e.pid)
+                base = self.load(e.target, "/bench.Echo/Echo", sms, n1, c1)
+                echo_cpu = cpu_s(e.pid) - echo_cpu
+                res, cpu = None, None
+                if "1" in only:
+                    # (1) saturation, simulator answering at once
+                    cpu = [cpu_s(p.pid) for p in (daemon, sim, redis)]
+                    res = self.load(daemon.grpc_target, smsm, sms, n1, c1)
+                    cpu = [cpu_s(p.pid) - c for p, c in zip((daemon, sim, redis), cpu)]
+                runs.append({"base": base, "echo_cpu": echo_cpu, "res": res, "cpu": cpu})
             after = commandstats(redis.port)
-            per = {k: (after.get(k, 0) - before.get(k, 0)) / max(res1["ok"], 1) for k in after}
+            key = (lambda r: r["res"]["rps"] / r["base"]["rps"]) if "1" in only else \
+                (lambda r: r["base"]["rps"])
+            mid = sorted(runs, key=key)[len(runs) // 2]
+            base1 = mid["base"]
+        if "1" in only:
+            res1, cpu = mid["res"], mid["cpu"]
+            ok = sum(r["res"]["ok"] for r in runs)
+            per = {k: (after.get(k, 0) - before.get(k, 0)) / max(ok, 1) for k in after}
             # commandstats also counts what the Lua scripts call inside Redis,
             # so only EVALSHA is unambiguous; the total shows Redis's work.
             # Where the two cores went, per request: what bounds req/s here.
             us = lambda sec, res: sec * 1e6 / max(res["ok"], 1)  # noqa: E731
-            note = ("CPU us/request: commsgate %.0f, simulator %.0f, Redis %.0f, load %.0f "
-                    "(echo: server %.0f, load %.0f)" % (
+            note = ("median of %d rounds (x echo: %s); CPU us/request: commsgate %.0f, "
+                    "simulator %.0f, Redis %.0f, load %.0f (echo: server %.0f, load %.0f)" % (
+                        rounds, ", ".join("%.2f" % key(r) for r in runs),
                         us(cpu[0], res1), us(cpu[1], res1), us(cpu[2], res1),
-                        us(res1["load_cpu_s"], res1), us(echo_cpu, base1),
+                        us(res1["load_cpu_s"], res1), us(mid["echo_cpu"], base1),
                         us(base1["load_cpu_s"], base1)))
             self.row("1 SendSMS at saturation", res1, base1,
                      threads=harness.thread_count(daemon.pid),
@@ -222,11 +238,17 @@ class Bench:
 
         if "3" in only:
             # (3) fixed 2,000 requests/s, simulator at 0 ms
-            n3 = self.n(20000, 200)
-            base3 = self.load(e.target, "/bench.Echo/Echo", sms, n3, 1000, rate=2000)
-            res3 = self.load(daemon.grpc_target, smsm, sms, n3, 1000, rate=2000)
+            n3 = self.n(10000, 200)
+            runs = []
+            for _ in range(rounds):
+                base = self.load(e.target, "/bench.Echo/Echo", sms, n3, 1000, rate=2000)
+                res = self.load(daemon.grpc_target, smsm, sms, n3, 1000, rate=2000)
+                runs.append((res["p99_ms"] - base["p99_ms"], res, base))
+            runs.sort(key=lambda r: r[0])
+            added, res3, base3 = runs[len(runs) // 2]
             self.row("3 SendSMS at 2,000/s", res3, base3,
-                     note="added p99 %.2f ms" % (res3["p99_ms"] - base3["p99_ms"]))
+                     note="added p99 %.2f ms (median of %d rounds: %s)" % (
+                         added, rounds, ", ".join("%.2f" % r[0] for r in runs)))
 
         if "4" in only:
             # (4) verification mix: StartVerification then CheckVerification per number
