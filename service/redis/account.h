@@ -46,7 +46,8 @@ int account_new(struct event_base *base, struct redis_ctx *redis, int rate, int 
 void account_take(struct account_ctx *a, struct account_req *req);
 
 /* A lease whose request Twilio has answered: its place in flight frees with
- * the next batch (its place in the rate stays taken). `id` is copied. */
+ * the next take, or within 50 ms when none comes (its place in the rate
+ * stays taken). `id` is copied. */
 void account_release(struct account_ctx *a, const char *id);
 
 /* Hands back what a take got when the request was not sent after all: the

@@ -60,13 +60,18 @@ void test_redis_stop(pid_t pid)
     waitpid(pid, NULL, 0);
 }
 
+long long test_now_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
 long test_run_until(struct event_base *base, const int *flag, int want, int ms)
 {
-    struct timespec t0, t;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    long long t0 = test_now_ms();
     for (;;) {
-        clock_gettime(CLOCK_MONOTONIC, &t);
-        long el = (t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000;
+        long el = (long)(test_now_ms() - t0);
         if (*flag == want || el > ms)
             return el;
         event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);

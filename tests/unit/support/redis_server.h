@@ -13,6 +13,9 @@ int test_free_port(void);
 pid_t test_redis_start(int port, const char *password);
 void test_redis_stop(pid_t pid);
 
+/* Milliseconds on the monotonic clock. */
+long long test_now_ms(void);
+
 /* Runs base until *flag == want or ms pass; returns the ms it took. */
 long test_run_until(struct event_base *base, const int *flag, int want, int ms);
 
