@@ -102,14 +102,6 @@ static void on_batch(redisAsyncContext *ac, void *reply, void *privdata)
     free(b);
 }
 
-static void on_release(redisAsyncContext *ac, void *reply, void *privdata)
-{
-    const redisReply *r = reply;
-    if (r && r->type == REDIS_REPLY_ERROR)
-        log_event(LOG_LEVEL_WARN, "redis_write_failed",
-                  json_pack("{s:s, s:s}", "what", "account release", "reply", r->str));
-}
-
 /* One call: up to BATCH_MAX takes from *list (advanced past them) and up
  * to BATCH_MAX of the released leases. */
 static void send_batch(struct account_ctx *a, struct account_req **list)
@@ -163,7 +155,8 @@ static void send_batch(struct account_ctx *a, struct account_req **list)
         argv[k++] = nums[n++];
     }
     if (!ntake) {
-        rc = redis_command_argv(a->redis, on_release, NULL, (int)k, argv, NULL);
+        rc = redis_command_argv(a->redis, redis_on_write, (void *)"account release", (int)k,
+                                argv, NULL);
     } else if ((b = malloc(sizeof(*b)))) {
         b->head = take;
         b->n = ntake;
@@ -259,7 +252,8 @@ int account_give(struct account_ctx *a, const char *id, int cost, const char *sl
     snprintf(c, sizeof(c), "%d", cost);
     const char *keys[] = {KEY_TAT, KEY_LEASES};
     const char *args[] = {a->rate, a->most, "give", id, c, slot};
-    return policy_eval(a->redis, POLICY_ACCOUNT, 2, keys, 6, args, on_release, NULL);
+    return policy_eval(a->redis, POLICY_ACCOUNT, 2, keys, 6, args, redis_on_write,
+                       (void *)"account give");
 }
 
 void account_free(struct account_ctx **ap)

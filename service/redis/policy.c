@@ -73,20 +73,15 @@ int policy_eval(struct redis_ctx *r, enum policy_script s, int nkeys, const char
                 int nargs, const char *const *args, redisCallbackFn *fn, void *privdata)
 {
     const char *argv[MAX_ARGV];
-    char nk[12];
-    int argc = 0;
+    int argc = 3 + nkeys + nargs;
 
-    if (3 + nkeys + nargs > MAX_ARGV)
+    if (argc > MAX_ARGV)
         return CG_EINVAL;
-    snprintf(nk, sizeof(nk), "%d", nkeys);
-    argv[argc++] = "EVALSHA";
-    argv[argc++] = scripts[s]->sha1;
-    argv[argc++] = nk;
     for (int i = 0; i < nkeys; i++)
-        argv[argc++] = keys[i];
+        argv[3 + i] = keys[i];
     for (int i = 0; i < nargs; i++)
-        argv[argc++] = args[i];
-    return redis_command_argv(r, fn, privdata, argc, argv, NULL);
+        argv[3 + nkeys + i] = args[i];
+    return policy_eval_argv(r, s, nkeys, argc, argv, NULL, fn, privdata);
 }
 
 int policy_eval_argv(struct redis_ctx *r, enum policy_script s, int nkeys, int argc,

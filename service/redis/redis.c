@@ -32,7 +32,6 @@ struct redis_ctx {
     enum conn_state state;
     int up;
     int ping_outstanding;
-    long long ping_sent_ms;
     /* The oldest command still waiting for its reply, and when that last
      * changed. Every command queued before the PING is ahead of it, and one
      * queued after cannot be at the head while the PING waits, so a new head
@@ -112,7 +111,7 @@ static void send_ping(struct redis_ctx *r)
 {
     if (redisAsyncCommand(r->ac, on_ping, r, "PING") == REDIS_OK) {
         r->ping_outstanding = 1;
-        r->ping_sent_ms = r->progress_ms = now_ms();
+        r->progress_ms = now_ms();
         r->oldest = r->ac->replies.head;
     }
 }
@@ -304,6 +303,14 @@ int redis_command_argv(struct redis_ctx *r, redisCallbackFn *fn, void *privdata,
     if (redisAsyncCommandArgv(r->ac, fn, privdata, argc, argv, argvlen) != REDIS_OK)
         return CG_EREDIS;
     return CG_OK;
+}
+
+void redis_on_write(redisAsyncContext *ac, void *reply, void *what)
+{
+    const redisReply *r = reply;
+    if (r && r->type == REDIS_REPLY_ERROR)
+        log_event(LOG_LEVEL_WARN, "redis_write_failed",
+                  json_pack("{s:s, s:s}", "what", (const char *)what, "reply", r->str));
 }
 
 void redis_free(struct redis_ctx **rp)

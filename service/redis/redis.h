@@ -42,6 +42,11 @@ int redis_is_up(const struct redis_ctx *r);
 int redis_command_argv(struct redis_ctx *r, redisCallbackFn *fn, void *privdata, int argc,
                        const char **argv, const size_t *argvlen);
 
+/* A redisCallbackFn for writes whose reply nobody waits for: an error reply
+ * is logged (redis_write_failed) with privdata, a string literal saying what
+ * the write was. */
+void redis_on_write(redisAsyncContext *ac, void *reply, void *what);
+
 /* Drops the connection: pending commands' callbacks run with reply NULL.
  * Clears *r; NULL is a no-op. */
 void redis_free(struct redis_ctx **r);

@@ -144,17 +144,9 @@ void flow_set_idempotency(struct flow *f, const char *key, const uint8_t *req, s
         snprintf(f->fp + 2 * i, 3, "%02x", digest[i]);
 }
 
-static void on_fire_and_forget(redisAsyncContext *ac, void *reply, void *privdata)
-{
-    const redisReply *r = reply;
-    if (r && r->type == REDIS_REPLY_ERROR)
-        log_event(LOG_LEVEL_WARN, "redis_write_failed",
-                  json_pack("{s:s, s:s}", "what", (const char *)privdata, "reply", r->str));
-}
-
 void flow_redis(struct flow *f, int argc, const char **argv, const size_t *lens)
 {
-    if (redis_command_argv(f->app->redis, on_fire_and_forget, (void *)argv[0], argc, argv, lens))
+    if (redis_command_argv(f->app->redis, redis_on_write, (void *)argv[0], argc, argv, lens))
         log_event(LOG_LEVEL_WARN, "redis_write_skipped",
                   json_pack("{s:s, s:s}", "what", argv[0], "rpc", f->kind->rpc));
 }
@@ -313,7 +305,7 @@ static void track_message(struct flow *f, const char *sid, const char *status)
     int rank = strcmp(status, "queued") == 0 ? 1 : 0; /* queued, or accepted/scheduled */
     const char *keys[] = {key, ev};
     const char *args[] = {status, rank ? "1" : "0", "", "604800"};
-    if (policy_eval(f->app->redis, POLICY_MESSAGE_STATUS, 2, keys, 4, args, on_fire_and_forget,
+    if (policy_eval(f->app->redis, POLICY_MESSAGE_STATUS, 2, keys, 4, args, redis_on_write,
                     (void *)"message status"))
         log_warn("redis_write_skipped", "status of %s not recorded: Redis down", sid);
 }
