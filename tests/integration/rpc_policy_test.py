@@ -407,6 +407,28 @@ class BudgetTest(unittest.TestCase):
             self.assertEqual(stack.close(), 0)
 
 
+    def test_call_gone_while_waiting_for_its_slot_sends_nothing(self):
+        # 2 segments/s: B is booked 0.5 s after A and waits for its slot;
+        # its caller cancels. Nothing goes to Twilio for B, and C, booked
+        # after B's slot, still keeps the spacing (B's slot goes unused).
+        stack = harness.Stack(env={"COMMSGATE_SEND_RATE": "2"})
+        try:
+            m = stack.stubs.messaging_pb2
+            stack.stubs.SendSMS(m.SendSMSRequest(to="+14155550193", body="a"), timeout=5)
+            b = stack.stubs.SendSMS.future(m.SendSMSRequest(to="+14155550194", body="b"),
+                                           timeout=5)
+            time.sleep(0.1)
+            b.cancel()
+            stack.stubs.SendSMS(m.SendSMSRequest(to="+14155550195", body="c"), timeout=5)
+            sent = harness.Sim(stack.sim.url).requests("Messages.json")
+            to = [dict(r["params"])["To"] for r in sent]
+            self.assertEqual(to, ["+14155550193", "+14155550195"])
+            self.assertGreaterEqual(sent[1]["time"] - sent[0]["time"], 0.9)
+            self.assertTrue(b.cancelled())
+        finally:
+            self.assertEqual(stack.close(), 0)
+
+
 class RedisDownTest(Base):
     def test_redis_stopped_mid_test_unavailable_and_nothing_sent(self):
         self.s.SendSMS(self.m.SendSMSRequest(to="+14155550100", body="x"), timeout=5)
