@@ -22,7 +22,7 @@ run: build
 	@sh scripts/run.sh $(BUILD)
 
 test-build: deps
-	cmake -S . -B $(TEST_BUILD) -DCMAKE_BUILD_TYPE=Debug -DCOMMSGATE_SANITIZE=ON
+	cmake -S . -B $(TEST_BUILD) -DCMAKE_BUILD_TYPE=Debug -DCOMMSGATE_SANITIZE=ON -DCOMMSGATE_WERROR=ON
 	cmake --build $(TEST_BUILD) -j $(JOBS)
 
 test: test-build

@@ -89,10 +89,14 @@ static void on_status_applied(redisAsyncContext *ac, void *reply, void *privdata
 {
     struct webhook_req *w = privdata;
     const char *what = reply_word(reply);
-    if (!what)
-        return fail_503(w, "Redis did not apply the status");
-    if (strcmp(what, "dup") == 0)
-        return webhook_reply(w, 200, "text/plain", "");
+    if (!what) {
+        fail_503(w, "Redis did not apply the status");
+        return;
+    }
+    if (strcmp(what, "dup") == 0) {
+        webhook_reply(w, 200, "text/plain", "");
+        return;
+    }
     const char *status = webhook_param(w, "MessageStatus");
     struct webhook_metrics *m = webhook_metrics(w->ctx);
     m->statuses[handlers_status_index(status)]++;
@@ -112,8 +116,10 @@ void handlers_message_status(struct webhook_req *w)
     const char *err = webhook_param(w, "ErrorCode");
     int idx = handlers_status_index(status);
 
-    if (!valid_sid(sid, "SMMM") || idx < 0 || (err && strspn(err, "0123456789") != strlen(err)))
-        return webhook_reply(w, 400, "text/plain", "MessageSid, MessageStatus or ErrorCode malformed");
+    if (!valid_sid(sid, "SMMM") || idx < 0 || (err && strspn(err, "0123456789") != strlen(err))) {
+        webhook_reply(w, 400, "text/plain", "MessageSid, MessageStatus or ErrorCode malformed");
+        return;
+    }
     snprintf(w->keybuf[0], sizeof(w->keybuf[0]), "cg:{%s}:msg", sid);
     snprintf(w->dedupe, sizeof(w->dedupe), "cg:{%s}:ev:%s", sid,
              w->token[0] ? w->token : status);
@@ -178,10 +184,14 @@ static void on_inbound_applied(redisAsyncContext *ac, void *reply, void *privdat
 {
     struct webhook_req *w = privdata;
     const char *what = reply_word(reply);
-    if (!what)
-        return fail_503(w, "Redis did not apply the message");
-    if (strcmp(what, "dup") == 0)
-        return webhook_reply(w, 200, "text/xml", TWIML_EMPTY);
+    if (!what) {
+        fail_503(w, "Redis did not apply the message");
+        return;
+    }
+    if (strcmp(what, "dup") == 0) {
+        webhook_reply(w, 200, "text/xml", TWIML_EMPTY);
+        return;
+    }
     const char *kw = w->argbuf[0];
     struct webhook_metrics *m = webhook_metrics(w->ctx);
     if (strcmp(kw, "stop") == 0)
@@ -206,12 +216,16 @@ void handlers_inbound(struct webhook_req *w)
     const char *from = webhook_param(w, "From");
     char number[64];
 
-    if (!sid || !*sid || strlen(sid) > 64 || !from)
-        return webhook_reply(w, 400, "text/plain", "MessageSid and From are required");
+    if (!sid || !*sid || strlen(sid) > 64 || !from) {
+        webhook_reply(w, 400, "text/plain", "MessageSid and From are required");
+        return;
+    }
     int whatsapp = strncmp(from, "whatsapp:", 9) == 0;
     snprintf(number, sizeof(number), "%s", whatsapp ? from + 9 : from);
-    if (number[0] != '+' || strspn(number + 1, "0123456789") != strlen(number + 1))
-        return webhook_reply(w, 400, "text/plain", "From is not a phone number");
+    if (number[0] != '+' || strspn(number + 1, "0123456789") != strlen(number + 1)) {
+        webhook_reply(w, 400, "text/plain", "From is not a phone number");
+        return;
+    }
     /* Keywords act on SMS: a WhatsApp "STOP" is Meta's to handle. */
     const char *kw = whatsapp ? "" : keyword(webhook_param(w, "Body"),
                                              webhook_param(w, "OptOutType"));
@@ -239,10 +253,14 @@ static void on_call_seen(redisAsyncContext *ac, void *reply, void *privdata)
 {
     struct webhook_req *w = privdata;
     const redisReply *r = reply;
-    if (!r || r->type == REDIS_REPLY_ERROR)
-        return fail_503(w, "Redis did not record the call status");
-    if (r->type == REDIS_REPLY_NIL)
-        return webhook_reply(w, 200, "text/plain", ""); /* seen before */
+    if (!r || r->type == REDIS_REPLY_ERROR) {
+        fail_503(w, "Redis did not record the call status");
+        return;
+    }
+    if (r->type == REDIS_REPLY_NIL) { /* seen before */
+        webhook_reply(w, 200, "text/plain", "");
+        return;
+    }
     const char *dur = webhook_param(w, "CallDuration");
     const char *fields[] = {"type", "call_status", "sid", webhook_param(w, "CallSid"),
                             "status", webhook_param(w, "CallStatus"),
@@ -258,8 +276,10 @@ void handlers_call_status(struct webhook_req *w)
     const char *status = webhook_param(w, "CallStatus");
     char ttl[16];
 
-    if (!valid_sid(sid, "CA") || !status || !*status || strlen(status) > 32)
-        return webhook_reply(w, 400, "text/plain", "CallSid or CallStatus malformed");
+    if (!valid_sid(sid, "CA") || !status || !*status || strlen(status) > 32) {
+        webhook_reply(w, 400, "text/plain", "CallSid or CallStatus malformed");
+        return;
+    }
     snprintf(w->dedupe, sizeof(w->dedupe), "cg:{%s}:ev:%s", sid,
              w->token[0] ? w->token : status);
     snprintf(ttl, sizeof(ttl), "%d", KEEP_S);

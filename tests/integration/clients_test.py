@@ -155,6 +155,19 @@ class ClientsTest(unittest.TestCase):
             self.assertEqual(r.returncode, 0, r.stderr)
             self.assertRegex(r.stdout, r"^SM[0-9a-f]{32} 1$")
 
+    def test_shared_library_exports_its_api_only(self):
+        """Only cgc_* and the contract's own messages: the google.rpc and
+        grpc.health messages inside would collide with an application's."""
+        lib = os.path.normpath(os.path.join(harness.BIN_DIR, "..", "lib", "libcommsgate.so"))
+        out = subprocess.run(["nm", "-D", "--defined-only", lib], capture_output=True,
+                             text=True, check=True).stdout
+        names = [line.split()[-1].split("@")[0] for line in out.splitlines() if line.strip()]
+        self.assertIn("cgc_send_sms", names)
+        self.assertIn("commsgate__v1__send_smsrequest__descriptor", names)
+        stray = [n for n in names
+                 if not n.startswith(("cgc_", "commsgate__v1__")) and n != "COMMSGATE_0"]
+        self.assertEqual(stray, [])
+
 
 if __name__ == "__main__":
     unittest.main()
