@@ -171,29 +171,22 @@ static void release_lease(struct flow *f)
 }
 
 /* Refusals by reason; loop thread only. */
-static struct {
-    const char *reason;
-    unsigned long n;
-} refusals[32];
+static unsigned long refusals[REASON_COUNT];
 
-static void count_refusal(const char *reason)
+static void count_refusal(enum reason reason)
 {
-    for (size_t i = 0; reason && i < sizeof(refusals) / sizeof(refusals[0]); i++) {
-        if (!refusals[i].reason || strcmp(refusals[i].reason, reason) == 0) {
-            refusals[i].reason = reason; /* always a string literal */
-            refusals[i].n++;
-            return;
-        }
-    }
+    if (reason_name(reason))
+        refusals[reason]++;
 }
 
 void flow_metrics(struct evbuffer *out)
 {
     evbuffer_add_printf(out, "# HELP commsgate_policy_refusals_total Calls refused by policy or "
                              "Twilio, by reason.\n# TYPE commsgate_policy_refusals_total counter\n");
-    for (size_t i = 0; i < sizeof(refusals) / sizeof(refusals[0]) && refusals[i].reason; i++)
-        evbuffer_add_printf(out, "commsgate_policy_refusals_total{reason=\"%s\"} %lu\n",
-                            refusals[i].reason, refusals[i].n);
+    for (int r = 0; r < REASON_COUNT; r++)
+        if (refusals[r])
+            evbuffer_add_printf(out, "commsgate_policy_refusals_total{reason=\"%s\"} %lu\n",
+                                reason_name(r), refusals[r]);
 }
 
 /* Ends the flow with an error. */
@@ -205,7 +198,7 @@ static void fail(struct flow *f, const struct rpc_error *err)
     flow_free(f);
 }
 
-static void fail_simple(struct flow *f, grpc_status_code code, const char *reason, const char *msg)
+static void fail_simple(struct flow *f, grpc_status_code code, enum reason reason, const char *msg)
 {
     struct rpc_error e = {.code = code, .msg = msg, .reason = reason, .retry_after_ms = -1};
     fail(f, &e);
@@ -248,7 +241,7 @@ static void answer_repeat(struct flow *f)
     } else {
         struct rpc_error e = {.code = (grpc_status_code)code,
                               .msg = f->repeat_msg,
-                              .reason = f->repeat_twilio ? "TWILIO_ERROR" : "OUTCOME_UNKNOWN",
+                              .reason = f->repeat_twilio ? REASON_TWILIO_ERROR : REASON_OUTCOME_UNKNOWN,
                               .twilio_code = f->repeat_twilio,
                               .retry_after_ms = -1};
         rpc_call_fail(f->call, &e);
@@ -290,7 +283,7 @@ void flow_shutdown(void)
                 f->kind->undo(f);
             drop_claim(f);
         }
-        fail_simple(f, GRPC_STATUS_UNAVAILABLE, "SHUTTING_DOWN",
+        fail_simple(f, GRPC_STATUS_UNAVAILABLE, REASON_SHUTTING_DOWN,
                     "commsgate is shutting down; nothing was sent");
     }
 }
@@ -308,6 +301,31 @@ static void track_message(struct flow *f, const char *sid, const char *status)
     if (policy_eval(f->app->redis, POLICY_MESSAGE_STATUS, 2, keys, 4, args, redis_on_write,
                     (void *)"message status"))
         log_warn("redis_write_skipped", "status of %s not recorded: Redis down", sid);
+}
+
+/* What Twilio's refusal tells the caller, and what it changes here: data
+ * from Twilio's error table, for the actions this family honours. */
+static void twilio_refusal(struct flow *f, const struct twilio_result *res, struct rpc_error *e)
+{
+    const struct twilio_error_info *info = twilio_error_for(res->code, res->http_status);
+    unsigned act = info ? info->action : TWILIO_ACTION_NONE;
+
+    snprintf(f->errmsg, sizeof(f->errmsg), "Twilio refused (%d): %s", res->code,
+             info && info->code == res->code ? info->message : res->message);
+    e->code = info ? info->status : twilio_error_status_for_http(res->http_status);
+    e->msg = f->errmsg;
+    e->reason = REASON_TWILIO_ERROR;
+    e->twilio_code = res->code;
+    if (!info || (act && !(act & f->kind->twilio_actions)))
+        return;
+    e->reason = info->reason;
+    e->retry_after_ms = info->retry_after_ms;
+    if (act == TWILIO_ACTION_OPT_OUT)
+        flow_optout(f);
+    else if (act == TWILIO_ACTION_CLOSE_WINDOW)
+        flow_close_window(f);
+    else if (act == TWILIO_ACTION_NOT_FOUND && f->kind->not_found_fmt)
+        snprintf(f->errmsg, sizeof(f->errmsg), f->kind->not_found_fmt, f->to);
 }
 
 static void on_twilio(const struct twilio_result *res, void *data)
@@ -332,24 +350,15 @@ static void on_twilio(const struct twilio_result *res, void *data)
         flow_free(f);
         return;
     }
-    case TWILIO_REFUSED: {
-        const struct twilio_error_info *info = twilio_error_lookup(res->code);
-        snprintf(f->errmsg, sizeof(f->errmsg), "Twilio refused (%d): %s", res->code,
-                 info ? info->message : res->message);
-        e.code = info ? info->status : twilio_error_status_for_http(res->http_status);
-        e.msg = f->errmsg;
-        e.reason = "TWILIO_ERROR";
-        e.twilio_code = res->code;
-        if (f->kind->refused)
-            f->kind->refused(f, res, &e);
+    case TWILIO_REFUSED:
+        twilio_refusal(f, res, &e);
         break;
-    }
     case TWILIO_FAILED:
         snprintf(f->errmsg, sizeof(f->errmsg), "Twilio could not be reached, nothing was sent: %s",
                  res->message);
         e.code = GRPC_STATUS_UNAVAILABLE;
         e.msg = f->errmsg;
-        e.reason = "TWILIO_UNREACHABLE";
+        e.reason = REASON_TWILIO_UNREACHABLE;
         e.twilio_code = res->code;
         break;
     case TWILIO_UNKNOWN:
@@ -360,7 +369,7 @@ static void on_twilio(const struct twilio_result *res, void *data)
                  res->message);
         e.code = GRPC_STATUS_UNAVAILABLE;
         e.msg = f->errmsg;
-        e.reason = "OUTCOME_UNKNOWN";
+        e.reason = REASON_OUTCOME_UNKNOWN;
         release_lease(f);
         store_outcome(f, e.code, NULL, 0, e.msg, 0);
         rpc_call_fail(f->call, &e);
@@ -372,9 +381,6 @@ static void on_twilio(const struct twilio_result *res, void *data)
     if (f->kind->undo)
         f->kind->undo(f);
     drop_claim(f);
-    if (e.code == GRPC_STATUS_RESOURCE_EXHAUSTED && e.retry_after_ms < 0 &&
-        res->outcome == TWILIO_FAILED)
-        e.retry_after_ms = 1000;
     release_lease(f); /* keep the rate place: Twilio saw the attempt */
     fail(f, &e);
 }
@@ -388,7 +394,7 @@ static void send_to_twilio(struct flow *f)
         if (f->kind->undo)
             f->kind->undo(f);
         drop_claim(f);
-        fail_simple(f, GRPC_STATUS_DEADLINE_EXCEEDED, "DEADLINE", "deadline reached before Twilio was called");
+        fail_simple(f, GRPC_STATUS_DEADLINE_EXCEEDED, REASON_DEADLINE, "deadline reached before Twilio was called");
         return;
     }
     if (twilio_request(f->app->twilio, f->kind->api, f->form, f->form_len, left, on_twilio, f,
@@ -396,7 +402,7 @@ static void send_to_twilio(struct flow *f)
         if (f->kind->undo)
             f->kind->undo(f);
         drop_claim(f);
-        fail_simple(f, GRPC_STATUS_INTERNAL, "INTERNAL", "cannot start the Twilio request");
+        fail_simple(f, GRPC_STATUS_INTERNAL, REASON_INTERNAL, "cannot start the Twilio request");
     }
 }
 
@@ -412,7 +418,7 @@ static void decide(struct flow *f)
                 f->kind->undo(f);
             drop_claim(f);
         }
-        fail_simple(f, GRPC_STATUS_UNAVAILABLE, "REDIS_UNAVAILABLE",
+        fail_simple(f, GRPC_STATUS_UNAVAILABLE, REASON_REDIS_UNAVAILABLE,
                     "Redis connection lost during the policy check; nothing was sent");
         return;
     }
@@ -425,7 +431,7 @@ static void decide(struct flow *f)
             drop_claim(f);
         }
         if (f->polls++ > 3) {
-            fail_simple(f, GRPC_STATUS_UNAVAILABLE, "REDIS_UNAVAILABLE",
+            fail_simple(f, GRPC_STATUS_UNAVAILABLE, REASON_REDIS_UNAVAILABLE,
                         "Redis keeps losing the policy scripts");
             return;
         }
@@ -452,7 +458,7 @@ static void decide(struct flow *f)
             give_back_account(f);
             f->need_account = 1;
             if (retry_after(f, wait > POLL_CAP_MS ? POLL_CAP_MS : wait))
-                fail_simple(f, GRPC_STATUS_ABORTED, "IDEMPOTENCY_IN_FLIGHT",
+                fail_simple(f, GRPC_STATUS_ABORTED, REASON_IDEMPOTENCY_IN_FLIGHT,
                             "a request with this idempotency_key is still in flight; retry with "
                             "the same key to get its outcome");
             return;
@@ -473,7 +479,7 @@ static void decide(struct flow *f)
                      (long long)f->account_wait_ms);
             struct rpc_error e = {.code = GRPC_STATUS_RESOURCE_EXHAUSTED,
                                   .msg = f->errmsg,
-                                  .reason = "ACCOUNT_RATE_LIMITED",
+                                  .reason = REASON_ACCOUNT_RATE_LIMITED,
                                   .retry_after_ms = f->account_wait_ms};
             fail(f, &e);
             return;
@@ -489,10 +495,10 @@ static void decide(struct flow *f)
                 f->kind->undo(f);
             drop_claim(f);
             if (shutting_down)
-                fail_simple(f, GRPC_STATUS_UNAVAILABLE, "SHUTTING_DOWN",
+                fail_simple(f, GRPC_STATUS_UNAVAILABLE, REASON_SHUTTING_DOWN,
                             "commsgate is shutting down; nothing was sent");
             else
-                fail_simple(f, GRPC_STATUS_DEADLINE_EXCEEDED, "DEADLINE",
+                fail_simple(f, GRPC_STATUS_DEADLINE_EXCEEDED, REASON_DEADLINE,
                             "deadline reached before the account's send slot; nothing was sent");
             return;
         }
@@ -601,7 +607,7 @@ static void run_policy(struct flow *f)
     if (f->need_number) {
         if (f->kind->policy_args(f, keys, &nkeys, args, &nargs) ||
             policy_eval(f->app->redis, f->kind->script, nkeys, keys, nargs, args, on_number, f)) {
-            fail_simple(f, GRPC_STATUS_UNAVAILABLE, "REDIS_UNAVAILABLE",
+            fail_simple(f, GRPC_STATUS_UNAVAILABLE, REASON_REDIS_UNAVAILABLE,
                         "Redis is unreachable; nothing was sent");
             return;
         }
@@ -663,14 +669,14 @@ enum flow_verdict flow_send_decide(struct flow *f, const redisReply *r, struct r
     err->msg = f->errmsg;
     if (strcmp(what, "opted_out") == 0) {
         err->code = GRPC_STATUS_FAILED_PRECONDITION;
-        err->reason = "OPTED_OUT";
+        err->reason = REASON_OPTED_OUT;
         snprintf(f->errmsg, sizeof(f->errmsg),
                  "%s has opted out (replied STOP); nothing is sent until they reply START",
                  f->to);
     } else if (strcmp(what, "window_closed") == 0) {
         long long closed = atoll(element(r, 1));
         err->code = GRPC_STATUS_FAILED_PRECONDITION;
-        err->reason = "WHATSAPP_WINDOW_CLOSED";
+        err->reason = REASON_WHATSAPP_WINDOW_CLOSED;
         if (closed > 0) {
             char when[32];
             time_t t = (time_t)(closed / 1000);
@@ -689,12 +695,12 @@ enum flow_verdict flow_send_decide(struct flow *f, const redisReply *r, struct r
         }
     } else if (strcmp(what, "mismatch") == 0) {
         err->code = GRPC_STATUS_INVALID_ARGUMENT;
-        err->reason = "IDEMPOTENCY_KEY_REUSED";
+        err->reason = REASON_IDEMPOTENCY_KEY_REUSED;
         snprintf(f->errmsg, sizeof(f->errmsg),
                  "idempotency_key was already used for a different request");
     } else {
         err->code = GRPC_STATUS_INTERNAL;
-        err->reason = "INTERNAL";
+        err->reason = REASON_INTERNAL;
         snprintf(f->errmsg, sizeof(f->errmsg), "unexpected policy answer '%s'", what);
     }
     return FLOW_REFUSE;

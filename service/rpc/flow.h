@@ -17,6 +17,7 @@
 
 #include "../redis/account.h"
 #include "../redis/policy.h"
+#include "../twilio/errors.h"
 #include "../twilio/twilio.h"
 #include "server.h"
 
@@ -44,9 +45,12 @@ struct flow_kind {
      * reading Twilio's answer). */
     size_t (*respond)(struct flow *f, const struct twilio_result *res, uint8_t *buf, size_t cap,
                       struct rpc_error *err);
-    /* Optional. Twilio refused: side effects in Redis (a 21610 opts the
-     * recipient out) and a better error than the generic mapping. */
-    void (*refused)(struct flow *f, const struct twilio_result *res, struct rpc_error *err);
+    /* The actions of Twilio's error table this family honours (a 21610
+     * opts an SMS recipient out; a WhatsApp 21610 is Meta's to handle). */
+    unsigned twilio_actions;
+    /* With TWILIO_ACTION_NOT_FOUND: the caller's message, a format taking
+     * the recipient. */
+    const char *not_found_fmt;
     /* Sends a message: its accepted status is recorded for GetMessage. */
     int tracks_message;
     /* Optional. The request was surely not acted on: hand back what the

@@ -34,14 +34,6 @@ static size_t respond(struct flow *f, const struct twilio_result *res, uint8_t *
     return flow_pack(&r.base, buf, cap);
 }
 
-static void refused(struct flow *f, const struct twilio_result *res, struct rpc_error *err)
-{
-    if (res->code == 21610) {
-        flow_optout(f);
-        err->reason = "OPTED_OUT";
-    }
-}
-
 static const struct flow_kind sms_kind = {
     .rpc = "SendSMS",
     .api = TWILIO_API_MESSAGES,
@@ -49,7 +41,7 @@ static const struct flow_kind sms_kind = {
     .policy_args = policy_args,
     .decide = flow_send_decide,
     .respond = respond,
-    .refused = refused,
+    .twilio_actions = TWILIO_ACTION_OPT_OUT,
     .tracks_message = 1,
 };
 

@@ -68,17 +68,17 @@ static enum flow_verdict decide_limit(struct flow *f, const redisReply *r, struc
     err->retry_after_ms = ms;
     err->msg = f->errmsg;
     if (start && strcmp(element(r, 2), "cooldown") == 0) {
-        err->reason = "VERIFY_COOLDOWN";
+        err->reason = REASON_VERIFY_COOLDOWN;
         snprintf(f->errmsg, sizeof(f->errmsg),
                  "a code was sent to %s less than %d s ago; retry in %lld s", f->to,
                  cfg->verify_cooldown_s, (ms + 999) / 1000);
     } else if (start) {
-        err->reason = "VERIFY_SEND_LIMIT";
+        err->reason = REASON_VERIFY_SEND_LIMIT;
         snprintf(f->errmsg, sizeof(f->errmsg),
                  "at most %d codes per %d s to %s; retry in %lld s", cfg->verify_max_sends,
                  cfg->verify_send_window_s, f->to, (ms + 999) / 1000);
     } else {
-        err->reason = "VERIFY_CHECK_LIMIT";
+        err->reason = REASON_VERIFY_CHECK_LIMIT;
         snprintf(f->errmsg, sizeof(f->errmsg),
                  "at most %d checks per %d s for %s; retry in %lld s", cfg->verify_max_checks,
                  cfg->verify_check_window_s, f->to, (ms + 999) / 1000);
@@ -135,14 +135,6 @@ static void start_undo(struct flow *f)
     flow_redis(f, 3, argv, NULL);
 }
 
-static void start_refused(struct flow *f, const struct twilio_result *res, struct rpc_error *err)
-{
-    if (res->code == 60203) {
-        err->reason = "VERIFY_SEND_LIMIT";
-        err->retry_after_ms = 600000; /* Twilio's window: 10 minutes */
-    }
-}
-
 static const struct flow_kind start_kind = {
     .rpc = "StartVerification",
     .api = TWILIO_API_VERIFY_START,
@@ -150,7 +142,6 @@ static const struct flow_kind start_kind = {
     .policy_args = start_args,
     .decide = start_decide,
     .respond = start_respond,
-    .refused = start_refused,
     .undo = start_undo,
 };
 
@@ -251,20 +242,6 @@ static size_t check_respond(struct flow *f, const struct twilio_result *res, uin
     return flow_pack(&r.base, buf, cap);
 }
 
-static void check_refused(struct flow *f, const struct twilio_result *res, struct rpc_error *err)
-{
-    if (res->code == 20404 || res->http_status == 404) {
-        err->code = GRPC_STATUS_NOT_FOUND;
-        err->reason = "VERIFICATION_NOT_FOUND";
-        snprintf(f->errmsg, sizeof(f->errmsg),
-                 "no pending verification for %s: it expired, was approved, or was never "
-                 "started",
-                 f->to);
-    } else if (res->code == 60202) {
-        err->reason = "VERIFY_CHECK_LIMIT";
-    }
-}
-
 static const struct flow_kind check_kind = {
     .rpc = "CheckVerification",
     .api = TWILIO_API_VERIFY_CHECK,
@@ -272,7 +249,9 @@ static const struct flow_kind check_kind = {
     .policy_args = check_args,
     .decide = check_decide,
     .respond = check_respond,
-    .refused = check_refused,
+    .twilio_actions = TWILIO_ACTION_NOT_FOUND,
+    .not_found_fmt = "no pending verification for %s: it expired, was approved, or was never "
+                     "started",
 };
 
 static int check_prepare(struct flow *f, const ProtobufCMessage *msg, const uint8_t *raw,

@@ -35,14 +35,6 @@ static size_t respond(struct flow *f, const struct twilio_result *res, uint8_t *
     return flow_pack(&r.base, buf, cap);
 }
 
-static void refused(struct flow *f, const struct twilio_result *res, struct rpc_error *err)
-{
-    if (res->code == 63016) {
-        flow_close_window(f);
-        err->reason = "WHATSAPP_WINDOW_CLOSED";
-    }
-}
-
 static const struct flow_kind whatsapp_kind = {
     .rpc = "SendWhatsApp",
     .api = TWILIO_API_MESSAGES,
@@ -50,7 +42,8 @@ static const struct flow_kind whatsapp_kind = {
     .policy_args = policy_args,
     .decide = flow_send_decide,
     .respond = respond,
-    .refused = refused,
+    /* WhatsApp opt-outs are Meta's to handle: a 21610 records nothing. */
+    .twilio_actions = TWILIO_ACTION_CLOSE_WINDOW,
     .tracks_message = 1,
 };
 

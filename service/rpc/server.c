@@ -668,8 +668,8 @@ int rpc_call_fail(struct rpc_call *c, const struct rpc_error *e)
         snprintf(twilio_code, sizeof(twilio_code), "%d", e->twilio_code);
         add_trailer(c, "twilio-error-code", grpc_slice_from_copied_string(twilio_code));
     }
-    if (e->reason) {
-        info.reason = (char *)e->reason;
+    if (reason_name(e->reason)) {
+        info.reason = (char *)reason_name(e->reason);
         info.domain = "commsgate";
         info.metadata = mdp;
         if (e->twilio_code) {

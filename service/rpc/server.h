@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "../core/reason.h"
+
 struct rpc_server;
 struct rpc_call;
 
@@ -92,8 +94,8 @@ int rpc_call_finish(struct rpc_call *call, grpc_status_code code, const char *ms
 struct rpc_error {
     grpc_status_code code;
     const char *msg;        /* grpc-message; copied */
-    const char *reason;     /* google.rpc.ErrorInfo reason (OPTED_OUT, ...);
-                               NULL sends no status details */
+    enum reason reason;     /* google.rpc.ErrorInfo reason (OPTED_OUT, ...);
+                               REASON_NONE sends no status details */
     int twilio_code;        /* non-zero: also the `twilio-error-code` trailer and
                                ErrorInfo metadata twilio_error_code */
     int64_t retry_after_ms; /* >= 0: RetryInfo, and ErrorInfo metadata
