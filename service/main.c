@@ -70,7 +70,7 @@ static void loop_open(void *arg)
 static void loop_close(void *arg)
 {
     struct app *app = arg;
-    flow_shutdown();
+    flow_shutdown(app->flows);
     twilio_free(&app->twilio); /* fails requests in flight: their calls are answered */
     /* Pending Redis callbacks answer RPCs and webhooks, so the webhook
      * server (its requests and counters) must outlive this. */
@@ -170,6 +170,9 @@ int main(int argc, char **argv)
                      &app.account);
     if (rc)
         goto fail;
+    rc = flow_ctx_new(&app.flows);
+    if (rc)
+        goto fail;
     rc = twilio_new(loop_base(app.loop), &cfg, &app.twilio);
     if (rc)
         goto fail;
@@ -230,6 +233,7 @@ fail:
     redis_free(&app.redis);
     account_free(&app.account);
     rpc_server_free(&app.server);
+    flow_ctx_free(&app.flows); /* after the queue threads, which make flows */
     health_free(&app.health);
     loop_free(&app.loop);
     grpc_shutdown();

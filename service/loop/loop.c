@@ -27,6 +27,10 @@ struct call_task {
     void *arg;
 };
 
+/* The base whose objects this thread may touch: the loop thread's own, or
+ * one a thread drives itself (loop_own_base). */
+static _Thread_local const struct event_base *owned_base;
+
 static pthread_once_t evthread_once = PTHREAD_ONCE_INIT;
 
 static void evthread_setup(void)
@@ -85,6 +89,7 @@ struct event_base *loop_base(struct loop_ctx *loop)
 static void *loop_main(void *arg)
 {
     struct loop_ctx *loop = arg;
+    owned_base = loop->base;
     event_base_loop(loop->base, EVLOOP_NO_EXIT_ON_EMPTY);
     return NULL;
 }
@@ -154,6 +159,22 @@ void loop_stop(struct loop_ctx *loop)
     event_active(loop->wake, 0, 0);
     pthread_join(loop->thread, NULL);
     loop->started = 0;
+    owned_base = loop->base; /* what the loop owned is the caller's to free */
+}
+
+void loop_own_base(const struct event_base *base)
+{
+    owned_base = base;
+}
+
+int loop_owns(const struct event_base *base)
+{
+    return base && owned_base == base;
+}
+
+int loop_in_any(void)
+{
+    return owned_base != NULL;
 }
 
 void loop_free(struct loop_ctx **loopp)

@@ -4,6 +4,8 @@
 #ifndef COMMSGATE_LOOP_H
 #define COMMSGATE_LOOP_H
 
+#include <assert.h>
+
 struct event_base;
 struct loop_ctx;
 
@@ -25,6 +27,19 @@ int loop_start(struct loop_ctx *loop, const char *name);
 void loop_post(struct loop_ctx *loop, struct loop_task *task);
 /* Any thread. Allocates the task; returns CG_ENOMEM (and fn is not called). */
 int loop_call(struct loop_ctx *loop, void (*fn)(void *arg), void *arg);
+
+/* Thread rules, asserted (LOOP_ASSERT_OWNER) at every loop-only entry
+ * point in the Debug/sanitizer build: objects on a base are touched only
+ * by the thread that runs it (the loop thread, or after loop_stop the
+ * thread that stopped it). */
+/* The calling thread drives `base` itself from now on (tests, tools). */
+void loop_own_base(const struct event_base *base);
+/* True on the thread that owns base's objects. */
+int loop_owns(const struct event_base *base);
+/* True on a thread that owns any base: never a completion-queue thread. */
+int loop_in_any(void);
+#define LOOP_ASSERT_OWNER(base) assert(loop_owns(base))
+#define LOOP_ASSERT_NOT_LOOP() assert(!loop_in_any())
 
 /* True on the loop thread itself. */
 int loop_on_thread(const struct loop_ctx *loop);

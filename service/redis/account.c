@@ -15,6 +15,7 @@
 
 #include "../core/error.h"
 #include "../core/log.h"
+#include "keys.h"
 #include "policy.h"
 #include "redis.h"
 
@@ -30,8 +31,6 @@
  * taken for at most this long. */
 #define RELEASE_DELAY_MS 50
 
-static const char KEY_TAT[] = "cg:{account}:tat_us";
-static const char KEY_LEASES[] = "cg:{account}:leases";
 
 struct account_ctx {
     struct redis_ctx *redis;
@@ -130,8 +129,8 @@ static void send_batch(struct account_ctx *a, struct account_req **list)
     size_t k = 0;
     if (ntake) {
         k = 3; /* EVALSHA sha nkeys: policy_eval_argv fills them */
-        argv[k++] = KEY_TAT;
-        argv[k++] = KEY_LEASES;
+        argv[k++] = KEYS_ACCOUNT_TAT;
+        argv[k++] = KEYS_ACCOUNT_LEASES;
         argv[k++] = a->rate;
         argv[k++] = a->most;
         argv[k++] = "take";
@@ -139,7 +138,7 @@ static void send_batch(struct account_ctx *a, struct account_req **list)
         argv[k++] = nums[0];
     } else {
         argv[k++] = "ZREM";
-        argv[k++] = KEY_LEASES;
+        argv[k++] = KEYS_ACCOUNT_LEASES;
     }
     /* The released leases go first, so the places they free count. */
     for (size_t i = 0; i < nrel; i++)
@@ -250,7 +249,7 @@ int account_give(struct account_ctx *a, const char *id, int cost, const char *sl
     if (!a)
         return CG_EREDIS;
     snprintf(c, sizeof(c), "%d", cost);
-    const char *keys[] = {KEY_TAT, KEY_LEASES};
+    const char *keys[] = {KEYS_ACCOUNT_TAT, KEYS_ACCOUNT_LEASES};
     const char *args[] = {a->rate, a->most, "give", id, c, slot};
     return policy_eval(a->redis, POLICY_ACCOUNT, 2, keys, 6, args, redis_on_write,
                        (void *)"account give");

@@ -2,6 +2,7 @@
 #include "policy.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "../core/error.h"
@@ -106,4 +107,39 @@ int policy_eval_argv(struct redis_ctx *r, enum policy_script s, int nkeys, int a
 int policy_is_noscript(const redisReply *reply)
 {
     return reply && reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "NOSCRIPT", 8) == 0;
+}
+
+static void on_decided(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct policy_req *req = privdata;
+    const redisReply *r = reply;
+    struct policy_result res = {.verdict = POLICY_LOST};
+
+    if (policy_is_noscript(r)) {
+        res.verdict = POLICY_NOSCRIPT;
+    } else if (r && r->type == REDIS_REPLY_ERROR) {
+        log_event(LOG_LEVEL_ERROR, "policy_script_error", json_pack("{s:s}", "reply", r->str));
+    } else if (r) {
+        req->parse(r, &res);
+    }
+    req->done(&res, req);
+    free(res.repeat);
+}
+
+int policy_run(struct redis_ctx *r, enum policy_script s, int nkeys, const char *const *keys,
+               int nargs, const char *const *args, struct policy_req *req)
+{
+    return policy_eval(r, s, nkeys, keys, nargs, args, on_decided, req);
+}
+
+enum policy_applied policy_applied(const redisReply *r)
+{
+    const char *what = NULL;
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements >= 1)
+        what = r->element[0]->str;
+    if (!what)
+        return POLICY_APPLIED_LOST;
+    if (strcmp(what, "dup") == 0)
+        return POLICY_APPLIED_DUP;
+    return strcmp(what, "stale") == 0 ? POLICY_APPLIED_STALE : POLICY_APPLIED_NEW;
 }

@@ -5,6 +5,10 @@
 #define COMMSGATE_REDIS_POLICY_H
 
 #include <hiredis/async.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../core/reason.h"
 
 struct redis_ctx;
 
@@ -17,6 +21,64 @@ enum policy_script {
     POLICY_INBOUND,      /* inbound.lua: inbound messages, keywords, window */
     POLICY_SCRIPT_COUNT
 };
+
+/* What a decision script said, typed: the record modules (send_policy.c,
+ * verify_limits.c) parse their script's reply into this. */
+enum policy_verdict {
+    POLICY_GO,        /* go ahead; whatever the script reserves is held */
+    POLICY_REFUSE,    /* refused for `reason` */
+    POLICY_REPEAT,    /* an idempotent repeat: answer with `repeat` */
+    POLICY_IN_FLIGHT, /* the same idempotency key is being sent elsewhere */
+    POLICY_LOST,      /* Redis failed or went away: nothing is known to be held */
+    POLICY_NOSCRIPT,  /* Redis lost the script: policy_reload and run again */
+};
+
+/* An answer stored against an idempotency key. */
+struct policy_outcome {
+    int code;        /* gRPC status */
+    uint8_t *body;   /* the packed response (code 0) */
+    size_t body_len;
+    char *msg;       /* the status message otherwise */
+    int twilio_code; /* non-zero when Twilio refused */
+};
+
+struct policy_result {
+    enum policy_verdict verdict;
+    enum reason reason; /* POLICY_REFUSE */
+    /* POLICY_REFUSE: the wait in ms (verification limits), or when the
+     * WhatsApp window closed (unix ms; 0: it never opened). */
+    int64_t ms;
+    /* POLICY_REPEAT: the stored answer, in one allocation; the callback
+     * may take it (set it NULL), else it is freed after the callback. */
+    struct policy_outcome *repeat;
+};
+
+struct policy_req;
+typedef void policy_done_fn(struct policy_result *res, struct policy_req *req);
+
+/* One decision script in flight; the caller embeds it (the call's flow)
+ * and keeps it until `done` runs. */
+struct policy_req {
+    policy_done_fn *done; /* public: called exactly once, unless starting failed */
+    void *data;           /* public */
+    /* private: the record module's reply parser */
+    void (*parse)(const redisReply *reply, struct policy_result *res);
+};
+
+/* Runs script `s` for req (req->parse set by the record module). CG_EREDIS
+ * at once when Redis is down (done not called), CG_EINVAL if the arguments
+ * do not fit. Loop thread. */
+int policy_run(struct redis_ctx *r, enum policy_script s, int nkeys, const char *const *keys,
+               int nargs, const char *const *args, struct policy_req *req);
+
+/* What an apply-once script ({'new'}, {'stale'} or {'dup'}) said. */
+enum policy_applied {
+    POLICY_APPLIED_NEW,
+    POLICY_APPLIED_STALE, /* a new event, but older than what is stored */
+    POLICY_APPLIED_DUP,   /* seen before: nothing changed */
+    POLICY_APPLIED_LOST,  /* Redis failed: not applied */
+};
+enum policy_applied policy_applied(const redisReply *reply);
 
 /* Finds the embedded scripts and computes their SHA1s. Call once, before
  * any thread uses the rest. CG_EINVAL if a script is missing. */

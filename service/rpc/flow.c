@@ -1,11 +1,13 @@
-/* The shared RPC flow: policy in one Redis round trip, Twilio, answer. */
+/* The life of a policy-checked call (flow.h), top-down in the order a call
+ * lives: arrival on a queue thread, the decision round in Redis, waits,
+ * Twilio, the answer. Every state change goes through set_state (curl's
+ * mstate); everything a call holds is given back by let_go. */
 #include "flow.h"
 
+#include <assert.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <openssl/sha.h>
-#include <pthread.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,7 +21,9 @@
 #include "../core/error.h"
 #include "../core/log.h"
 #include "../loop/loop.h"
-#include "../redis/redis.h"
+#include "../redis/message_status.h"
+#include "../redis/send_policy.h"
+#include "../redis/verify_limits.h"
 #include "../twilio/form.h"
 
 /* Time kept back from the caller's deadline to answer it. */
@@ -27,36 +31,85 @@
 /* Polls of an idempotency key still in flight: first wait, growth, cap. */
 #define POLL_FIRST_MS 20
 #define POLL_CAP_MS 250
+/* Rounds run again after Redis lost the scripts, before giving up. */
+#define MAX_RELOADS 4
 #define RESPONSE_MAX 4096
 /* Longest a Twilio request (with its retries) may take, deadline or not;
  * twilio-node's default timeout. */
 #define TWILIO_MAX_MS 30000
 
-static void run_policy(struct flow *f);
+/* What a decision round asks Redis (flow.need). */
+enum { NEED_RECIPIENT = 1 << 0, NEED_ACCOUNT = 1 << 1 };
 
-static char replica[17];
-/* Flows waiting on their timer; loop thread only. */
-static struct flow *waiting;
-static int shutting_down;
+/* How a call lets go of what it holds (let_go). */
+enum let_go {
+    LET_GO_UNSENT,  /* nothing reached Twilio: everything goes back */
+    LET_GO_REFUSED, /* Twilio saw it and did not act: all but the rate slot */
+    LET_GO_SENT,    /* Twilio acted, or may have: only the lease frees */
+};
 
-static void wait_unlink(struct flow *f)
+struct flow_ctx {
+    char replica[17];        /* random per process: ids unique across replicas */
+    atomic_ulong next_id;    /* any thread */
+    /* Loop thread only. */
+    struct flow *waiting;    /* flows in FLOW_WAITING */
+    int shutting_down;
+    unsigned long refusals[REASON_COUNT];
+};
+
+static void run_round(struct flow *f);
+static void send_to_twilio(struct flow *f);
+
+/* --- the state machine's bookkeeping --- */
+
+static const char *const state_names[] = {"PREPARED", "DECIDING", "WAITING", "SENDING", "DONE"};
+
+static int legal(enum flow_state from, enum flow_state to)
 {
-    if (f->wait_prev)
-        f->wait_prev->wait_next = f->wait_next;
-    else if (waiting == f)
-        waiting = f->wait_next;
-    if (f->wait_next)
-        f->wait_next->wait_prev = f->wait_prev;
-    f->wait_prev = f->wait_next = NULL;
+    switch (from) {
+    case FLOW_PREPARED:
+        return to == FLOW_DECIDING || to == FLOW_DONE;
+    case FLOW_DECIDING:
+        return to != FLOW_PREPARED;
+    case FLOW_WAITING:
+        return to == FLOW_DECIDING || to == FLOW_SENDING || to == FLOW_DONE;
+    case FLOW_SENDING:
+        return to == FLOW_DONE;
+    case FLOW_DONE:
+        break;
+    }
+    return 0;
 }
-static atomic_ulong next_id;
 
-/* A per-process random prefix, so ids are unique across replicas. */
-static pthread_once_t replica_once = PTHREAD_ONCE_INIT;
-
-static void replica_init(void)
+/* Always change state here: it checks the move and logs it (debug). */
+static void set_state(struct flow *f, enum flow_state to)
 {
+    assert(legal(f->state, to));
+    log_debug("flow_state", "%s %s: %s -> %s", f->kind->rpc, f->id, state_names[f->state],
+              state_names[to]);
+    f->state = to;
+}
+
+static struct flow_ctx *ctx_of(const struct flow *f)
+{
+    return f->app->flows;
+}
+
+static void assert_loop(const struct flow *f)
+{
+    LOOP_ASSERT_OWNER(loop_base(f->app->loop));
+    (void)f;
+}
+
+/* --- arrival, on a queue thread --- */
+
+int flow_ctx_new(struct flow_ctx **out)
+{
+    struct flow_ctx *ctx = calloc(1, sizeof(*ctx));
     unsigned char r[8];
+
+    if (!ctx)
+        return CG_ENOMEM;
     /* Uniqueness, not secrecy: the kernel's generator, so nothing starts
      * OpenSSL's (half a megabyte of memory) before a request needs it. */
     if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r)) {
@@ -67,17 +120,22 @@ static void replica_init(void)
         memcpy(r, &x, sizeof(r));
     }
     for (int i = 0; i < 8; i++)
-        snprintf(replica + 2 * i, 3, "%02x", r[i]);
+        snprintf(ctx->replica + 2 * i, 3, "%02x", r[i]);
+    atomic_init(&ctx->next_id, 0);
+    *out = ctx;
+    return CG_OK;
 }
 
-/* Any thread (queue threads make flows concurrently). */
-static void make_id(char *out, size_t len)
+void flow_ctx_free(struct flow_ctx **ctx)
 {
-    pthread_once(&replica_once, replica_init);
-    snprintf(out, len, "%s-%lu", replica, atomic_fetch_add(&next_id, 1));
+    if (!*ctx)
+        return;
+    assert(!(*ctx)->waiting);
+    free(*ctx);
+    *ctx = NULL;
 }
 
-struct flow *flow_new(struct rpc_call *call, const struct flow_kind *kind)
+static struct flow *flow_new(struct rpc_call *call, const struct flow_kind *kind)
 {
     struct flow *f = calloc(1, sizeof(*f));
     if (!f) {
@@ -87,44 +145,59 @@ struct flow *flow_new(struct rpc_call *call, const struct flow_kind *kind)
     f->call = call;
     f->kind = kind;
     f->app = rpc_call_app(call);
-    f->need_number = f->need_account = 1;
-    make_id(f->id, sizeof(f->id));
+    f->state = FLOW_PREPARED;
+    f->need = NEED_RECIPIENT | NEED_ACCOUNT;
+    snprintf(f->id, sizeof(f->id), "%s-%lu", ctx_of(f)->replica,
+             atomic_fetch_add(&ctx_of(f)->next_id, 1));
     return f;
 }
 
 static void flow_free(struct flow *f)
 {
-    wait_unlink(f);
+    assert(f->state == FLOW_PREPARED || f->state == FLOW_DONE);
+    assert(f->held == 0);
+    assert(!f->wait_prev && !f->wait_next && ctx_of(f)->waiting != f);
     if (f->timer)
         event_free(f->timer);
     free(f->form);
-    free(f->repeat_body);
+    free(f->verdict.repeat);
     free(f);
 }
 
-void flow_reject(struct flow *f, const struct rpc_error *err)
+static void flow_task(struct loop_task *task)
 {
-    rpc_call_fail(f->call, err);
-    flow_free(f);
+    run_round(rpc_call_get_data(rpc_call_from_task(task)));
 }
 
-/* Loop thread only (see flow_key). */
-static char scratch_keys[3][FLOW_KEY_MAX];
-static char scratch_args[6][FLOW_ARG_MAX];
-
-const char *flow_key(struct flow *f, int i, const char *suffix)
+void flow_handle(struct rpc_call *call, const uint8_t *req, size_t len,
+                 const struct flow_kind *kind, const ProtobufCMessageDescriptor *desc,
+                 flow_prepare_fn *prepare)
 {
-    snprintf(scratch_keys[i], FLOW_KEY_MAX, "cg:{%s}:%s", f->to, suffix);
-    return scratch_keys[i];
-}
+    struct rpc_error err = {.code = GRPC_STATUS_INVALID_ARGUMENT, .retry_after_ms = -1};
+    char msg[160];
+    struct flow *f;
 
-const char *flow_arg(struct flow *f, int i, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(scratch_args[i], FLOW_ARG_MAX, fmt, ap);
-    va_end(ap);
-    return scratch_args[i];
+    LOOP_ASSERT_NOT_LOOP();
+    ProtobufCMessage *m = protobuf_c_message_unpack(desc, NULL, len, req);
+    if (!m) {
+        snprintf(msg, sizeof(msg), "not a valid %s", desc->short_name);
+        rpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT, msg, NULL);
+        return;
+    }
+    f = flow_new(call, kind);
+    if (f) {
+        err.msg = f->errmsg;
+        if (prepare(f, m, req, len, &err)) {
+            /* Refused before it was posted: nothing is held, no list. */
+            rpc_call_fail(f->call, &err);
+            flow_free(f);
+        } else {
+            rpc_call_set_data(f->call, f);
+            rpc_call_task(f->call)->run = flow_task;
+            loop_post(f->app->loop, rpc_call_task(f->call));
+        }
+    }
+    protobuf_c_message_free_unpacked(m, NULL);
 }
 
 void flow_set_idempotency(struct flow *f, const char *key, const uint8_t *req, size_t req_len)
@@ -132,592 +205,15 @@ void flow_set_idempotency(struct flow *f, const char *key, const uint8_t *req, s
     char caller[64];
     unsigned char digest[SHA256_DIGEST_LENGTH];
 
-    if (!key || !*key) {
-        f->idem[0] = '\0';
+    f->idem[0] = '\0';
+    if (!key || !*key)
         return;
-    }
     if (rpc_call_metadata(f->call, "commsgate-caller", caller, sizeof(caller)) <= 0)
         strcpy(caller, "default");
-    snprintf(f->idem, sizeof(f->idem), "cg:{%s}:idem:%s:%s:%s", f->to, f->kind->rpc, caller, key);
+    send_policy_idem_key(f->idem, sizeof(f->idem), f->to, f->kind->rpc, caller, key);
     SHA256(req, req_len, digest);
     for (int i = 0; i < 16; i++)
         snprintf(f->fp + 2 * i, 3, "%02x", digest[i]);
-}
-
-void flow_redis(struct flow *f, int argc, const char **argv, const size_t *lens)
-{
-    if (redis_command_argv(f->app->redis, redis_on_write, (void *)argv[0], argc, argv, lens))
-        log_event(LOG_LEVEL_WARN, "redis_write_skipped",
-                  json_pack("{s:s, s:s}", "what", argv[0], "rpc", f->kind->rpc));
-}
-
-static void give_back_account(struct flow *f)
-{
-    if (!f->have_lease)
-        return;
-    f->have_lease = 0;
-    if (account_give(f->app->account, f->id, f->cost, f->acct.slot))
-        log_warn("redis_write_skipped", "account lease %s not given back: Redis down", f->id);
-}
-
-/* The request went to Twilio: free its place among those in flight, but
- * keep its place in the rate. */
-static void release_lease(struct flow *f)
-{
-    if (!f->have_lease)
-        return;
-    f->have_lease = 0;
-    account_release(f->app->account, f->id);
-}
-
-/* Refusals by reason; loop thread only. */
-static unsigned long refusals[REASON_COUNT];
-
-static void count_refusal(enum reason reason)
-{
-    if (reason_name(reason))
-        refusals[reason]++;
-}
-
-void flow_metrics(struct evbuffer *out)
-{
-    evbuffer_add_printf(out, "# HELP commsgate_policy_refusals_total Calls refused by policy or "
-                             "Twilio, by reason.\n# TYPE commsgate_policy_refusals_total counter\n");
-    for (int r = 0; r < REASON_COUNT; r++)
-        if (refusals[r])
-            evbuffer_add_printf(out, "commsgate_policy_refusals_total{reason=\"%s\"} %lu\n",
-                                reason_name(r), refusals[r]);
-}
-
-/* Ends the flow with an error. */
-static void fail(struct flow *f, const struct rpc_error *err)
-{
-    count_refusal(err->reason);
-    give_back_account(f);
-    rpc_call_fail(f->call, err);
-    flow_free(f);
-}
-
-static void fail_simple(struct flow *f, grpc_status_code code, enum reason reason, const char *msg)
-{
-    struct rpc_error e = {.code = code, .msg = msg, .reason = reason, .retry_after_ms = -1};
-    fail(f, &e);
-}
-
-static void store_outcome(struct flow *f, int code, const uint8_t *body, size_t len,
-                          const char *msg, int twilio_code)
-{
-    char c[12], ttl[24], tw[12];
-    if (!f->idem[0])
-        return;
-    snprintf(c, sizeof(c), "%d", code);
-    snprintf(tw, sizeof(tw), "%d", twilio_code);
-    snprintf(ttl, sizeof(ttl), "%d", f->app->cfg->idempotency_ttl_s);
-    const char *argv[] = {"HSET", f->idem, "state", "done", "code", c, "body",
-                          body ? (const char *)body : "", "msg", msg ? msg : "", "tw", tw};
-    size_t lens[12];
-    for (int i = 0; i < 12; i++)
-        lens[i] = strlen(argv[i]);
-    lens[7] = body ? len : 0;
-    flow_redis(f, 12, argv, lens);
-    const char *exp[] = {"EXPIRE", f->idem, ttl};
-    flow_redis(f, 3, exp, NULL);
-}
-
-static void drop_claim(struct flow *f)
-{
-    if (!f->idem[0])
-        return;
-    const char *argv[] = {"DEL", f->idem};
-    flow_redis(f, 2, argv, NULL);
-}
-
-static void answer_repeat(struct flow *f)
-{
-    int code = atoi(f->repeat_code);
-    give_back_account(f);
-    if (code == GRPC_STATUS_OK) {
-        rpc_call_finish_packed(f->call, (const uint8_t *)f->repeat_body, f->repeat_len);
-    } else {
-        struct rpc_error e = {.code = (grpc_status_code)code,
-                              .msg = f->repeat_msg,
-                              .reason = f->repeat_twilio ? REASON_TWILIO_ERROR : REASON_OUTCOME_UNKNOWN,
-                              .twilio_code = f->repeat_twilio,
-                              .retry_after_ms = -1};
-        rpc_call_fail(f->call, &e);
-    }
-    flow_free(f);
-}
-
-static void on_timer(evutil_socket_t fd, short what, void *arg)
-{
-    wait_unlink(arg);
-    run_policy(arg);
-}
-
-/* Runs the policy again after `ms`, if the deadline allows. */
-static int retry_after(struct flow *f, int64_t ms)
-{
-    if (shutting_down || ms + ANSWER_MARGIN_MS >= rpc_call_ms_left(f->call))
-        return -1;
-    if (!f->timer)
-        f->timer = evtimer_new(loop_base(f->app->loop), on_timer, f);
-    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
-    if (!f->timer || evtimer_add(f->timer, &tv))
-        return -1;
-    f->wait_next = waiting;
-    if (waiting)
-        waiting->wait_prev = f;
-    waiting = f;
-    return 0;
-}
-
-void flow_shutdown(void)
-{
-    shutting_down = 1;
-    while (waiting) {
-        struct flow *f = waiting;
-        wait_unlink(f);
-        if (!f->need_number && f->verdict == FLOW_GO) {
-            if (f->kind->undo)
-                f->kind->undo(f);
-            drop_claim(f);
-        }
-        fail_simple(f, GRPC_STATUS_UNAVAILABLE, REASON_SHUTTING_DOWN,
-                    "commsgate is shutting down; nothing was sent");
-    }
-}
-
-/* The status Twilio gave at acceptance, as if it were the first status
- * callback (Twilio sends none for it), so GetMessage knows the message. */
-static void track_message(struct flow *f, const char *sid, const char *status)
-{
-    char key[48], ev[64];
-    snprintf(key, sizeof(key), "cg:{%s}:msg", sid);
-    snprintf(ev, sizeof(ev), "cg:{%s}:ev:%s", sid, status);
-    int rank = strcmp(status, "queued") == 0 ? 1 : 0; /* queued, or accepted/scheduled */
-    const char *keys[] = {key, ev};
-    const char *args[] = {status, rank ? "1" : "0", "", "604800"};
-    if (policy_eval(f->app->redis, POLICY_MESSAGE_STATUS, 2, keys, 4, args, redis_on_write,
-                    (void *)"message status"))
-        log_warn("redis_write_skipped", "status of %s not recorded: Redis down", sid);
-}
-
-/* What Twilio's refusal tells the caller, and what it changes here: data
- * from Twilio's error table, for the actions this family honours. */
-static void twilio_refusal(struct flow *f, const struct twilio_result *res, struct rpc_error *e)
-{
-    const struct twilio_error_info *info = twilio_error_for(res->code, res->http_status);
-    unsigned act = info ? info->action : TWILIO_ACTION_NONE;
-
-    snprintf(f->errmsg, sizeof(f->errmsg), "Twilio refused (%d): %s", res->code,
-             info && info->code == res->code ? info->message : res->message);
-    e->code = info ? info->status : twilio_error_status_for_http(res->http_status);
-    e->msg = f->errmsg;
-    e->reason = REASON_TWILIO_ERROR;
-    e->twilio_code = res->code;
-    if (!info || (act && !(act & f->kind->twilio_actions)))
-        return;
-    e->reason = info->reason;
-    e->retry_after_ms = info->retry_after_ms;
-    if (act == TWILIO_ACTION_OPT_OUT)
-        flow_optout(f);
-    else if (act == TWILIO_ACTION_CLOSE_WINDOW)
-        flow_close_window(f);
-    else if (act == TWILIO_ACTION_NOT_FOUND && f->kind->not_found_fmt)
-        snprintf(f->errmsg, sizeof(f->errmsg), f->kind->not_found_fmt, f->to);
-}
-
-static void on_twilio(const struct twilio_result *res, void *data)
-{
-    struct flow *f = data;
-    struct rpc_error e = {.retry_after_ms = -1};
-    uint8_t buf[RESPONSE_MAX];
-
-    switch (res->outcome) {
-    case TWILIO_OK: {
-        size_t len = f->kind->respond(f, res, buf, sizeof(buf), &e);
-        release_lease(f);
-        if (f->kind->tracks_message && res->sid)
-            track_message(f, res->sid, res->status ? res->status : "queued");
-        if (len) {
-            store_outcome(f, GRPC_STATUS_OK, buf, len, NULL, 0);
-            rpc_call_finish_packed(f->call, buf, len);
-        } else {
-            store_outcome(f, e.code, NULL, 0, e.msg, e.twilio_code);
-            rpc_call_fail(f->call, &e);
-        }
-        flow_free(f);
-        return;
-    }
-    case TWILIO_REFUSED:
-        twilio_refusal(f, res, &e);
-        break;
-    case TWILIO_FAILED:
-        snprintf(f->errmsg, sizeof(f->errmsg), "Twilio could not be reached, nothing was sent: %s",
-                 res->message);
-        e.code = GRPC_STATUS_UNAVAILABLE;
-        e.msg = f->errmsg;
-        e.reason = REASON_TWILIO_UNREACHABLE;
-        e.twilio_code = res->code;
-        break;
-    case TWILIO_UNKNOWN:
-        /* Twilio may have acted: never undo, never let a repeat send again. */
-        snprintf(f->errmsg, sizeof(f->errmsg),
-                 "outcome unknown: Twilio may have accepted the request (%s); do not retry "
-                 "without an idempotency_key",
-                 res->message);
-        e.code = GRPC_STATUS_UNAVAILABLE;
-        e.msg = f->errmsg;
-        e.reason = REASON_OUTCOME_UNKNOWN;
-        release_lease(f);
-        store_outcome(f, e.code, NULL, 0, e.msg, 0);
-        rpc_call_fail(f->call, &e);
-        flow_free(f);
-        return;
-    }
-    /* Refused or failed: Twilio did not act, so what the policy reserved
-     * goes back and a repeat of the key may try again. */
-    if (f->kind->undo)
-        f->kind->undo(f);
-    drop_claim(f);
-    release_lease(f); /* keep the rate place: Twilio saw the attempt */
-    fail(f, &e);
-}
-
-static void send_to_twilio(struct flow *f)
-{
-    int64_t left = rpc_call_ms_left(f->call) - ANSWER_MARGIN_MS;
-    if (left > TWILIO_MAX_MS)
-        left = TWILIO_MAX_MS; /* a caller without a deadline still gets an answer */
-    if (left <= 0) {
-        if (f->kind->undo)
-            f->kind->undo(f);
-        drop_claim(f);
-        fail_simple(f, GRPC_STATUS_DEADLINE_EXCEEDED, REASON_DEADLINE, "deadline reached before Twilio was called");
-        return;
-    }
-    if (twilio_request(f->app->twilio, f->kind->api, f->form, f->form_len, left, on_twilio, f,
-                       NULL)) {
-        if (f->kind->undo)
-            f->kind->undo(f);
-        drop_claim(f);
-        fail_simple(f, GRPC_STATUS_INTERNAL, REASON_INTERNAL, "cannot start the Twilio request");
-    }
-}
-
-/* Both replies are in: decide what happens next. */
-static void decide(struct flow *f)
-{
-    /* What this round's recipient script reserved, if anything. */
-    int claimed_now = f->need_number && !f->number_lost && !f->number_noscript &&
-                      f->verdict == FLOW_GO;
-    if (f->number_lost || f->account_lost) {
-        if (claimed_now) {
-            if (f->kind->undo)
-                f->kind->undo(f);
-            drop_claim(f);
-        }
-        fail_simple(f, GRPC_STATUS_UNAVAILABLE, REASON_REDIS_UNAVAILABLE,
-                    "Redis connection lost during the policy check; nothing was sent");
-        return;
-    }
-    if (f->number_noscript || f->account_noscript) {
-        /* Redis lost the scripts (flush, failover): undo what this round
-         * did, reload, and run the policy again. */
-        if (claimed_now) {
-            if (f->kind->undo)
-                f->kind->undo(f);
-            drop_claim(f);
-        }
-        if (f->polls++ > 3) {
-            fail_simple(f, GRPC_STATUS_UNAVAILABLE, REASON_REDIS_UNAVAILABLE,
-                        "Redis keeps losing the policy scripts");
-            return;
-        }
-        give_back_account(f);
-        f->need_number = f->need_account = 1;
-        policy_reload(f->app->redis);
-        run_policy(f);
-        return;
-    }
-    if (f->need_number) {
-        switch (f->verdict) {
-        case FLOW_GO:
-            f->need_number = 0;
-            break;
-        case FLOW_REFUSE:
-            fail(f, &f->err);
-            return;
-        case FLOW_REPEAT:
-            answer_repeat(f);
-            return;
-        case FLOW_IN_FLIGHT: {
-            int64_t wait = POLL_FIRST_MS << (f->polls < 4 ? f->polls : 4);
-            f->polls++;
-            give_back_account(f);
-            f->need_account = 1;
-            if (retry_after(f, wait > POLL_CAP_MS ? POLL_CAP_MS : wait))
-                fail_simple(f, GRPC_STATUS_ABORTED, REASON_IDEMPOTENCY_IN_FLIGHT,
-                            "a request with this idempotency_key is still in flight; retry with "
-                            "the same key to get its outcome");
-            return;
-        }
-        }
-    }
-    if (f->need_account) {
-        if (f->account_wait_ms > 0) {
-            if (retry_after(f, f->account_wait_ms) == 0)
-                return;
-            if (f->kind->undo)
-                f->kind->undo(f);
-            drop_claim(f);
-            snprintf(f->errmsg, sizeof(f->errmsg),
-                     "account send budget exhausted (%d segments/s, %d requests in flight); "
-                     "retry after %lld ms",
-                     f->app->cfg->send_rate, f->app->cfg->twilio_concurrency,
-                     (long long)f->account_wait_ms);
-            struct rpc_error e = {.code = GRPC_STATUS_RESOURCE_EXHAUSTED,
-                                  .msg = f->errmsg,
-                                  .reason = REASON_ACCOUNT_RATE_LIMITED,
-                                  .retry_after_ms = f->account_wait_ms};
-            fail(f, &e);
-            return;
-        }
-        f->need_account = 0;
-        if (f->account_delay_ms > 0) {
-            /* Our rate slot is ahead: wait for it here, without asking again. */
-            int64_t delay = f->account_delay_ms;
-            f->account_delay_ms = 0;
-            if (retry_after(f, delay) == 0)
-                return;
-            if (f->kind->undo)
-                f->kind->undo(f);
-            drop_claim(f);
-            if (shutting_down)
-                fail_simple(f, GRPC_STATUS_UNAVAILABLE, REASON_SHUTTING_DOWN,
-                            "commsgate is shutting down; nothing was sent");
-            else
-                fail_simple(f, GRPC_STATUS_DEADLINE_EXCEEDED, REASON_DEADLINE,
-                            "deadline reached before the account's send slot; nothing was sent");
-            return;
-        }
-    }
-    send_to_twilio(f);
-}
-
-static void reply_done(struct flow *f)
-{
-    if (--f->pending == 0)
-        decide(f);
-}
-
-static void on_number(redisAsyncContext *ac, void *reply, void *privdata)
-{
-    struct flow *f = privdata;
-    const redisReply *r = reply;
-    if (!r)
-        f->number_lost = 1;
-    else if (policy_is_noscript(r))
-        f->number_noscript = 1;
-    else if (r->type == REDIS_REPLY_ERROR) {
-        log_event(LOG_LEVEL_ERROR, "policy_script_error",
-                  json_pack("{s:s, s:s}", "rpc", f->kind->rpc, "reply", r->str));
-        f->number_lost = 1;
-    } else {
-        f->verdict = f->kind->decide(f, r, &f->err);
-        if (f->verdict == FLOW_REPEAT && r->type == REDIS_REPLY_ARRAY && r->elements >= 3) {
-            /* send.lua: {'repeat', code, body, msg, twilio_code}. */
-            snprintf(f->repeat_code, sizeof(f->repeat_code), "%.*s", (int)r->element[1]->len,
-                     r->element[1]->str ? r->element[1]->str : "0");
-            f->repeat_len = r->element[2]->len;
-            f->repeat_body = malloc(f->repeat_len + 1);
-            if (f->repeat_body)
-                memcpy(f->repeat_body, r->element[2]->str, f->repeat_len);
-            else
-                f->number_lost = 1;
-            if (r->elements >= 5) {
-                snprintf(f->repeat_msg, sizeof(f->repeat_msg), "%.*s", (int)r->element[3]->len,
-                         r->element[3]->str ? r->element[3]->str : "");
-                f->repeat_twilio = atoi(r->element[4]->str ? r->element[4]->str : "0");
-            }
-        }
-    }
-    reply_done(f);
-}
-
-static void on_account(struct account_req *req, enum account_result res, int64_t ms)
-{
-    struct flow *f = req->data;
-    f->account_wait_ms = f->account_delay_ms = 0;
-    switch (res) {
-    case ACCOUNT_OK:
-        f->have_lease = 1;
-        f->account_delay_ms = ms;
-        break;
-    case ACCOUNT_RATE:
-    case ACCOUNT_BUSY:
-        f->account_wait_ms = ms;
-        break;
-    case ACCOUNT_NOSCRIPT:
-        f->account_noscript = 1;
-        break;
-    case ACCOUNT_LOST:
-        f->account_lost = 1;
-        break;
-    }
-    reply_done(f);
-}
-
-/* The account take for this round: a lease for the whole deadline (at most
- * 2 min), and a rate slot no further ahead than the deadline allows. */
-static void take_account(struct flow *f)
-{
-    int64_t left = rpc_call_ms_left(f->call);
-    int64_t wait = left - ANSWER_MARGIN_MS - 1;
-    f->acct.id = f->id;
-    f->acct.cost = f->cost;
-    f->acct.lease_ms = left > 120000 ? 120000 : left + 1000;
-    f->acct.max_wait_ms = wait < 0 ? 0 : wait > TWILIO_MAX_MS ? TWILIO_MAX_MS : wait;
-    f->acct.done = on_account;
-    f->acct.data = f;
-    account_take(f->app->account, &f->acct);
-}
-
-/* Loop thread: sends whichever scripts are still needed, in one pipeline. */
-static void run_policy(struct flow *f)
-{
-    const char *keys[4], *args[8];
-    int nkeys = 0, nargs = 0;
-
-    if (rpc_call_is_cancelled(f->call)) {
-        give_back_account(f);
-        if (!f->need_number && f->verdict == FLOW_GO) {
-            if (f->kind->undo)
-                f->kind->undo(f);
-            drop_claim(f);
-        }
-        rpc_call_release(f->call);
-        flow_free(f);
-        return;
-    }
-    f->number_lost = f->account_lost = 0;
-    f->number_noscript = f->account_noscript = 0;
-    f->pending = f->need_number + f->need_account;
-    if (f->need_number) {
-        if (f->kind->policy_args(f, keys, &nkeys, args, &nargs) ||
-            policy_eval(f->app->redis, f->kind->script, nkeys, keys, nargs, args, on_number, f)) {
-            fail_simple(f, GRPC_STATUS_UNAVAILABLE, REASON_REDIS_UNAVAILABLE,
-                        "Redis is unreachable; nothing was sent");
-            return;
-        }
-    }
-    if (f->need_account)
-        take_account(f);
-    if (f->pending == 0)
-        decide(f);
-}
-
-static void flow_task(struct loop_task *task)
-{
-    run_policy(rpc_call_get_data(rpc_call_from_task(task)));
-}
-
-void flow_start(struct flow *f)
-{
-    rpc_call_set_data(f->call, f);
-    rpc_call_task(f->call)->run = flow_task;
-    loop_post(f->app->loop, rpc_call_task(f->call));
-}
-
-int flow_send_args(struct flow *f, int check_optout, int needs_window, const char **keys,
-                   int *nkeys, const char **args, int *nargs)
-{
-    const struct config *cfg = f->app->cfg;
-    keys[0] = flow_key(f, 0, "optout");
-    keys[1] = flow_key(f, 1, "wa");
-    *nkeys = 2;
-    if (f->idem[0])
-        keys[(*nkeys)++] = f->idem;
-    args[0] = check_optout ? "1" : "0";
-    args[1] = needs_window ? "1" : "0";
-    args[2] = flow_arg(f, 2, "%lld", (long long)cfg->whatsapp_window_s * 1000);
-    args[3] = flow_arg(f, 3, "%d", cfg->idempotency_ttl_s);
-    args[4] = f->fp[0] ? f->fp : "-";
-    *nargs = 5;
-    return 0;
-}
-
-static const char *element(const redisReply *r, size_t i)
-{
-    if (r->type != REDIS_REPLY_ARRAY || i >= r->elements || !r->element[i]->str)
-        return "";
-    return r->element[i]->str;
-}
-
-enum flow_verdict flow_send_decide(struct flow *f, const redisReply *r, struct rpc_error *err)
-{
-    const char *what = element(r, 0);
-
-    err->retry_after_ms = -1;
-    if (strcmp(what, "ok") == 0)
-        return FLOW_GO;
-    if (strcmp(what, "repeat") == 0)
-        return FLOW_REPEAT;
-    if (strcmp(what, "in_flight") == 0)
-        return FLOW_IN_FLIGHT;
-    err->msg = f->errmsg;
-    if (strcmp(what, "opted_out") == 0) {
-        err->code = GRPC_STATUS_FAILED_PRECONDITION;
-        err->reason = REASON_OPTED_OUT;
-        snprintf(f->errmsg, sizeof(f->errmsg),
-                 "%s has opted out (replied STOP); nothing is sent until they reply START",
-                 f->to);
-    } else if (strcmp(what, "window_closed") == 0) {
-        long long closed = atoll(element(r, 1));
-        err->code = GRPC_STATUS_FAILED_PRECONDITION;
-        err->reason = REASON_WHATSAPP_WINDOW_CLOSED;
-        if (closed > 0) {
-            char when[32];
-            time_t t = (time_t)(closed / 1000);
-            struct tm tm;
-            gmtime_r(&t, &tm);
-            strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
-            snprintf(f->errmsg, sizeof(f->errmsg),
-                     "the WhatsApp 24-hour customer-service window with %s closed at %s; "
-                     "outside it only a template (content_sid) can be sent",
-                     f->to, when);
-        } else {
-            snprintf(f->errmsg, sizeof(f->errmsg),
-                     "the WhatsApp 24-hour customer-service window with %s is not open (no "
-                     "message from them); outside it only a template (content_sid) can be sent",
-                     f->to);
-        }
-    } else if (strcmp(what, "mismatch") == 0) {
-        err->code = GRPC_STATUS_INVALID_ARGUMENT;
-        err->reason = REASON_IDEMPOTENCY_KEY_REUSED;
-        snprintf(f->errmsg, sizeof(f->errmsg),
-                 "idempotency_key was already used for a different request");
-    } else {
-        err->code = GRPC_STATUS_INTERNAL;
-        err->reason = REASON_INTERNAL;
-        snprintf(f->errmsg, sizeof(f->errmsg), "unexpected policy answer '%s'", what);
-    }
-    return FLOW_REFUSE;
-}
-
-void flow_optout(struct flow *f)
-{
-    char ttl[24];
-    snprintf(ttl, sizeof(ttl), "%lld", (long long)f->app->cfg->optout_ttl_days * 86400);
-    const char *argv[] = {"SET", flow_key(f, 0, "optout"), "1", "EX", ttl};
-    flow_redis(f, 5, argv, NULL);
-}
-
-void flow_close_window(struct flow *f)
-{
-    const char *argv[] = {"DEL", flow_key(f, 1, "wa")};
-    flow_redis(f, 2, argv, NULL);
 }
 
 int flow_set_form(struct flow *f, const struct form *form)
@@ -740,27 +236,511 @@ size_t flow_pack(const ProtobufCMessage *m, uint8_t *buf, size_t cap)
     return protobuf_c_message_pack(m, buf);
 }
 
-void flow_handle(struct rpc_call *call, const uint8_t *req, size_t len,
-                 const struct flow_kind *kind, const ProtobufCMessageDescriptor *desc,
-                 flow_prepare_fn *prepare)
-{
-    struct rpc_error err = {.code = GRPC_STATUS_INVALID_ARGUMENT, .retry_after_ms = -1};
-    char msg[160];
-    struct flow *f;
+/* --- letting go, and the ways out (used by every state below) --- */
 
-    ProtobufCMessage *m = protobuf_c_message_unpack(desc, NULL, len, req);
-    if (!m) {
-        snprintf(msg, sizeof(msg), "not a valid %s", desc->short_name);
-        rpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT, msg, NULL);
+/* The one place a call gives back what it holds. A settled claim is the
+ * key's record now (settle), and a counted verification stays counted. */
+static void let_go(struct flow *f, enum let_go how)
+{
+    struct app *app = f->app;
+
+    if (how != LET_GO_SENT && (f->held & FLOW_HOLD_CLAIM))
+        send_policy_drop_claim(app->redis, f->idem);
+    if (how != LET_GO_SENT && (f->held & FLOW_HOLD_PLACE))
+        verify_limits_give_back(app->redis, f->to, f->id);
+    if ((f->held & FLOW_HOLD_LEASE) && how == LET_GO_UNSENT) {
+        /* The lease, and the rate slot if it is still the last one booked. */
+        if (account_give(app->account, f->id, f->cost, f->acct.slot))
+            log_warn("redis_write_skipped", "account lease %s not given back: Redis down",
+                     f->id);
+    } else if (f->held & FLOW_HOLD_LEASE) {
+        /* Twilio saw the attempt: its place in the rate stays used. */
+        account_release(app->account, f->id);
+    }
+    f->held = 0;
+}
+
+static void wait_unlink(struct flow *f)
+{
+    struct flow_ctx *ctx = ctx_of(f);
+    if (f->wait_prev)
+        f->wait_prev->wait_next = f->wait_next;
+    else if (ctx->waiting == f)
+        ctx->waiting = f->wait_next;
+    if (f->wait_next)
+        f->wait_next->wait_prev = f->wait_prev;
+    f->wait_prev = f->wait_next = NULL;
+}
+
+/* Ends the call with an error; what it holds goes back as `how` says. */
+static void fail(struct flow *f, enum let_go how, const struct rpc_error *err)
+{
+    struct flow_ctx *ctx = ctx_of(f);
+    if (reason_name(err->reason))
+        ctx->refusals[err->reason]++;
+    let_go(f, how);
+    set_state(f, FLOW_DONE);
+    rpc_call_fail(f->call, err);
+    flow_free(f);
+}
+
+/* A refusal for one of commsgate's own reasons, status from the table. */
+static void fail_for(struct flow *f, enum reason reason, const char *msg)
+{
+    struct rpc_error e = {.code = reason_status(reason),
+                          .msg = msg,
+                          .reason = reason,
+                          .retry_after_ms = reason_retry_ms(reason)};
+    fail(f, LET_GO_UNSENT, &e);
+}
+
+/* The client is gone: give everything back, answer nobody. */
+static void abandon(struct flow *f)
+{
+    let_go(f, LET_GO_UNSENT);
+    set_state(f, FLOW_DONE);
+    rpc_call_release(f->call);
+    flow_free(f);
+}
+
+/* --- DECIDING: one pipelined round trip to Redis --- */
+
+static void decide(struct flow *f);
+
+static void round_done(struct flow *f)
+{
+    assert(f->state == FLOW_DECIDING && f->pending > 0);
+    if (--f->pending == 0)
+        decide(f);
+}
+
+static void on_recipient(struct policy_result *res, struct policy_req *req)
+{
+    struct flow *f = req->data;
+    free(f->verdict.repeat);
+    f->verdict = *res;
+    res->repeat = NULL; /* the flow keeps it until it answers */
+    round_done(f);
+}
+
+static void on_account(struct account_req *req, enum account_result res, int64_t ms)
+{
+    struct flow *f = req->data;
+    f->acct_res = res;
+    f->acct_ms = ms;
+    round_done(f);
+}
+
+static int ask_recipient(struct flow *f)
+{
+    struct app *app = f->app;
+    struct send_policy_args a = {.to = f->to,
+                                 .check_optout = f->check_optout,
+                                 .needs_window = f->needs_window,
+                                 .idem = f->idem,
+                                 .fp = f->fp};
+    f->policy.done = on_recipient;
+    f->policy.data = f;
+    switch (f->kind->policy) {
+    case FLOW_POLICY_SEND:
+        return send_policy_check(app->redis, app->cfg, &a, &f->policy);
+    case FLOW_POLICY_VERIFY_START:
+        return verify_limits_start(app->redis, app->cfg, f->to, f->id, &f->policy);
+    case FLOW_POLICY_VERIFY_CHECK:
+        return verify_limits_check(app->redis, app->cfg, f->to, f->id, &f->policy);
+    }
+    return CG_EINVAL;
+}
+
+/* The account take for this round: a lease for the whole deadline (at most
+ * 2 min), and a rate slot no further ahead than the deadline allows. */
+static void ask_account(struct flow *f)
+{
+    int64_t left = rpc_call_ms_left(f->call);
+    int64_t wait = left - ANSWER_MARGIN_MS - 1;
+    f->acct.id = f->id;
+    f->acct.cost = f->cost;
+    f->acct.lease_ms = left > 120000 ? 120000 : left + 1000;
+    f->acct.max_wait_ms = wait < 0 ? 0 : wait > TWILIO_MAX_MS ? TWILIO_MAX_MS : wait;
+    f->acct.done = on_account;
+    f->acct.data = f;
+    account_take(f->app->account, &f->acct);
+}
+
+/* Loop thread: sends whatever f->need asks, in one pipeline. */
+static void run_round(struct flow *f)
+{
+    assert_loop(f);
+    if (rpc_call_is_cancelled(f->call)) {
+        abandon(f);
         return;
     }
-    f = flow_new(call, kind);
-    if (f) {
-        err.msg = f->errmsg;
-        if (prepare(f, m, req, len, &err))
-            flow_reject(f, &err);
-        else
-            flow_start(f);
+    if (!f->need) {
+        send_to_twilio(f);
+        return;
     }
-    protobuf_c_message_free_unpacked(m, NULL);
+    set_state(f, FLOW_DECIDING);
+    f->verdict.verdict = POLICY_GO;
+    f->acct_res = ACCOUNT_OK;
+    f->pending = !!(f->need & NEED_RECIPIENT) + !!(f->need & NEED_ACCOUNT);
+    if ((f->need & NEED_RECIPIENT) && ask_recipient(f)) {
+        fail_for(f, REASON_REDIS_UNAVAILABLE, "Redis is unreachable; nothing was sent");
+        return;
+    }
+    if (f->need & NEED_ACCOUNT)
+        ask_account(f);
+}
+
+/* --- WAITING: a timer within the deadline --- */
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct flow *f = arg;
+    wait_unlink(f);
+    run_round(f);
+}
+
+/* Runs f->need again (or, with nothing needed, sends) after `ms`, if the
+ * deadline allows; -1 when it does not, or at shutdown. */
+static int wait_for(struct flow *f, int64_t ms)
+{
+    struct flow_ctx *ctx = ctx_of(f);
+    if (ctx->shutting_down || ms + ANSWER_MARGIN_MS >= rpc_call_ms_left(f->call))
+        return -1;
+    if (!f->timer)
+        f->timer = evtimer_new(loop_base(f->app->loop), on_timer, f);
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
+    if (!f->timer || evtimer_add(f->timer, &tv))
+        return -1;
+    set_state(f, FLOW_WAITING);
+    f->wait_next = ctx->waiting;
+    if (ctx->waiting)
+        ctx->waiting->wait_prev = f;
+    ctx->waiting = f;
+    return 0;
+}
+
+void flow_shutdown(struct flow_ctx *ctx)
+{
+    ctx->shutting_down = 1;
+    while (ctx->waiting) {
+        struct flow *f = ctx->waiting;
+        assert_loop(f);
+        wait_unlink(f);
+        event_del(f->timer);
+        fail_for(f, REASON_SHUTTING_DOWN, "commsgate is shutting down; nothing was sent");
+    }
+}
+
+/* --- DECIDING, continued: both replies are in --- */
+
+/* The caller's message for a refusal of the recipient's script. */
+static void refusal_message(struct flow *f, const struct policy_result *v, struct rpc_error *e)
+{
+    const struct config *cfg = f->app->cfg;
+    long long secs = (v->ms + 999) / 1000;
+    char when[32];
+
+    *e = (struct rpc_error){.code = reason_status(v->reason), .reason = v->reason};
+    e->msg = f->errmsg;
+    e->retry_after_ms = -1;
+    switch (v->reason) {
+    case REASON_OPTED_OUT:
+        snprintf(f->errmsg, sizeof(f->errmsg),
+                 "%s has opted out (replied STOP); nothing is sent until they reply START",
+                 f->to);
+        break;
+    case REASON_WHATSAPP_WINDOW_CLOSED:
+        if (v->ms > 0) {
+            time_t t = (time_t)(v->ms / 1000);
+            struct tm tm;
+            gmtime_r(&t, &tm);
+            strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+            snprintf(f->errmsg, sizeof(f->errmsg),
+                     "the WhatsApp 24-hour customer-service window with %s closed at %s; "
+                     "outside it only a template (content_sid) can be sent",
+                     f->to, when);
+        } else {
+            snprintf(f->errmsg, sizeof(f->errmsg),
+                     "the WhatsApp 24-hour customer-service window with %s is not open (no "
+                     "message from them); outside it only a template (content_sid) can be sent",
+                     f->to);
+        }
+        break;
+    case REASON_IDEMPOTENCY_KEY_REUSED:
+        snprintf(f->errmsg, sizeof(f->errmsg),
+                 "idempotency_key was already used for a different request");
+        break;
+    case REASON_VERIFY_COOLDOWN:
+        e->retry_after_ms = v->ms;
+        snprintf(f->errmsg, sizeof(f->errmsg),
+                 "a code was sent to %s less than %d s ago; retry in %lld s", f->to,
+                 cfg->verify_cooldown_s, secs);
+        break;
+    case REASON_VERIFY_SEND_LIMIT:
+        e->retry_after_ms = v->ms;
+        snprintf(f->errmsg, sizeof(f->errmsg), "at most %d codes per %d s to %s; retry in %lld s",
+                 cfg->verify_max_sends, cfg->verify_send_window_s, f->to, secs);
+        break;
+    case REASON_VERIFY_CHECK_LIMIT:
+        e->retry_after_ms = v->ms;
+        snprintf(f->errmsg, sizeof(f->errmsg),
+                 "at most %d checks per %d s for %s; retry in %lld s", cfg->verify_max_checks,
+                 cfg->verify_check_window_s, f->to, secs);
+        break;
+    default:
+        e->code = GRPC_STATUS_INTERNAL;
+        e->reason = REASON_INTERNAL;
+        snprintf(f->errmsg, sizeof(f->errmsg), "unexpected policy answer");
+        break;
+    }
+}
+
+/* An idempotent repeat: the first answer to the key, again. */
+static void answer_repeat(struct flow *f)
+{
+    const struct policy_outcome *o = f->verdict.repeat;
+    let_go(f, LET_GO_UNSENT); /* this round's account take */
+    set_state(f, FLOW_DONE);
+    if (o->code == GRPC_STATUS_OK) {
+        rpc_call_finish_packed(f->call, o->body, o->body_len);
+    } else {
+        struct rpc_error e = {.code = (grpc_status_code)o->code,
+                              .msg = o->msg,
+                              .reason = o->twilio_code ? REASON_TWILIO_ERROR
+                                                       : REASON_OUTCOME_UNKNOWN,
+                              .twilio_code = o->twilio_code,
+                              .retry_after_ms = -1};
+        rpc_call_fail(f->call, &e);
+    }
+    flow_free(f);
+}
+
+/* What the recipient's GO reserves, now held. */
+static void hold_recipient(struct flow *f)
+{
+    if (f->kind->policy == FLOW_POLICY_SEND && f->idem[0])
+        f->held |= FLOW_HOLD_CLAIM;
+    else if (f->kind->policy == FLOW_POLICY_VERIFY_START)
+        f->held |= FLOW_HOLD_PLACE;
+}
+
+static void decide(struct flow *f)
+{
+    int asked_recipient = f->need & NEED_RECIPIENT, asked_account = f->need & NEED_ACCOUNT;
+    enum policy_verdict v = f->verdict.verdict;
+    struct rpc_error e = {.retry_after_ms = -1};
+
+    /* First take what this round got, so every way out below lets go of
+     * it: a claim or place on GO, a lease (and slot) on ACCOUNT_OK. */
+    if (asked_recipient && v == POLICY_GO)
+        hold_recipient(f);
+    if (asked_account && f->acct_res == ACCOUNT_OK) {
+        f->held |= FLOW_HOLD_LEASE;
+        if (f->cost > 0)
+            f->held |= FLOW_HOLD_SLOT;
+    }
+
+    if (v == POLICY_LOST || f->acct_res == ACCOUNT_LOST) {
+        fail_for(f, REASON_REDIS_UNAVAILABLE,
+                 "Redis connection lost during the policy check; nothing was sent");
+        return;
+    }
+    if (v == POLICY_NOSCRIPT || f->acct_res == ACCOUNT_NOSCRIPT) {
+        /* Redis lost the scripts (flush, failover): let go of this round,
+         * reload, and run the whole decision again. */
+        if (++f->reloads > MAX_RELOADS) {
+            fail_for(f, REASON_REDIS_UNAVAILABLE, "Redis keeps losing the policy scripts");
+            return;
+        }
+        let_go(f, LET_GO_UNSENT);
+        f->need = NEED_RECIPIENT | NEED_ACCOUNT;
+        policy_reload(f->app->redis);
+        run_round(f);
+        return;
+    }
+    if (asked_recipient) {
+        switch (v) {
+        case POLICY_GO:
+            f->need &= ~(unsigned)NEED_RECIPIENT;
+            break;
+        case POLICY_REFUSE:
+            refusal_message(f, &f->verdict, &e);
+            fail(f, LET_GO_UNSENT, &e);
+            return;
+        case POLICY_REPEAT:
+            answer_repeat(f);
+            return;
+        case POLICY_IN_FLIGHT: {
+            int64_t wait = POLL_FIRST_MS << (f->polls < 4 ? f->polls : 4);
+            f->polls++;
+            let_go(f, LET_GO_UNSENT); /* the account take waits with us */
+            f->need = NEED_RECIPIENT | NEED_ACCOUNT;
+            if (wait_for(f, wait > POLL_CAP_MS ? POLL_CAP_MS : wait))
+                fail_for(f, REASON_IDEMPOTENCY_IN_FLIGHT,
+                         "a request with this idempotency_key is still in flight; retry with "
+                         "the same key to get its outcome");
+            return;
+        }
+        case POLICY_LOST:
+        case POLICY_NOSCRIPT:
+            break; /* handled above */
+        }
+    }
+    if (asked_account) {
+        if (f->acct_res != ACCOUNT_OK) { /* ACCOUNT_RATE or ACCOUNT_BUSY */
+            f->need = NEED_ACCOUNT;
+            if (wait_for(f, f->acct_ms) == 0)
+                return;
+            snprintf(f->errmsg, sizeof(f->errmsg),
+                     "account send budget exhausted (%d segments/s, %d requests in flight); "
+                     "retry after %lld ms",
+                     f->app->cfg->send_rate, f->app->cfg->twilio_concurrency,
+                     (long long)f->acct_ms);
+            e = (struct rpc_error){.code = reason_status(REASON_ACCOUNT_RATE_LIMITED),
+                                   .msg = f->errmsg,
+                                   .reason = REASON_ACCOUNT_RATE_LIMITED,
+                                   .retry_after_ms = f->acct_ms};
+            fail(f, LET_GO_UNSENT, &e);
+            return;
+        }
+        f->need &= ~(unsigned)NEED_ACCOUNT;
+        if (f->acct_ms > 0) {
+            /* Our rate slot is ahead: wait for it here, without asking again. */
+            if (wait_for(f, f->acct_ms) == 0)
+                return;
+            if (ctx_of(f)->shutting_down)
+                fail_for(f, REASON_SHUTTING_DOWN, "commsgate is shutting down; nothing was sent");
+            else
+                fail_for(f, REASON_DEADLINE,
+                         "deadline reached before the account's send slot; nothing was sent");
+            return;
+        }
+    }
+    send_to_twilio(f);
+}
+
+/* --- SENDING: Twilio, and the answer --- */
+
+static void on_twilio(const struct twilio_result *res, void *data);
+
+static void send_to_twilio(struct flow *f)
+{
+    int64_t left = rpc_call_ms_left(f->call) - ANSWER_MARGIN_MS;
+
+    assert(f->need == 0);
+    if (left > TWILIO_MAX_MS)
+        left = TWILIO_MAX_MS; /* a caller without a deadline still gets an answer */
+    if (left <= 0) {
+        fail_for(f, REASON_DEADLINE, "deadline reached before Twilio was called");
+        return;
+    }
+    set_state(f, FLOW_SENDING);
+    if (twilio_request(f->app->twilio, f->kind->api, f->form, f->form_len, left, on_twilio, f,
+                       NULL))
+        fail_for(f, REASON_INTERNAL, "cannot start the Twilio request");
+}
+
+/* What Twilio's refusal tells the caller, and what it changes here: data
+ * from Twilio's error table, for the actions this family honours. */
+static void twilio_refusal(struct flow *f, const struct twilio_result *res, struct rpc_error *e)
+{
+    const struct twilio_error_info *info = twilio_error_for(res->code, res->http_status);
+    unsigned act = info ? info->action : TWILIO_ACTION_NONE;
+
+    snprintf(f->errmsg, sizeof(f->errmsg), "Twilio refused (%d): %s", res->code,
+             info && info->code == res->code ? info->message : res->message);
+    e->code = info ? info->status : twilio_error_status_for_http(res->http_status);
+    e->msg = f->errmsg;
+    e->reason = REASON_TWILIO_ERROR;
+    e->twilio_code = res->code;
+    if (!info || (act && !(act & f->kind->twilio_actions)))
+        return;
+    e->reason = info->reason;
+    e->retry_after_ms = info->retry_after_ms;
+    if (act == TWILIO_ACTION_OPT_OUT)
+        send_policy_opt_out(f->app->redis, f->app->cfg, f->to);
+    else if (act == TWILIO_ACTION_CLOSE_WINDOW)
+        send_policy_close_window(f->app->redis, f->to);
+    else if (act == TWILIO_ACTION_NOT_FOUND && f->kind->not_found_fmt)
+        snprintf(f->errmsg, sizeof(f->errmsg), f->kind->not_found_fmt, f->to);
+}
+
+/* Twilio acted (or may have): the key's record keeps this answer. */
+static void settle(struct flow *f, const struct policy_outcome *o)
+{
+    if (f->held & FLOW_HOLD_CLAIM)
+        send_policy_settle(f->app->redis, f->app->cfg, f->idem, o);
+    let_go(f, LET_GO_SENT);
+}
+
+static void on_twilio(const struct twilio_result *res, void *data)
+{
+    struct flow *f = data;
+    struct rpc_error e = {.retry_after_ms = -1};
+    uint8_t buf[RESPONSE_MAX];
+
+    assert(f->state == FLOW_SENDING);
+    switch (res->outcome) {
+    case TWILIO_OK: {
+        size_t len = f->kind->respond(f, res, buf, sizeof(buf), &e);
+        if (f->kind->tracks_message && res->sid)
+            message_status_first(f->app->redis, res->sid, res->status ? res->status : "queued");
+        struct policy_outcome o = {.code = len ? GRPC_STATUS_OK : (int)e.code,
+                                   .body = len ? buf : NULL,
+                                   .body_len = len,
+                                   .msg = len ? NULL : (char *)e.msg,
+                                   .twilio_code = len ? 0 : e.twilio_code};
+        settle(f, &o);
+        set_state(f, FLOW_DONE);
+        if (len)
+            rpc_call_finish_packed(f->call, buf, len);
+        else
+            rpc_call_fail(f->call, &e);
+        flow_free(f);
+        return;
+    }
+    case TWILIO_UNKNOWN: {
+        /* Twilio may have acted: never give back, never let a repeat send. */
+        snprintf(f->errmsg, sizeof(f->errmsg),
+                 "outcome unknown: Twilio may have accepted the request (%s); do not retry "
+                 "without an idempotency_key",
+                 res->message);
+        e.code = reason_status(REASON_OUTCOME_UNKNOWN);
+        e.msg = f->errmsg;
+        e.reason = REASON_OUTCOME_UNKNOWN;
+        struct policy_outcome o = {.code = (int)e.code, .msg = f->errmsg};
+        settle(f, &o);
+        set_state(f, FLOW_DONE);
+        rpc_call_fail(f->call, &e);
+        flow_free(f);
+        return;
+    }
+    case TWILIO_REFUSED:
+        twilio_refusal(f, res, &e);
+        break;
+    case TWILIO_FAILED:
+        snprintf(f->errmsg, sizeof(f->errmsg), "Twilio could not be reached, nothing was sent: %s",
+                 res->message);
+        e.code = reason_status(REASON_TWILIO_UNREACHABLE);
+        e.msg = f->errmsg;
+        e.reason = REASON_TWILIO_UNREACHABLE;
+        e.twilio_code = res->code;
+        break;
+    }
+    /* Refused or failed: Twilio did not act, so what the policy reserved
+     * goes back and a repeat of the key may try again. */
+    fail(f, LET_GO_REFUSED, &e);
+}
+
+/* --- metrics --- */
+
+void flow_metrics(struct flow_ctx *ctx, struct evbuffer *out)
+{
+    evbuffer_add_printf(out, "# HELP commsgate_policy_refusals_total Calls refused by policy or "
+                             "Twilio, by reason.\n# TYPE commsgate_policy_refusals_total counter\n");
+    for (int r = 0; r < REASON_COUNT; r++)
+        if (ctx->refusals[r])
+            evbuffer_add_printf(out, "commsgate_policy_refusals_total{reason=\"%s\"} %lu\n",
+                                reason_name(r), ctx->refusals[r]);
 }

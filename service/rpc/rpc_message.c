@@ -1,6 +1,6 @@
 /* GetMessage: the latest delivery status of a message sent through
  * commsgate, as the send and Twilio's status callbacks left it in Redis
- * (cg:{<sid>}:msg, written by message_status.lua). One HGETALL. */
+ * (redis/message_status.c). One HGETALL. */
 #include "rpc_message.h"
 
 #include <ctype.h>
@@ -10,47 +10,35 @@
 
 #include "../app.h"
 #include "../loop/loop.h"
-#include "../redis/redis.h"
+#include "../redis/message_status.h"
 #include "commsgate/v1/messaging.pb-c.h"
 
 struct lookup {
+    struct message_status_get_req get; /* first: the request is the lookup */
     struct rpc_call *call;
     char sid[35];
-    char key[48];
 };
 
-static void on_hash(redisAsyncContext *ac, void *reply, void *privdata)
+static void on_record(struct message_status_get_req *req, int found,
+                      const struct message_status_record *rec)
 {
-    struct lookup *l = privdata;
-    const redisReply *r = reply;
+    struct lookup *l = (struct lookup *)req;
     Commsgate__V1__GetMessageResponse resp = COMMSGATE__V1__GET_MESSAGE_RESPONSE__INIT;
     char msg[96];
 
-    if (!r || r->type != REDIS_REPLY_ARRAY) {
+    if (found < 0) {
         rpc_call_finish(l->call, GRPC_STATUS_UNAVAILABLE, "Redis is unreachable", NULL);
-        goto done;
-    }
-    if (r->elements == 0) {
+    } else if (found == 0) {
         snprintf(msg, sizeof(msg), "no message %s is known (unknown, or older than 7 days)",
                  l->sid);
         rpc_call_finish(l->call, GRPC_STATUS_NOT_FOUND, msg, NULL);
-        goto done;
+    } else {
+        resp.sid = l->sid;
+        resp.status = (char *)rec->status;
+        resp.error_code = rec->error_code;
+        resp.updated_at = rec->updated_at_ms / 1000;
+        rpc_call_finish(l->call, GRPC_STATUS_OK, NULL, &resp.base);
     }
-    resp.sid = l->sid;
-    resp.status = "";
-    for (size_t i = 0; i + 1 < r->elements; i += 2) {
-        const char *k = r->element[i]->str, *v = r->element[i + 1]->str;
-        if (!k || !v)
-            continue;
-        if (strcmp(k, "status") == 0)
-            resp.status = (char *)v;
-        else if (strcmp(k, "error_code") == 0)
-            resp.error_code = (uint32_t)strtoul(v, NULL, 10);
-        else if (strcmp(k, "updated_at") == 0)
-            resp.updated_at = strtoll(v, NULL, 10) / 1000;
-    }
-    rpc_call_finish(l->call, GRPC_STATUS_OK, NULL, &resp.base);
-done:
     free(l);
 }
 
@@ -59,9 +47,9 @@ static void run(struct loop_task *task)
     struct rpc_call *call = rpc_call_from_task(task);
     struct lookup *l = rpc_call_get_data(call);
     struct app *app = rpc_call_app(call);
-    const char *argv[] = {"HGETALL", l->key};
 
-    if (redis_command_argv(app->redis, on_hash, l, 2, argv, NULL)) {
+    l->get.done = on_record;
+    if (message_status_get(app->redis, l->sid, &l->get)) {
         rpc_call_finish(call, GRPC_STATUS_UNAVAILABLE, "Redis is unreachable", NULL);
         free(l);
     }
@@ -99,7 +87,6 @@ static void on_call(struct rpc_call *call, const uint8_t *req, size_t len)
     }
     l->call = call;
     snprintf(l->sid, sizeof(l->sid), "%s", r->sid);
-    snprintf(l->key, sizeof(l->key), "cg:{%s}:msg", r->sid);
     rpc_call_set_data(call, l);
     rpc_call_task(call)->run = run;
     loop_post(app->loop, rpc_call_task(call));

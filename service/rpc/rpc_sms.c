@@ -17,12 +17,6 @@
 
 #define SMS_MAX_CHARS 1600
 
-static int policy_args(struct flow *f, const char **keys, int *nkeys, const char **args,
-                       int *nargs)
-{
-    return flow_send_args(f, 1, 0, keys, nkeys, args, nargs);
-}
-
 static size_t respond(struct flow *f, const struct twilio_result *res, uint8_t *buf, size_t cap,
                       struct rpc_error *err)
 {
@@ -37,9 +31,7 @@ static size_t respond(struct flow *f, const struct twilio_result *res, uint8_t *
 static const struct flow_kind sms_kind = {
     .rpc = "SendSMS",
     .api = TWILIO_API_MESSAGES,
-    .script = POLICY_SEND,
-    .policy_args = policy_args,
-    .decide = flow_send_decide,
+    .policy = FLOW_POLICY_SEND,
     .respond = respond,
     .twilio_actions = TWILIO_ACTION_OPT_OUT,
     .tracks_message = 1,
@@ -121,6 +113,7 @@ static int prepare(struct flow *f, const ProtobufCMessage *msg, const uint8_t *r
     f->u.sms.encoding = seg.encoding == SEGMENTS_GSM7 ? COMMSGATE__V1__ENCODING__ENCODING_GSM7
                                                       : COMMSGATE__V1__ENCODING__ENCODING_UCS2;
     f->cost = (int)seg.segments;
+    f->check_optout = 1; /* an SMS STOP forbids SMS */
     snprintf(f->to, sizeof(f->to), "%s", r->to);
     flow_set_idempotency(f, r->idempotency_key, raw, raw_len);
     if (build_form(f, r, f->errmsg, sizeof(f->errmsg))) {

@@ -1,7 +1,6 @@
 /* StartVerification and CheckVerification (Twilio Verify), with app-level
- * limits stricter than Twilio's: sends per number per window plus a
- * cool-down (verify_start.lua), and checks per number per window counted
- * whatever their outcome (verify_check.lua). */
+ * limits stricter than Twilio's (redis/verify_limits.c) checked by the
+ * shared flow. */
 #include "rpc_verify.h"
 
 #include <stdio.h>
@@ -10,7 +9,6 @@
 #include "../app.h"
 #include "../core/config.h"
 #include "../core/text.h"
-#include "../redis/redis.h"
 #include "../twilio/form.h"
 #include "commsgate/v1/messaging.pb-c.h"
 #include "flow.h"
@@ -41,51 +39,6 @@ static int channel_value(const char *name)
     return COMMSGATE__V1__CHANNEL__SMS;
 }
 
-static const char *element(const redisReply *r, size_t i)
-{
-    if (r->type != REDIS_REPLY_ARRAY || i >= r->elements || !r->element[i]->str)
-        return "";
-    return r->element[i]->str;
-}
-
-static long long element_ll(const redisReply *r, size_t i)
-{
-    if (r->type != REDIS_REPLY_ARRAY || i >= r->elements)
-        return 0;
-    return r->element[i]->type == REDIS_REPLY_INTEGER ? r->element[i]->integer
-                                                      : atoll(element(r, i));
-}
-
-/* Both scripts answer {'ok'} or {'wait', ms, why}. */
-static enum flow_verdict decide_limit(struct flow *f, const redisReply *r, struct rpc_error *err,
-                                      int start)
-{
-    const struct config *cfg = f->app->cfg;
-    if (strcmp(element(r, 0), "ok") == 0)
-        return FLOW_GO;
-    long long ms = element_ll(r, 1);
-    err->code = GRPC_STATUS_RESOURCE_EXHAUSTED;
-    err->retry_after_ms = ms;
-    err->msg = f->errmsg;
-    if (start && strcmp(element(r, 2), "cooldown") == 0) {
-        err->reason = REASON_VERIFY_COOLDOWN;
-        snprintf(f->errmsg, sizeof(f->errmsg),
-                 "a code was sent to %s less than %d s ago; retry in %lld s", f->to,
-                 cfg->verify_cooldown_s, (ms + 999) / 1000);
-    } else if (start) {
-        err->reason = REASON_VERIFY_SEND_LIMIT;
-        snprintf(f->errmsg, sizeof(f->errmsg),
-                 "at most %d codes per %d s to %s; retry in %lld s", cfg->verify_max_sends,
-                 cfg->verify_send_window_s, f->to, (ms + 999) / 1000);
-    } else {
-        err->reason = REASON_VERIFY_CHECK_LIMIT;
-        snprintf(f->errmsg, sizeof(f->errmsg),
-                 "at most %d checks per %d s for %s; retry in %lld s", cfg->verify_max_checks,
-                 cfg->verify_check_window_s, f->to, (ms + 999) / 1000);
-    }
-    return FLOW_REFUSE;
-}
-
 /* The verification forms are small; a too-large one is refused. */
 static int set_form(struct flow *f, const struct form *form, struct rpc_error *err)
 {
@@ -98,25 +51,6 @@ static int set_form(struct flow *f, const struct form *form, struct rpc_error *e
 
 /* --- StartVerification --- */
 
-static int start_args(struct flow *f, const char **keys, int *nkeys, const char **args,
-                      int *nargs)
-{
-    const struct config *cfg = f->app->cfg;
-    keys[0] = flow_key(f, 0, "vsend");
-    *nkeys = 1;
-    args[0] = flow_arg(f, 0, "%d", cfg->verify_max_sends);
-    args[1] = flow_arg(f, 1, "%lld", (long long)cfg->verify_send_window_s * 1000);
-    args[2] = flow_arg(f, 2, "%lld", (long long)cfg->verify_cooldown_s * 1000);
-    args[3] = f->id;
-    *nargs = 4;
-    return 0;
-}
-
-static enum flow_verdict start_decide(struct flow *f, const redisReply *r, struct rpc_error *err)
-{
-    return decide_limit(f, r, err, 1);
-}
-
 static size_t start_respond(struct flow *f, const struct twilio_result *res, uint8_t *buf,
                             size_t cap, struct rpc_error *err)
 {
@@ -128,21 +62,11 @@ static size_t start_respond(struct flow *f, const struct twilio_result *res, uin
     return flow_pack(&r.base, buf, cap);
 }
 
-/* Twilio did not send: the reserved place in the limit goes back. */
-static void start_undo(struct flow *f)
-{
-    const char *argv[] = {"ZREM", flow_key(f, 0, "vsend"), f->id};
-    flow_redis(f, 3, argv, NULL);
-}
-
 static const struct flow_kind start_kind = {
     .rpc = "StartVerification",
     .api = TWILIO_API_VERIFY_START,
-    .script = POLICY_VERIFY_START,
-    .policy_args = start_args,
-    .decide = start_decide,
+    .policy = FLOW_POLICY_VERIFY_START,
     .respond = start_respond,
-    .undo = start_undo,
 };
 
 static int is_email(const char *s)
@@ -214,24 +138,6 @@ static void start_on_call(struct rpc_call *call, const uint8_t *req, size_t len)
 
 /* --- CheckVerification --- */
 
-static int check_args(struct flow *f, const char **keys, int *nkeys, const char **args,
-                      int *nargs)
-{
-    const struct config *cfg = f->app->cfg;
-    keys[0] = flow_key(f, 0, "vcheck");
-    *nkeys = 1;
-    args[0] = flow_arg(f, 0, "%d", cfg->verify_max_checks);
-    args[1] = flow_arg(f, 1, "%lld", (long long)cfg->verify_check_window_s * 1000);
-    args[2] = f->id;
-    *nargs = 3;
-    return 0;
-}
-
-static enum flow_verdict check_decide(struct flow *f, const redisReply *r, struct rpc_error *err)
-{
-    return decide_limit(f, r, err, 0);
-}
-
 static size_t check_respond(struct flow *f, const struct twilio_result *res, uint8_t *buf,
                             size_t cap, struct rpc_error *err)
 {
@@ -245,9 +151,7 @@ static size_t check_respond(struct flow *f, const struct twilio_result *res, uin
 static const struct flow_kind check_kind = {
     .rpc = "CheckVerification",
     .api = TWILIO_API_VERIFY_CHECK,
-    .script = POLICY_VERIFY_CHECK,
-    .policy_args = check_args,
-    .decide = check_decide,
+    .policy = FLOW_POLICY_VERIFY_CHECK,
     .respond = check_respond,
     .twilio_actions = TWILIO_ACTION_NOT_FOUND,
     .not_found_fmt = "no pending verification for %s: it expired, was approved, or was never "

@@ -17,13 +17,6 @@
 /* Twilio's limit for the Twiml parameter. */
 #define TWIML_MAX 4000
 
-static int policy_args(struct flow *f, const char **keys, int *nkeys, const char **args,
-                       int *nargs)
-{
-    /* An SMS STOP does not forbid calls; no window either. */
-    return flow_send_args(f, 0, 0, keys, nkeys, args, nargs);
-}
-
 static size_t respond(struct flow *f, const struct twilio_result *res, uint8_t *buf, size_t cap,
                       struct rpc_error *err)
 {
@@ -36,9 +29,8 @@ static size_t respond(struct flow *f, const struct twilio_result *res, uint8_t *
 static const struct flow_kind call_kind = {
     .rpc = "PlaceCall",
     .api = TWILIO_API_CALLS,
-    .script = POLICY_SEND,
-    .policy_args = policy_args,
-    .decide = flow_send_decide,
+    /* An SMS STOP does not forbid calls; no window either. */
+    .policy = FLOW_POLICY_SEND,
     .respond = respond,
 };
 

@@ -17,14 +17,6 @@
 
 #define MAX_MEDIA 10
 
-static int policy_args(struct flow *f, const char **keys, int *nkeys, const char **args,
-                       int *nargs)
-{
-    /* WhatsApp has its own opt-out handling at Meta; the SMS STOP list does
-     * not apply. Free-form needs the window. */
-    return flow_send_args(f, 0, !f->u.is_template, keys, nkeys, args, nargs);
-}
-
 static size_t respond(struct flow *f, const struct twilio_result *res, uint8_t *buf, size_t cap,
                       struct rpc_error *err)
 {
@@ -38,9 +30,7 @@ static size_t respond(struct flow *f, const struct twilio_result *res, uint8_t *
 static const struct flow_kind whatsapp_kind = {
     .rpc = "SendWhatsApp",
     .api = TWILIO_API_MESSAGES,
-    .script = POLICY_SEND,
-    .policy_args = policy_args,
-    .decide = flow_send_decide,
+    .policy = FLOW_POLICY_SEND,
     .respond = respond,
     /* WhatsApp opt-outs are Meta's to handle: a 21610 records nothing. */
     .twilio_actions = TWILIO_ACTION_CLOSE_WINDOW,
@@ -145,6 +135,9 @@ static int prepare(struct flow *f, const ProtobufCMessage *msg, const uint8_t *r
     }
     f->u.is_template = *r->content_sid != '\0';
     f->cost = 1;
+    /* WhatsApp has its own opt-out handling at Meta; the SMS STOP list does
+     * not apply. Free-form needs the window. */
+    f->needs_window = !f->u.is_template;
     snprintf(f->to, sizeof(f->to), "%s", r->to);
     flow_set_idempotency(f, r->idempotency_key, raw, raw_len);
     if (build_form(f, r)) {

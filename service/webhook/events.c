@@ -7,6 +7,7 @@
 #include "../app.h"
 #include "../core/config.h"
 #include "../core/error.h"
+#include "../redis/keys.h"
 #include "../redis/redis.h"
 
 #define MAX_FIELDS 24
@@ -25,7 +26,7 @@ int events_append(struct app *app, const char **fields, int nfields, redisCallba
     snprintf(at, sizeof(at), "%lld", (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
     snprintf(maxlen, sizeof(maxlen), "%d", app->cfg->events_maxlen);
     argv[argc++] = "XADD";
-    argv[argc++] = EVENTS_STREAM;
+    argv[argc++] = KEYS_EVENTS;
     argv[argc++] = "MAXLEN";
     argv[argc++] = "~";
     argv[argc++] = maxlen;
@@ -38,7 +39,7 @@ int events_append(struct app *app, const char **fields, int nfields, redisCallba
     if (rc)
         return rc;
     snprintf(ttl, sizeof(ttl), "%d", EVENTS_TTL_S);
-    const char *expire[] = {"EXPIRE", EVENTS_STREAM, ttl};
+    const char *expire[] = {"EXPIRE", KEYS_EVENTS, ttl};
     redis_command_argv(app->redis, NULL, NULL, 3, expire, NULL);
     return CG_OK;
 }

@@ -7,7 +7,6 @@
 
 struct app;
 
-#define EVENTS_STREAM "cg:events"
 /* The stream is renewed with every event and expires when none come. */
 #define EVENTS_TTL_S 604800
 

@@ -1,37 +1,23 @@
-/* What each Twilio webhook changes: message status (never backwards),
- * inbound keywords and the WhatsApp window, call status; each event applied
- * once and appended once to the events stream. */
+/* What each Twilio webhook changes, through the record modules of
+ * service/redis/: message status (message_status.c), inbound keywords and
+ * the WhatsApp window (inbound.c), call status; each event applied once and
+ * appended once to the events stream. */
 #include <ctype.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "../app.h"
 #include "../core/config.h"
 #include "../core/log.h"
+#include "../redis/inbound.h"
+#include "../redis/keys.h"
+#include "../redis/message_status.h"
 #include "../redis/policy.h"
 #include "../redis/redis.h"
 #include "events.h"
 #include "server.h"
 
 #define TWIML_EMPTY "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response/>"
-#define KEEP_S 604800 /* message status and dedupe records: 7 days */
-
-/* Status names and how far along each is; a status never replaces one of
- * equal or higher rank. */
-const char *const handlers_statuses[16] = {
-    "accepted", "scheduled", "queued", "sending", "sent", "receiving", "received", "delivered",
-    "undelivered", "failed", "canceled", "partially_delivered", "read", NULL, NULL, NULL};
-static const int ranks[16] = {0, 0, 1, 2, 3, 3, 4, 4, 4, 4, 4, 4, 5};
-
-int handlers_status_index(const char *status)
-{
-    for (int i = 0; status && handlers_statuses[i]; i++)
-        if (strcmp(handlers_statuses[i], status) == 0)
-            return i;
-    return -1;
-}
 
 static int valid_sid(const char *s, const char *prefixes)
 {
@@ -45,11 +31,31 @@ static int valid_sid(const char *s, const char *prefixes)
     return ok;
 }
 
+static const char *param_or_empty(const struct webhook_req *w, const char *name)
+{
+    const char *v = webhook_param(w, name);
+    return v ? v : "";
+}
+
 static void fail_503(struct webhook_req *w, const char *why)
 {
     log_event(LOG_LEVEL_WARN, "webhook_not_applied",
               json_pack("{s:s, s:s}", "route", w->route, "reason", why));
     webhook_reply(w, 503, "text/plain", why);
+}
+
+static int is_inbound(const struct webhook_req *w)
+{
+    return strcmp(w->route, "messages_inbound") == 0;
+}
+
+/* Answers Twilio for an event it need not send again. */
+static void reply_done(struct webhook_req *w)
+{
+    if (is_inbound(w))
+        webhook_reply(w, 200, "text/xml", TWIML_EMPTY);
+    else
+        webhook_reply(w, 200, "text/plain", "");
 }
 
 /* After the event is in the stream: answer Twilio. */
@@ -64,10 +70,7 @@ static void on_appended(redisAsyncContext *ac, void *reply, void *privdata)
         fail_503(w, "the events stream did not take the event");
         return;
     }
-    if (strcmp(w->route, "messages_inbound") == 0)
-        webhook_reply(w, 200, "text/xml", TWIML_EMPTY);
-    else
-        webhook_reply(w, 200, "text/plain", "");
+    reply_done(w);
 }
 
 static void append_or_fail(struct webhook_req *w, const char **fields, int nfields)
@@ -76,11 +79,12 @@ static void append_or_fail(struct webhook_req *w, const char **fields, int nfiel
         fail_503(w, "Redis is unreachable");
 }
 
-static const char *reply_word(const redisReply *r)
+/* The event key: Twilio's idempotency token when it sent one, else what
+ * names the event (a status, a message SID). */
+static int event_key(struct webhook_req *w, enum keys_record record, const char *tag,
+                     const char *name)
 {
-    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 1 || !r->element[0]->str)
-        return NULL;
-    return r->element[0]->str;
+    return keys_make(w->dedupe, sizeof(w->dedupe), record, tag, w->token[0] ? w->token : name);
 }
 
 /* --- message status --- */
@@ -88,24 +92,21 @@ static const char *reply_word(const redisReply *r)
 static void on_status_applied(redisAsyncContext *ac, void *reply, void *privdata)
 {
     struct webhook_req *w = privdata;
-    const char *what = reply_word(reply);
-    if (!what) {
+    enum policy_applied applied = policy_applied(reply);
+    if (applied == POLICY_APPLIED_LOST) {
         fail_503(w, "Redis did not apply the status");
         return;
     }
-    if (strcmp(what, "dup") == 0) {
-        webhook_reply(w, 200, "text/plain", "");
+    if (applied == POLICY_APPLIED_DUP) {
+        reply_done(w);
         return;
     }
     const char *status = webhook_param(w, "MessageStatus");
-    struct webhook_metrics *m = webhook_metrics(w->ctx);
-    m->statuses[handlers_status_index(status)]++;
-    const char *err = webhook_param(w, "ErrorCode");
+    webhook_metrics(w->ctx)->statuses[message_status_index(status)]++;
     const char *fields[] = {"type", "message_status", "sid", webhook_param(w, "MessageSid"),
-                            "status", status, "error_code", err ? err : "",
-                            "from", webhook_param(w, "From") ? webhook_param(w, "From") : "",
-                            "to", webhook_param(w, "To") ? webhook_param(w, "To") : "",
-                            "applied", strcmp(what, "new") == 0 ? "1" : "0"};
+                            "status", status, "error_code", param_or_empty(w, "ErrorCode"),
+                            "from", param_or_empty(w, "From"), "to", param_or_empty(w, "To"),
+                            "applied", applied == POLICY_APPLIED_NEW ? "1" : "0"};
     append_or_fail(w, fields, 14);
 }
 
@@ -114,99 +115,44 @@ void handlers_message_status(struct webhook_req *w)
     const char *sid = webhook_param(w, "MessageSid");
     const char *status = webhook_param(w, "MessageStatus");
     const char *err = webhook_param(w, "ErrorCode");
-    int idx = handlers_status_index(status);
 
-    if (!valid_sid(sid, "SMMM") || idx < 0 || (err && strspn(err, "0123456789") != strlen(err))) {
+    if (!valid_sid(sid, "SMMM") || message_status_index(status) < 0 ||
+        (err && strspn(err, "0123456789") != strlen(err)) ||
+        event_key(w, KEYS_EVENT, sid, status)) {
         webhook_reply(w, 400, "text/plain", "MessageSid, MessageStatus or ErrorCode malformed");
         return;
     }
-    snprintf(w->keybuf[0], sizeof(w->keybuf[0]), "cg:{%s}:msg", sid);
-    snprintf(w->dedupe, sizeof(w->dedupe), "cg:{%s}:ev:%s", sid,
-             w->token[0] ? w->token : status);
-    snprintf(w->argbuf[1], sizeof(w->argbuf[1]), "%d", ranks[idx]);
-    snprintf(w->argbuf[3], sizeof(w->argbuf[3]), "%d", KEEP_S);
-    const char *keys[] = {w->keybuf[0], w->dedupe};
-    const char *args[] = {status, w->argbuf[1], err ? err : "", w->argbuf[3]};
-    if (policy_eval(w->app->redis, POLICY_MESSAGE_STATUS, 2, keys, 4, args, on_status_applied, w))
+    if (message_status_apply(w->app->redis, sid, status, err, w->dedupe, on_status_applied, w))
         fail_503(w, "Redis is unreachable");
 }
 
 /* --- inbound messages --- */
 
-static const char *const stop_words[] = {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END",
-                                         "QUIT", "OPTOUT", "REVOKE", NULL};
-static const char *const start_words[] = {"START", "YES", "UNSTOP", NULL};
-static const char *const help_words[] = {"HELP", "INFO", NULL};
-
-static int in_list(const char *word, const char *const *list)
-{
-    for (int i = 0; list[i]; i++)
-        if (strcmp(word, list[i]) == 0)
-            return 1;
-    return 0;
-}
-
-/* "stop", "start", "help" or "": the whole message, trimmed, any case; or
- * Twilio's OptOutType when Advanced Opt-Out sets it. */
-static const char *keyword(const char *body, const char *opt_out_type)
-{
-    char word[16];
-    if (opt_out_type && *opt_out_type) {
-        if (strcasecmp(opt_out_type, "STOP") == 0)
-            return "stop";
-        if (strcasecmp(opt_out_type, "START") == 0)
-            return "start";
-        if (strcasecmp(opt_out_type, "HELP") == 0)
-            return "help";
-    }
-    if (!body)
-        return "";
-    while (isspace((unsigned char)*body))
-        body++;
-    size_t n = strlen(body);
-    while (n && isspace((unsigned char)body[n - 1]))
-        n--;
-    if (n == 0 || n >= sizeof(word))
-        return "";
-    for (size_t i = 0; i < n; i++)
-        word[i] = (char)toupper((unsigned char)body[i]);
-    word[n] = '\0';
-    if (in_list(word, stop_words))
-        return "stop";
-    if (in_list(word, start_words))
-        return "start";
-    if (in_list(word, help_words))
-        return "help";
-    return "";
-}
-
 static void on_inbound_applied(redisAsyncContext *ac, void *reply, void *privdata)
 {
     struct webhook_req *w = privdata;
-    const char *what = reply_word(reply);
-    if (!what) {
+    enum policy_applied applied = policy_applied(reply);
+    if (applied == POLICY_APPLIED_LOST) {
         fail_503(w, "Redis did not apply the message");
         return;
     }
-    if (strcmp(what, "dup") == 0) {
-        webhook_reply(w, 200, "text/xml", TWIML_EMPTY);
+    if (applied == POLICY_APPLIED_DUP) {
+        reply_done(w);
         return;
     }
-    const char *kw = w->argbuf[0];
     struct webhook_metrics *m = webhook_metrics(w->ctx);
-    if (strcmp(kw, "stop") == 0)
+    if (w->keyword == INBOUND_STOP)
         m->optouts++;
-    else if (strcmp(kw, "start") == 0)
+    else if (w->keyword == INBOUND_START)
         m->optins++;
-    else if (strcmp(kw, "help") == 0)
+    else if (w->keyword == INBOUND_HELP)
         m->help++;
-    const char *body = webhook_param(w, "Body"), *media = webhook_param(w, "NumMedia");
+    const char *media = webhook_param(w, "NumMedia");
     const char *fields[] = {"type", "inbound_message", "sid", webhook_param(w, "MessageSid"),
-                            "channel", w->argbuf[1][0] == '1' ? "whatsapp" : "sms",
-                            "from", webhook_param(w, "From"),
-                            "to", webhook_param(w, "To") ? webhook_param(w, "To") : "",
-                            "body", body ? body : "", "num_media", media ? media : "0",
-                            "keyword", kw};
+                            "channel", w->whatsapp ? "whatsapp" : "sms",
+                            "from", webhook_param(w, "From"), "to", param_or_empty(w, "To"),
+                            "body", param_or_empty(w, "Body"), "num_media", media ? media : "0",
+                            "keyword", inbound_keyword_name(w->keyword)};
     append_or_fail(w, fields, 16);
 }
 
@@ -220,30 +166,19 @@ void handlers_inbound(struct webhook_req *w)
         webhook_reply(w, 400, "text/plain", "MessageSid and From are required");
         return;
     }
-    int whatsapp = strncmp(from, "whatsapp:", 9) == 0;
-    snprintf(number, sizeof(number), "%s", whatsapp ? from + 9 : from);
-    if (number[0] != '+' || strspn(number + 1, "0123456789") != strlen(number + 1)) {
+    w->whatsapp = strncmp(from, "whatsapp:", 9) == 0;
+    snprintf(number, sizeof(number), "%s", w->whatsapp ? from + 9 : from);
+    if (number[0] != '+' || strspn(number + 1, "0123456789") != strlen(number + 1) ||
+        event_key(w, KEYS_INBOUND, number, sid)) {
         webhook_reply(w, 400, "text/plain", "From is not a phone number");
         return;
     }
     /* Keywords act on SMS: a WhatsApp "STOP" is Meta's to handle. */
-    const char *kw = whatsapp ? "" : keyword(webhook_param(w, "Body"),
-                                             webhook_param(w, "OptOutType"));
-    snprintf(w->dedupe, sizeof(w->dedupe), "cg:{%s}:in:%s", number,
-             w->token[0] ? w->token : sid);
-    snprintf(w->keybuf[1], sizeof(w->keybuf[1]), "cg:{%s}:optout", number);
-    snprintf(w->keybuf[2], sizeof(w->keybuf[2]), "cg:{%s}:wa", number);
-    snprintf(w->argbuf[0], sizeof(w->argbuf[0]), "%s", kw);
-    snprintf(w->argbuf[1], sizeof(w->argbuf[1]), "%d", whatsapp);
-    snprintf(w->argbuf[2], sizeof(w->argbuf[2]), "%lld",
-             (long long)w->app->cfg->optout_ttl_days * 86400);
-    snprintf(w->argbuf[3], sizeof(w->argbuf[3]), "%d", KEEP_S);
-    snprintf(w->argbuf[4], sizeof(w->argbuf[4]), "%d", KEEP_S);
-    const char *keys[] = {w->dedupe, w->keybuf[1], w->keybuf[2]};
-    /* The opt-out action: STOP and START only; HELP is recorded. */
-    const char *action = strcmp(kw, "help") == 0 ? "" : kw;
-    const char *args[] = {action, w->argbuf[1], w->argbuf[2], w->argbuf[3], w->argbuf[4]};
-    if (policy_eval(w->app->redis, POLICY_INBOUND, 3, keys, 5, args, on_inbound_applied, w))
+    w->keyword = w->whatsapp ? INBOUND_NONE
+                             : inbound_keyword(webhook_param(w, "Body"),
+                                               webhook_param(w, "OptOutType"));
+    if (inbound_apply(w->app->redis, w->app->cfg, number, w->dedupe, w->keyword, w->whatsapp,
+                      on_inbound_applied, w))
         fail_503(w, "Redis is unreachable");
 }
 
@@ -258,15 +193,13 @@ static void on_call_seen(redisAsyncContext *ac, void *reply, void *privdata)
         return;
     }
     if (r->type == REDIS_REPLY_NIL) { /* seen before */
-        webhook_reply(w, 200, "text/plain", "");
+        reply_done(w);
         return;
     }
-    const char *dur = webhook_param(w, "CallDuration");
     const char *fields[] = {"type", "call_status", "sid", webhook_param(w, "CallSid"),
                             "status", webhook_param(w, "CallStatus"),
-                            "duration", dur ? dur : "",
-                            "from", webhook_param(w, "From") ? webhook_param(w, "From") : "",
-                            "to", webhook_param(w, "To") ? webhook_param(w, "To") : ""};
+                            "duration", param_or_empty(w, "CallDuration"),
+                            "from", param_or_empty(w, "From"), "to", param_or_empty(w, "To")};
     append_or_fail(w, fields, 12);
 }
 
@@ -274,16 +207,15 @@ void handlers_call_status(struct webhook_req *w)
 {
     const char *sid = webhook_param(w, "CallSid");
     const char *status = webhook_param(w, "CallStatus");
-    char ttl[16];
+    char keep[16];
 
-    if (!valid_sid(sid, "CA") || !status || !*status || strlen(status) > 32) {
+    if (!valid_sid(sid, "CA") || !status || !*status || strlen(status) > 32 ||
+        event_key(w, KEYS_EVENT, sid, status)) {
         webhook_reply(w, 400, "text/plain", "CallSid or CallStatus malformed");
         return;
     }
-    snprintf(w->dedupe, sizeof(w->dedupe), "cg:{%s}:ev:%s", sid,
-             w->token[0] ? w->token : status);
-    snprintf(ttl, sizeof(ttl), "%d", KEEP_S);
-    const char *argv[] = {"SET", w->dedupe, "1", "NX", "EX", ttl};
+    snprintf(keep, sizeof(keep), "%d", MESSAGE_STATUS_KEEP_S);
+    const char *argv[] = {"SET", w->dedupe, "1", "NX", "EX", keep};
     if (redis_command_argv(w->app->redis, on_call_seen, w, 6, argv, NULL))
         fail_503(w, "Redis is unreachable");
 }

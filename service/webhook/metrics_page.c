@@ -23,12 +23,12 @@ void metrics_page(struct app *app, struct evbuffer *out)
                         redis_is_up(app->redis));
     rpc_server_metrics(app->server, out);
     twilio_metrics(app->twilio, out);
-    flow_metrics(out);
+    flow_metrics(app->flows, out);
     evbuffer_add_printf(out, "# HELP commsgate_message_status_total Message status callbacks "
                              "received, by status.\n# TYPE commsgate_message_status_total counter\n");
-    for (int i = 0; handlers_statuses[i]; i++)
+    for (int i = 0; i < MESSAGE_STATUS_COUNT; i++)
         evbuffer_add_printf(out, "commsgate_message_status_total{status=\"%s\"} %lu\n",
-                            handlers_statuses[i], m->statuses[i]);
+                            message_status_name(i), m->statuses[i]);
     evbuffer_add_printf(out, "# HELP commsgate_keywords_total Inbound opt-out keywords.\n"
                              "# TYPE commsgate_keywords_total counter\n"
                              "commsgate_keywords_total{keyword=\"stop\"} %lu\n"

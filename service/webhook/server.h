@@ -6,6 +6,8 @@
 
 #include <stddef.h>
 
+#include "../redis/keys.h"
+#include "../redis/message_status.h"
 #include "signature.h"
 
 struct app;
@@ -26,9 +28,9 @@ struct webhook_req {
     size_t nparams;
     char *arena; /* decoded names and values, NUL-terminated */
     char token[128]; /* I-Twilio-Idempotency-Token, "" if none */
-    char dedupe[400]; /* the key marking this event applied */
-    char keybuf[3][400];
-    char argbuf[6][64];
+    char dedupe[KEYS_MAX]; /* the key marking this event applied */
+    int keyword;           /* inbound: enum inbound_keyword */
+    int whatsapp;          /* inbound: from a whatsapp: sender */
 };
 
 /* Binds COMMSGATE_HTTP_ADDR on the loop's base; on failure writes why. Call
@@ -51,12 +53,9 @@ void handlers_call_status(struct webhook_req *w);
 struct webhook_metrics {
     unsigned long signature_failures;
     unsigned long optouts, optins, help;
-    unsigned long statuses[16]; /* by handlers_status_index */
+    unsigned long statuses[MESSAGE_STATUS_COUNT]; /* by message_status_index */
     unsigned long requests[4][6]; /* route x {2xx, 400, 403, 413, 415, 5xx} */
 };
 struct webhook_metrics *webhook_metrics(struct webhook_ctx *w);
-/* Message status names with their rank (how far along the message is). */
-extern const char *const handlers_statuses[16];
-int handlers_status_index(const char *status);
 
 #endif

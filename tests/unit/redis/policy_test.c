@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "loop/loop.h"
 #include "core/error.h"
 #include "redis/policy.h"
 #include "redis/redis.h"
@@ -80,6 +81,7 @@ static int setup(void **state)
     port = test_free_port();
     server = test_redis_start(port, NULL);
     base = event_base_new();
+    loop_own_base(base); /* this test drives the base itself */
     r = test_policy_redis_open(base, port, &up);
     return 0;
 }

@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "loop/loop.h"
 #include "core/error.h"
 #include "redis/redis.h"
 #include "support/redis_server.h"
@@ -55,6 +56,7 @@ static void open_fixture(struct fixture *f, int port, const char *password)
 {
     memset(f, 0, sizeof(*f));
     f->base = event_base_new();
+    loop_own_base(f->base); /* this test drives the base itself */
     strcpy(f->server.host, "127.0.0.1");
     f->server.port = port;
     if (password)

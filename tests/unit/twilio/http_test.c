@@ -23,6 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "loop/loop.h"
 #include "core/error.h"
 #include "twilio/http.h"
 
@@ -326,6 +327,7 @@ static int run_until_srv(const int *field, int target, int ms)
 static int new_client(const struct http_ctx_opts *opts)
 {
     base = event_base_new();
+    loop_own_base(base); /* this test drives the base itself */
     tick = event_new(base, -1, EV_PERSIST, on_tick, NULL);
     struct timeval tv = {0, 5000};
     event_add(tick, &tv);
