@@ -15,6 +15,7 @@
 
 #include "../core/error.h"
 #include "../core/log.h"
+#include "../loop/loop.h"
 #include "keys.h"
 #include "policy.h"
 #include "redis.h"
@@ -33,6 +34,7 @@
 
 
 struct account_ctx {
+    struct event_base *base; /* whose thread may use this */
     struct redis_ctx *redis;
     struct event *flush;
     int flush_armed;
@@ -196,6 +198,7 @@ int account_new(struct event_base *base, struct redis_ctx *redis, int rate, int 
     struct account_ctx *a = calloc(1, sizeof(*a));
     if (!a)
         return CG_ENOMEM;
+    a->base = base;
     a->redis = redis;
     snprintf(a->rate, sizeof(a->rate), "%d", rate);
     snprintf(a->most, sizeof(a->most), "%d", most);
@@ -213,6 +216,7 @@ int account_new(struct event_base *base, struct redis_ctx *redis, int rate, int 
 
 void account_take(struct account_ctx *a, struct account_req *req)
 {
+    LOOP_ASSERT_OWNER(a->base);
     req->next = NULL;
     if (a->tail)
         a->tail->next = req;
@@ -224,6 +228,7 @@ void account_take(struct account_ctx *a, struct account_req *req)
 
 void account_release(struct account_ctx *a, const char *id)
 {
+    assert(!a || loop_owns(a->base));
     if (!a)
         return; /* shutting down: it expires on its own */
     if (a->nreleased == a->released_cap) {
@@ -245,6 +250,7 @@ void account_release(struct account_ctx *a, const char *id)
 
 int account_give(struct account_ctx *a, const char *id, int cost, const char *slot)
 {
+    assert(!a || loop_owns(a->base));
     char c[NUM_MAX];
     if (!a)
         return CG_EREDIS;

@@ -17,6 +17,7 @@
 
 #include "../core/error.h"
 #include "../core/log.h"
+#include "../loop/loop.h"
 
 enum conn_state { CONN_IDLE, CONN_RESOLVING, CONN_CONNECTING, CONN_READY };
 
@@ -282,6 +283,7 @@ int redis_new(struct event_base *base, const struct redis_opts *opts, struct red
 
 int redis_start(struct redis_ctx *r)
 {
+    LOOP_ASSERT_OWNER(r->base);
     struct timeval tv = {r->opts.ping_interval_ms / 1000,
                          (r->opts.ping_interval_ms % 1000) * 1000};
     if (event_add(r->tick, &tv))
@@ -298,6 +300,7 @@ int redis_is_up(const struct redis_ctx *r)
 int redis_command_argv(struct redis_ctx *r, redisCallbackFn *fn, void *privdata, int argc,
                        const char **argv, const size_t *argvlen)
 {
+    LOOP_ASSERT_OWNER(r->base);
     if (!redis_is_up(r))
         return CG_EREDIS;
     if (redisAsyncCommandArgv(r->ac, fn, privdata, argc, argv, argvlen) != REDIS_OK)

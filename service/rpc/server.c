@@ -555,6 +555,7 @@ static grpc_byte_buffer *pack(const ProtobufCMessage *msg)
 
 int rpc_call_metadata(const struct rpc_call *c, const char *key, char *buf, size_t buflen)
 {
+    LOOP_ASSERT_NOT_LOOP(); /* the metadata array is the queue thread's */
     size_t klen = strlen(key);
     for (size_t i = 0; i < c->request_md.count; i++) {
         const grpc_metadata *m = &c->request_md.metadata[i];

@@ -19,6 +19,7 @@
 
 #include "../core/error.h"
 #include "../core/log.h"
+#include "../loop/loop.h"
 
 #define CTYPE_PREFIX "Content-Type: "
 #define RETRY_AFTER "retry-after:"
@@ -713,6 +714,7 @@ fail:
 int http_start(struct http_ctx *c, const struct http_request *r, http_done_fn *done, void *data,
                struct http_req **out)
 {
+    LOOP_ASSERT_OWNER(c->base);
     struct http_req *req;
     int post, rc;
 

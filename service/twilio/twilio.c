@@ -13,6 +13,7 @@
 #include "../core/config.h"
 #include "../core/error.h"
 #include "../core/log.h"
+#include "../loop/loop.h"
 #include "http.h"
 
 #define BACKOFF_BASE_MS 100
@@ -328,6 +329,7 @@ int twilio_request(struct twilio_ctx *t, enum twilio_api api, const char *form, 
                    int64_t ms_left, twilio_done_fn *done, void *data, struct twilio_req **out)
 {
     struct twilio_req *r;
+    LOOP_ASSERT_OWNER(t->base);
 
     if (api >= TWILIO_API_COUNT || !done || t->freeing)
         return CG_EINVAL;
@@ -367,6 +369,7 @@ void twilio_cancel(struct twilio_req *r)
 {
     if (!r)
         return;
+    LOOP_ASSERT_OWNER(r->t->base);
     http_cancel(r->http);
     req_free(r);
 }

@@ -7,6 +7,7 @@
 #include "../app.h"
 #include "../core/config.h"
 #include "../core/error.h"
+#include "../loop/loop.h"
 #include "../redis/keys.h"
 #include "../redis/redis.h"
 
@@ -19,6 +20,7 @@ int events_append(struct app *app, const char **fields, int nfields, redisCallba
     char maxlen[24], at[24], ttl[16];
     struct timespec ts;
     int argc = 0;
+    LOOP_ASSERT_OWNER(loop_base(app->loop));
 
     if (nfields > MAX_FIELDS)
         return CG_EINVAL;

@@ -76,6 +76,7 @@ static void req_free(struct webhook_req *w)
 
 void webhook_reply(struct webhook_req *w, int status, const char *ctype, const char *body)
 {
+    LOOP_ASSERT_OWNER(loop_base(w->app->loop));
     w->ctx->metrics.requests[route_of(w->route)][status_bucket(status)]++;
     if (w->req) {
         evhttp_connection_set_closecb(w->conn, NULL, NULL);

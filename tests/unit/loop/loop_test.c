@@ -85,9 +85,49 @@ static void test_loop_call_and_free_null(void **state)
     loop_free(&loop); /* NULL: no-op */
 }
 
+static int owned_there = -1, any_there = -1;
+
+static void check_owner(void *arg)
+{
+    owned_there = loop_owns(loop_base(loop));
+    any_there = loop_in_any();
+}
+
+static void *other_thread(void *arg)
+{
+    *(int *)arg = loop_owns(loop_base(loop)) || loop_in_any();
+    return NULL;
+}
+
+/* The thread rule LOOP_ASSERT_OWNER checks: a base's objects belong to the
+ * thread that runs it, then to the thread that stopped it. */
+static void test_thread_ownership(void **state)
+{
+    pthread_t t;
+    int elsewhere = -1;
+
+    assert_int_equal(loop_new(&loop), CG_OK);
+    assert_false(loop_owns(loop_base(loop)));
+    assert_false(loop_owns(NULL));
+    assert_int_equal(loop_start(loop, "test-loop"), CG_OK);
+    assert_int_equal(loop_call(loop, check_owner, NULL), CG_OK);
+    assert_int_equal(pthread_create(&t, NULL, other_thread, &elsewhere), 0);
+    pthread_join(t, NULL);
+    assert_false(loop_owns(loop_base(loop))); /* the test thread, while it runs */
+    loop_stop(loop);
+    assert_int_equal(owned_there, 1);
+    assert_int_equal(any_there, 1);
+    assert_int_equal(elsewhere, 0);        /* a queue thread owns nothing */
+    assert_true(loop_owns(loop_base(loop))); /* stopped: the stopper frees */
+    loop_own_base(NULL);
+    assert_false(loop_in_any());
+    loop_free(&loop);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_thread_ownership),
         cmocka_unit_test(test_many_posters),
         cmocka_unit_test(test_loop_call_and_free_null),
     };
