@@ -273,7 +273,7 @@ static void wait_unlink(struct flow *f)
 }
 
 /* Ends the call with an error; what it holds goes back as `how` says. */
-static void fail(struct flow *f, enum let_go how, const struct rpc_error *err)
+static void fail_call(struct flow *f, enum let_go how, const struct rpc_error *err)
 {
     struct flow_ctx *ctx = ctx_of(f);
     if (reason_name(err->reason))
@@ -291,7 +291,7 @@ static void fail_for(struct flow *f, enum reason reason, const char *msg)
                           .msg = msg,
                           .reason = reason,
                           .retry_after_ms = reason_retry_ms(reason)};
-    fail(f, LET_GO_UNSENT, &e);
+    fail_call(f, LET_GO_UNSENT, &e);
 }
 
 /* The client is gone: give everything back, answer nobody. */
@@ -566,7 +566,7 @@ static void decide(struct flow *f)
             break;
         case POLICY_REFUSE:
             refusal_message(f, &f->verdict, &e);
-            fail(f, LET_GO_UNSENT, &e);
+            fail_call(f, LET_GO_UNSENT, &e);
             return;
         case POLICY_REPEAT:
             answer_repeat(f);
@@ -601,7 +601,7 @@ static void decide(struct flow *f)
                                    .msg = f->errmsg,
                                    .reason = REASON_ACCOUNT_RATE_LIMITED,
                                    .retry_after_ms = f->acct_ms};
-            fail(f, LET_GO_UNSENT, &e);
+            fail_call(f, LET_GO_UNSENT, &e);
             return;
         }
         f->need &= ~(unsigned)NEED_ACCOUNT;
@@ -730,7 +730,7 @@ static void on_twilio(const struct twilio_result *res, void *data)
     }
     /* Refused or failed: Twilio did not act, so what the policy reserved
      * goes back and a repeat of the key may try again. */
-    fail(f, LET_GO_REFUSED, &e);
+    fail_call(f, LET_GO_REFUSED, &e);
 }
 
 /* --- metrics --- */

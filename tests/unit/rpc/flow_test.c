@@ -1,0 +1,618 @@
+/* flow.c: the call's state machine driven through every way out, with the
+ * Redis record modules, the account budget, Twilio and the gRPC call faked
+ * here (so none of their objects is linked), and the real SMS and
+ * verification families in front. Each test plays the replies Redis and
+ * Twilio would give, in order, and checks what the call answered and what
+ * it gave back. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <event2/event.h>
+#include <string.h>
+
+#include "rpc/flow.c"
+
+#include "commsgate/v1/messaging.pb-c.h"
+#include "rpc/rpc_sms.h"
+#include "rpc/rpc_verify.h"
+
+/* --- the fakes --- */
+
+struct rpc_call {
+    struct app *app;
+    void *data;
+    struct loop_task task;
+    int64_t ms_left;
+    int cancelled;
+    /* what the flow answered */
+    int answered, released;
+    grpc_status_code code;
+    enum reason reason;
+    char msg[700];
+    int twilio_code;
+    int64_t retry_ms;
+    uint8_t body[512];
+    size_t body_len;
+};
+
+static struct {
+    struct event_base *base;
+    int on_loop;
+    struct loop_task *posted;
+    struct policy_req *policy;
+    enum flow_policy policy_kind;
+    int policies;
+    struct account_req *acct;
+    int takes, gives, releases;
+    twilio_done_fn *twilio_done;
+    void *twilio_data;
+    int twilio_requests;
+    int drops, settles, settled_code, opt_outs, closes, give_backs, reloads, firsts;
+} fx;
+
+static struct config cfg;
+static struct app app;
+static struct rpc_call call;
+
+void *rpc_call_app(const struct rpc_call *c) { return c->app; }
+int64_t rpc_call_ms_left(const struct rpc_call *c) { return c->ms_left; }
+int rpc_call_is_cancelled(const struct rpc_call *c) { return c->cancelled; }
+void *rpc_call_get_data(const struct rpc_call *c) { return c->data; }
+void rpc_call_set_data(struct rpc_call *c, void *data) { c->data = data; }
+struct loop_task *rpc_call_task(struct rpc_call *c) { return &c->task; }
+struct rpc_call *rpc_call_from_task(struct loop_task *t)
+{
+    return (struct rpc_call *)((char *)t - offsetof(struct rpc_call, task));
+}
+int rpc_call_metadata(const struct rpc_call *c, const char *key, char *buf, size_t len)
+{
+    return -1;
+}
+
+static void answer(struct rpc_call *c, grpc_status_code code, const char *msg)
+{
+    assert_int_equal(c->answered, 0); /* answered exactly once */
+    c->answered = 1;
+    c->code = code;
+    snprintf(c->msg, sizeof(c->msg), "%s", msg ? msg : "");
+}
+
+int rpc_call_finish(struct rpc_call *c, grpc_status_code code, const char *msg,
+                    const ProtobufCMessage *resp)
+{
+    answer(c, code, msg);
+    return 0;
+}
+int rpc_call_finish_packed(struct rpc_call *c, const uint8_t *resp, size_t len)
+{
+    answer(c, GRPC_STATUS_OK, NULL);
+    assert_true(len <= sizeof(c->body));
+    memcpy(c->body, resp, len);
+    c->body_len = len;
+    return 0;
+}
+int rpc_call_fail(struct rpc_call *c, const struct rpc_error *e)
+{
+    answer(c, e->code, e->msg);
+    c->reason = e->reason;
+    c->twilio_code = e->twilio_code;
+    c->retry_ms = e->retry_after_ms;
+    return 0;
+}
+void rpc_call_release(struct rpc_call *c) { c->released++; }
+
+struct event_base *loop_base(struct loop_ctx *loop) { return fx.base; }
+int loop_owns(const struct event_base *base) { return fx.on_loop && base == fx.base; }
+int loop_in_any(void) { return fx.on_loop; }
+void loop_post(struct loop_ctx *loop, struct loop_task *task)
+{
+    assert_null(fx.posted);
+    fx.posted = task;
+}
+
+static int record_policy(enum flow_policy kind, struct policy_req *req)
+{
+    assert_true(fx.on_loop);
+    fx.policy = req;
+    fx.policy_kind = kind;
+    fx.policies++;
+    return 0;
+}
+int send_policy_check(struct redis_ctx *r, const struct config *c,
+                      const struct send_policy_args *a, struct policy_req *req)
+{
+    return record_policy(FLOW_POLICY_SEND, req);
+}
+int verify_limits_start(struct redis_ctx *r, const struct config *c, const char *to,
+                        const char *id, struct policy_req *req)
+{
+    return record_policy(FLOW_POLICY_VERIFY_START, req);
+}
+int verify_limits_check(struct redis_ctx *r, const struct config *c, const char *to,
+                        const char *id, struct policy_req *req)
+{
+    return record_policy(FLOW_POLICY_VERIFY_CHECK, req);
+}
+void verify_limits_give_back(struct redis_ctx *r, const char *to, const char *id)
+{
+    fx.give_backs++;
+}
+int send_policy_idem_key(char *out, size_t cap, const char *to, const char *rpc,
+                         const char *caller, const char *key)
+{
+    snprintf(out, cap, "idem:%s", key);
+    return 0;
+}
+void send_policy_opt_out(struct redis_ctx *r, const struct config *c, const char *to)
+{
+    fx.opt_outs++;
+}
+void send_policy_close_window(struct redis_ctx *r, const char *to) { fx.closes++; }
+void send_policy_settle(struct redis_ctx *r, const struct config *c, const char *idem,
+                        const struct policy_outcome *o)
+{
+    fx.settles++;
+    fx.settled_code = o->code;
+}
+void send_policy_drop_claim(struct redis_ctx *r, const char *idem) { fx.drops++; }
+void policy_reload(struct redis_ctx *r) { fx.reloads++; }
+void message_status_first(struct redis_ctx *r, const char *sid, const char *status)
+{
+    fx.firsts++;
+}
+
+void account_take(struct account_ctx *a, struct account_req *req)
+{
+    assert_true(fx.on_loop);
+    fx.acct = req;
+    fx.takes++;
+}
+void account_release(struct account_ctx *a, const char *id) { fx.releases++; }
+int account_give(struct account_ctx *a, const char *id, int cost, const char *slot)
+{
+    fx.gives++;
+    return 0;
+}
+
+int twilio_request(struct twilio_ctx *t, enum twilio_api api, const char *form, size_t form_len,
+                   int64_t ms_left, twilio_done_fn *done, void *data, struct twilio_req **out)
+{
+    assert_true(fx.on_loop);
+    fx.twilio_done = done;
+    fx.twilio_data = data;
+    fx.twilio_requests++;
+    return 0;
+}
+
+/* --- driving it --- */
+
+/* The settings a send needs; the credentials are the simulator's kind of
+ * placeholder (nothing here talks to Twilio). */
+static const char *test_env(const char *name)
+{
+    static const char *const vars[][2] = {
+        {"TWILIO_ACCOUNT_SID", "AC0123456789abcdef0123456789abcdef"},
+        {"TWILIO_AUTH_TOKEN", "tok-not-a-real-one"},
+        {"TWILIO_PHONE_NUMBER", "+15005550006"},
+        {"TWILIO_VERIFY_SERVICE_SID", "VA0123456789abcdef0123456789abcdef"},
+    };
+    for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++)
+        if (strcmp(vars[i][0], name) == 0)
+            return vars[i][1];
+    return NULL;
+}
+
+static int setup(void **state)
+{
+    char err[256];
+    memset(&fx, 0, sizeof(fx));
+    memset(&call, 0, sizeof(call));
+    if (config_load(&cfg, test_env, err, sizeof(err)))
+        fail_msg("config: %s", err);
+    fx.base = event_base_new();
+    app = (struct app){.cfg = &cfg};
+    assert_int_equal(flow_ctx_new(&app.flows), CG_OK);
+    call.app = &app;
+    call.ms_left = 10000;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fx.on_loop = 1;
+    flow_shutdown(app.flows);
+    fx.on_loop = 0;
+    flow_ctx_free(&app.flows);
+    event_base_free(fx.base);
+    return 0;
+}
+
+/* Queue thread: the real SendSMS handler receives the call. */
+static void send_sms(const char *to, const char *key)
+{
+    Commsgate__V1__SendSMSRequest r = COMMSGATE__V1__SEND_SMSREQUEST__INIT;
+    uint8_t buf[256];
+    struct rpc_method m = {0};
+    r.to = (char *)to;
+    r.body = "hello";
+    r.idempotency_key = (char *)key;
+    size_t len = commsgate__v1__send_smsrequest__pack(&r, buf);
+    rpc_sms_method(&m);
+    m.on_call(&call, buf, len);
+}
+
+static void start_verification(const char *to)
+{
+    Commsgate__V1__StartVerificationRequest r = COMMSGATE__V1__START_VERIFICATION_REQUEST__INIT;
+    uint8_t buf[256];
+    struct rpc_method start = {0}, check = {0};
+    r.to = (char *)to;
+    size_t len = commsgate__v1__start_verification_request__pack(&r, buf);
+    rpc_verify_methods(&start, &check);
+    start.on_call(&call, buf, len);
+}
+
+/* The loop thread takes the posted call. */
+static void deliver(void)
+{
+    struct loop_task *t = fx.posted;
+    assert_non_null(t);
+    fx.posted = NULL;
+    fx.on_loop = 1;
+    t->run(t);
+}
+
+static struct flow *the_flow(void)
+{
+    return call.data;
+}
+
+/* Redis answers this round: the recipient's script, then the account. */
+static void reply_recipient(enum policy_verdict v, enum reason reason)
+{
+    struct policy_req *req = fx.policy;
+    struct policy_result res = {.verdict = v, .reason = reason};
+    assert_non_null(req);
+    fx.policy = NULL;
+    req->done(&res, req);
+}
+
+static void reply_account(enum account_result res, int64_t ms)
+{
+    struct account_req *req = fx.acct;
+    assert_non_null(req);
+    fx.acct = NULL;
+    if (res == ACCOUNT_OK)
+        snprintf(req->slot, sizeof(req->slot), "%s", "1700000000000000");
+    req->done(req, res, ms);
+}
+
+static void reply_twilio(enum twilio_outcome outcome, int code, long http_status)
+{
+    struct twilio_result res = {.outcome = outcome,
+                                .code = code,
+                                .http_status = http_status,
+                                .message = "from the fake",
+                                .sid = outcome == TWILIO_OK ? "SM0123456789abcdef0123456789abcdef"
+                                                            : NULL,
+                                .status = outcome == TWILIO_OK ? "queued" : NULL};
+    assert_int_equal(fx.twilio_requests > 0, 1);
+    fx.twilio_done(&res, fx.twilio_data);
+}
+
+/* Let a timer fire (the flow's wait). */
+static void run_timers(void)
+{
+    event_base_loop(fx.base, EVLOOP_ONCE);
+}
+
+/* --- the ways out --- */
+
+static void test_sent(void **state)
+{
+    send_sms("+14155550100", "k1");
+    deliver();
+    assert_int_equal(the_flow()->state, FLOW_DECIDING);
+    reply_recipient(POLICY_GO, REASON_NONE);
+    reply_account(ACCOUNT_OK, 0);
+    assert_int_equal(the_flow()->state, FLOW_SENDING);
+    assert_int_equal(the_flow()->held,
+                     FLOW_HOLD_CLAIM | FLOW_HOLD_LEASE | FLOW_HOLD_SLOT);
+    reply_twilio(TWILIO_OK, 0, 201);
+    assert_int_equal(call.code, GRPC_STATUS_OK);
+    Commsgate__V1__SendSMSResponse *r =
+        commsgate__v1__send_smsresponse__unpack(NULL, call.body_len, call.body);
+    assert_non_null(r);
+    assert_string_equal(r->sid, "SM0123456789abcdef0123456789abcdef");
+    assert_int_equal(r->segments, 1);
+    commsgate__v1__send_smsresponse__free_unpacked(r, NULL);
+    assert_int_equal(fx.settles, 1);
+    assert_int_equal(fx.settled_code, GRPC_STATUS_OK);
+    assert_int_equal(fx.releases, 1); /* the lease frees, the slot stays used */
+    assert_int_equal(fx.gives, 0);
+    assert_int_equal(fx.drops, 0);
+    assert_int_equal(fx.firsts, 1);
+}
+
+static void test_bad_input_never_reaches_the_loop(void **state)
+{
+    send_sms("not a number", "");
+    assert_null(fx.posted);
+    assert_int_equal(call.code, GRPC_STATUS_INVALID_ARGUMENT);
+    assert_int_equal(fx.takes, 0);
+}
+
+static void test_refused_by_policy(void **state)
+{
+    send_sms("+14155550101", "k1");
+    deliver();
+    reply_recipient(POLICY_REFUSE, REASON_OPTED_OUT);
+    reply_account(ACCOUNT_OK, 0);
+    assert_int_equal(call.code, GRPC_STATUS_FAILED_PRECONDITION);
+    assert_int_equal(call.reason, REASON_OPTED_OUT);
+    assert_int_equal(call.twilio_code, 0);
+    assert_non_null(strstr(call.msg, "opted out"));
+    assert_int_equal(fx.gives, 1); /* the account take goes back whole */
+    assert_int_equal(fx.drops, 0); /* a refusal claims nothing */
+    assert_int_equal(fx.twilio_requests, 0);
+    assert_int_equal(app.flows->refusals[REASON_OPTED_OUT], 1);
+}
+
+static void test_repeat_answers_the_stored_outcome(void **state)
+{
+    static const char body[] = "\x0a\x03" "abc";
+    send_sms("+14155550102", "k1");
+    deliver();
+    struct policy_outcome *o = malloc(sizeof(*o) + sizeof(body));
+    o->code = GRPC_STATUS_OK;
+    o->body = (uint8_t *)(o + 1);
+    memcpy(o->body, body, sizeof(body));
+    o->body_len = sizeof(body) - 1;
+    o->msg = "";
+    o->twilio_code = 0;
+    struct policy_result res = {.verdict = POLICY_REPEAT, .repeat = o};
+    struct policy_req *req = fx.policy;
+    req->done(&res, req);
+    assert_null(res.repeat); /* the flow took it */
+    reply_account(ACCOUNT_OK, 0);
+    assert_int_equal(call.code, GRPC_STATUS_OK);
+    assert_memory_equal(call.body, body, sizeof(body) - 1);
+    assert_int_equal(fx.gives, 1);
+    assert_int_equal(fx.twilio_requests, 0);
+}
+
+static void test_in_flight_then_sent(void **state)
+{
+    send_sms("+14155550103", "k1");
+    deliver();
+    reply_recipient(POLICY_IN_FLIGHT, REASON_NONE);
+    reply_account(ACCOUNT_OK, 0);
+    assert_int_equal(the_flow()->state, FLOW_WAITING);
+    assert_int_equal(the_flow()->held, 0);
+    assert_int_equal(fx.gives, 1); /* no lease is held while polling */
+    run_timers();
+    assert_int_equal(the_flow()->state, FLOW_DECIDING);
+    assert_int_equal(fx.policies, 2);
+    reply_recipient(POLICY_GO, REASON_NONE);
+    reply_account(ACCOUNT_OK, 0);
+    assert_int_equal(fx.twilio_requests, 1);
+    reply_twilio(TWILIO_OK, 0, 201);
+    assert_int_equal(call.code, GRPC_STATUS_OK);
+}
+
+static void test_in_flight_past_the_deadline(void **state)
+{
+    call.ms_left = 60; /* the first poll (20 ms) and the answer margin do not fit */
+    send_sms("+14155550104", "k1");
+    deliver();
+    reply_recipient(POLICY_IN_FLIGHT, REASON_NONE);
+    reply_account(ACCOUNT_OK, 0);
+    assert_int_equal(call.code, GRPC_STATUS_ABORTED);
+    assert_int_equal(call.reason, REASON_IDEMPOTENCY_IN_FLIGHT);
+    assert_int_equal(fx.gives, 1);
+}
+
+static void test_waiting_for_its_slot_then_cancelled(void **state)
+{
+    send_sms("+14155550105", "k1");
+    deliver();
+    reply_recipient(POLICY_GO, REASON_NONE);
+    reply_account(ACCOUNT_OK, 30); /* its rate slot is 30 ms ahead */
+    assert_int_equal(the_flow()->state, FLOW_WAITING);
+    call.cancelled = 1;
+    run_timers();
+    assert_int_equal(call.answered, 0);
+    assert_int_equal(call.released, 1);
+    assert_int_equal(fx.gives, 1);  /* lease and slot back */
+    assert_int_equal(fx.drops, 1);  /* the claim too: nothing was sent */
+    assert_int_equal(fx.twilio_requests, 0);
+}
+
+static void test_budget_wait_then_redis_lost(void **state)
+{
+    send_sms("+14155550106", "k1");
+    deliver();
+    reply_recipient(POLICY_GO, REASON_NONE);
+    reply_account(ACCOUNT_BUSY, 5);
+    assert_int_equal(the_flow()->state, FLOW_WAITING);
+    assert_int_equal(the_flow()->held, FLOW_HOLD_CLAIM); /* the claim waits with it */
+    run_timers();
+    assert_null(fx.policy); /* only the account is asked again */
+    reply_account(ACCOUNT_LOST, 0);
+    assert_int_equal(call.code, GRPC_STATUS_UNAVAILABLE);
+    assert_int_equal(call.reason, REASON_REDIS_UNAVAILABLE);
+    assert_int_equal(fx.drops, 1); /* the earlier round's claim is not left behind */
+    assert_int_equal(fx.twilio_requests, 0);
+}
+
+static void test_budget_past_the_deadline(void **state)
+{
+    send_sms("+14155550107", "k1");
+    deliver();
+    reply_recipient(POLICY_GO, REASON_NONE);
+    reply_account(ACCOUNT_RATE, 20000);
+    assert_int_equal(call.code, GRPC_STATUS_RESOURCE_EXHAUSTED);
+    assert_int_equal(call.reason, REASON_ACCOUNT_RATE_LIMITED);
+    assert_int_equal(call.retry_ms, 20000);
+    assert_int_equal(fx.drops, 1);
+}
+
+static void test_scripts_lost_twice(void **state)
+{
+    send_sms("+14155550108", "k1");
+    deliver();
+    reply_recipient(POLICY_NOSCRIPT, REASON_NONE);
+    reply_account(ACCOUNT_OK, 0);
+    assert_int_equal(fx.reloads, 1);
+    assert_int_equal(fx.gives, 1);
+    reply_recipient(POLICY_GO, REASON_NONE);
+    reply_account(ACCOUNT_NOSCRIPT, 0);
+    assert_int_equal(fx.reloads, 2);
+    assert_int_equal(fx.drops, 1); /* this round's claim, or the rerun would poll itself */
+    reply_recipient(POLICY_GO, REASON_NONE);
+    reply_account(ACCOUNT_OK, 0);
+    assert_int_equal(fx.twilio_requests, 1);
+    reply_twilio(TWILIO_OK, 0, 201);
+    assert_int_equal(call.code, GRPC_STATUS_OK);
+}
+
+static void test_scripts_keep_vanishing(void **state)
+{
+    send_sms("+14155550109", "");
+    deliver();
+    for (int i = 0; i <= MAX_RELOADS; i++) {
+        reply_recipient(POLICY_NOSCRIPT, REASON_NONE);
+        reply_account(ACCOUNT_OK, 0);
+    }
+    assert_int_equal(call.code, GRPC_STATUS_UNAVAILABLE);
+    assert_int_equal(call.reason, REASON_REDIS_UNAVAILABLE);
+    assert_int_equal(fx.reloads, MAX_RELOADS);
+}
+
+static void test_shutdown_while_holding_a_slot(void **state)
+{
+    send_sms("+14155550110", "k1");
+    deliver();
+    reply_recipient(POLICY_GO, REASON_NONE);
+    reply_account(ACCOUNT_OK, 5000);
+    assert_int_equal(the_flow()->state, FLOW_WAITING);
+    flow_shutdown(app.flows);
+    assert_int_equal(call.code, GRPC_STATUS_UNAVAILABLE);
+    assert_int_equal(call.reason, REASON_SHUTTING_DOWN);
+    assert_int_equal(fx.gives, 1);
+    assert_int_equal(fx.drops, 1);
+    assert_null(app.flows->waiting);
+}
+
+static void test_twilio_refused_opts_out(void **state)
+{
+    send_sms("+14155550111", "k1");
+    deliver();
+    reply_recipient(POLICY_GO, REASON_NONE);
+    reply_account(ACCOUNT_OK, 0);
+    reply_twilio(TWILIO_REFUSED, 21610, 400);
+    assert_int_equal(call.code, GRPC_STATUS_FAILED_PRECONDITION);
+    assert_int_equal(call.reason, REASON_OPTED_OUT);
+    assert_int_equal(call.twilio_code, 21610);
+    assert_int_equal(fx.opt_outs, 1);
+    assert_int_equal(fx.drops, 1);    /* Twilio did not act: a repeat may send */
+    assert_int_equal(fx.releases, 1); /* but the attempt used its rate slot */
+    assert_int_equal(fx.gives, 0);
+}
+
+static void test_twilio_failed(void **state)
+{
+    send_sms("+14155550112", "k1");
+    deliver();
+    reply_recipient(POLICY_GO, REASON_NONE);
+    reply_account(ACCOUNT_OK, 0);
+    reply_twilio(TWILIO_FAILED, 0, 0);
+    assert_int_equal(call.code, GRPC_STATUS_UNAVAILABLE);
+    assert_int_equal(call.reason, REASON_TWILIO_UNREACHABLE);
+    assert_int_equal(fx.drops, 1);
+    assert_int_equal(fx.releases, 1);
+    assert_int_equal(fx.settles, 0);
+}
+
+static void test_twilio_outcome_unknown(void **state)
+{
+    send_sms("+14155550113", "k1");
+    deliver();
+    reply_recipient(POLICY_GO, REASON_NONE);
+    reply_account(ACCOUNT_OK, 0);
+    reply_twilio(TWILIO_UNKNOWN, 0, 0);
+    assert_int_equal(call.code, GRPC_STATUS_UNAVAILABLE);
+    assert_int_equal(call.reason, REASON_OUTCOME_UNKNOWN);
+    assert_int_equal(fx.settles, 1); /* a repeat never sends again */
+    assert_int_equal(fx.settled_code, GRPC_STATUS_UNAVAILABLE);
+    assert_int_equal(fx.drops, 0);
+    assert_int_equal(fx.releases, 1);
+}
+
+static void test_verification_place_given_back(void **state)
+{
+    start_verification("+14155550114");
+    deliver();
+    assert_int_equal(fx.policy_kind, FLOW_POLICY_VERIFY_START);
+    reply_recipient(POLICY_GO, REASON_NONE);
+    reply_account(ACCOUNT_OK, 0);
+    assert_int_equal(the_flow()->held, FLOW_HOLD_PLACE | FLOW_HOLD_LEASE);
+    reply_twilio(TWILIO_REFUSED, 60203, 429);
+    assert_int_equal(call.code, GRPC_STATUS_RESOURCE_EXHAUSTED);
+    assert_int_equal(call.reason, REASON_VERIFY_SEND_LIMIT);
+    assert_int_equal(call.retry_ms, 600000);
+    assert_int_equal(fx.give_backs, 1);
+}
+
+static void test_verification_limit(void **state)
+{
+    start_verification("+14155550115");
+    deliver();
+    struct policy_result res = {.verdict = POLICY_REFUSE, .reason = REASON_VERIFY_COOLDOWN,
+                                .ms = 29001};
+    struct policy_req *req = fx.policy;
+    req->done(&res, req);
+    reply_account(ACCOUNT_OK, 0);
+    assert_int_equal(call.code, GRPC_STATUS_RESOURCE_EXHAUSTED);
+    assert_int_equal(call.reason, REASON_VERIFY_COOLDOWN);
+    assert_int_equal(call.retry_ms, 29001);
+    assert_non_null(strstr(call.msg, "retry in 30 s"));
+    assert_int_equal(fx.give_backs, 0); /* refused: no place was reserved */
+}
+
+static void test_illegal_moves(void **state)
+{
+    assert_true(legal(FLOW_PREPARED, FLOW_DECIDING));
+    assert_true(legal(FLOW_WAITING, FLOW_SENDING));
+    assert_false(legal(FLOW_SENDING, FLOW_WAITING));
+    assert_false(legal(FLOW_DONE, FLOW_DECIDING));
+    assert_false(legal(FLOW_PREPARED, FLOW_SENDING));
+}
+
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        T(test_sent),
+        T(test_bad_input_never_reaches_the_loop),
+        T(test_refused_by_policy),
+        T(test_repeat_answers_the_stored_outcome),
+        T(test_in_flight_then_sent),
+        T(test_in_flight_past_the_deadline),
+        T(test_waiting_for_its_slot_then_cancelled),
+        T(test_budget_wait_then_redis_lost),
+        T(test_budget_past_the_deadline),
+        T(test_scripts_lost_twice),
+        T(test_scripts_keep_vanishing),
+        T(test_shutdown_while_holding_a_slot),
+        T(test_twilio_refused_opts_out),
+        T(test_twilio_failed),
+        T(test_twilio_outcome_unknown),
+        T(test_verification_place_given_back),
+        T(test_verification_limit),
+        cmocka_unit_test(test_illegal_moves),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
