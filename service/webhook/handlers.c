@@ -87,20 +87,28 @@ static int event_key(struct webhook_req *w, enum keys_record record, const char 
     return keys_make(w->dedupe, sizeof(w->dedupe), record, tag, w->token[0] ? w->token : name);
 }
 
+/* Answers Twilio when nothing is left to do: the apply failed (503, so
+ * Twilio sends it again) or the event was seen before (200). Returns 1 if
+ * it answered. */
+static int answered_early(struct webhook_req *w, enum policy_applied applied, const char *lost)
+{
+    if (applied == POLICY_APPLIED_LOST)
+        fail_503(w, lost);
+    else if (applied == POLICY_APPLIED_DUP)
+        reply_done(w);
+    else
+        return 0;
+    return 1;
+}
+
 /* --- message status --- */
 
 static void on_status_applied(redisAsyncContext *ac, void *reply, void *privdata)
 {
     struct webhook_req *w = privdata;
     enum policy_applied applied = policy_applied(reply);
-    if (applied == POLICY_APPLIED_LOST) {
-        fail_503(w, "Redis did not apply the status");
+    if (answered_early(w, applied, "Redis did not apply the status"))
         return;
-    }
-    if (applied == POLICY_APPLIED_DUP) {
-        reply_done(w);
-        return;
-    }
     const char *status = webhook_param(w, "MessageStatus");
     webhook_metrics(w->ctx)->statuses[message_status_index(status)]++;
     const char *fields[] = {"type", "message_status", "sid", webhook_param(w, "MessageSid"),
@@ -131,15 +139,8 @@ void handlers_message_status(struct webhook_req *w)
 static void on_inbound_applied(redisAsyncContext *ac, void *reply, void *privdata)
 {
     struct webhook_req *w = privdata;
-    enum policy_applied applied = policy_applied(reply);
-    if (applied == POLICY_APPLIED_LOST) {
-        fail_503(w, "Redis did not apply the message");
+    if (answered_early(w, policy_applied(reply), "Redis did not apply the message"))
         return;
-    }
-    if (applied == POLICY_APPLIED_DUP) {
-        reply_done(w);
-        return;
-    }
     struct webhook_metrics *m = webhook_metrics(w->ctx);
     if (w->keyword == INBOUND_STOP)
         m->optouts++;
