@@ -17,12 +17,12 @@
 #include "redis/account.h"
 #include "redis/policy.h"
 #include "redis/redis.h"
-#include "twilio/twilio.h"
-#include "webhook/server.h"
 #include "rpc/flow.h"
 #include "rpc/health.h"
 #include "rpc/messaging.h"
 #include "rpc/server.h"
+#include "twilio/twilio.h"
+#include "webhook/server.h"
 
 #define COMMSGATE_VERSION "0.1.0"
 

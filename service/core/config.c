@@ -1,6 +1,6 @@
 /* Settings: one table names every variable, its default, its help text and
  * how it is checked, so --help, loading and the docs cannot drift apart. */
-#include "config.h"
+#include "core/config.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "error.h"
+#include "core/error.h"
 
 /* The simulator's documented test account (README, "The Twilio simulator"). */
 #define SIM_ACCOUNT_SID "AC00000000000000000000000000000000"

@@ -6,7 +6,7 @@
 
 #include <stdio.h>
 
-#include "log.h"
+#include "core/log.h"
 
 struct config_redis {
     char host[256];

@@ -1,5 +1,5 @@
 /* The tables behind error.h, generated from the one X-macro. */
-#include "error.h"
+#include "core/error.h"
 
 static const struct {
     const char *name;

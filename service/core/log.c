@@ -1,6 +1,6 @@
 /* JSON-lines logger. Lines are built with jansson so any value is escaped
  * correctly, then written whole. */
-#include "log.h"
+#include "core/log.h"
 
 #include <stdarg.h>
 #include <stdatomic.h>

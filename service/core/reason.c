@@ -1,5 +1,5 @@
 /* The table behind reason.h, generated from the one X-macro. */
-#include "reason.h"
+#include "core/reason.h"
 
 static const struct {
     const char *name;

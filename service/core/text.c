@@ -1,9 +1,9 @@
 /* Text checks for request fields. */
-#include "text.h"
+#include "core/text.h"
 
 #include <string.h>
 
-#include "error.h"
+#include "core/error.h"
 
 int text_is_e164(const char *s)
 {

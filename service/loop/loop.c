@@ -1,14 +1,14 @@
 /* libevent loop on its own thread, fed through a mutex-guarded intrusive
  * list (the h2o multithread / libuv uv_async pattern). */
-#include "loop.h"
+#include "loop/loop.h"
 
 #include <event2/event.h>
 #include <event2/thread.h>
 #include <pthread.h>
 #include <stdlib.h>
 
-#include "../core/error.h"
-#include "../core/log.h"
+#include "core/error.h"
+#include "core/log.h"
 
 struct loop_ctx {
     struct event_base *base;

@@ -4,7 +4,7 @@
  * mailbox drain of RPCs, or a burst of Redis replies) and sends them, with
  * the leases released meanwhile, in one account.lua call. It goes out in
  * the same write as those RPCs' own scripts, so it adds no round trip. */
-#include "account.h"
+#include "redis/account.h"
 
 #include <event2/event.h>
 #include <hiredis/hiredis.h>
@@ -13,12 +13,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../core/error.h"
-#include "../core/log.h"
-#include "../loop/loop.h"
-#include "keys.h"
-#include "policy.h"
-#include "redis.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "loop/loop.h"
+#include "redis/keys.h"
+#include "redis/policy.h"
+#include "redis/redis.h"
 
 /* Requests (and released leases) per call: keeps each script run short
  * and its argument list within what Lua's unpack takes. */

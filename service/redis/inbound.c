@@ -1,16 +1,16 @@
 /* Inbound keywords and inbound.lua. */
-#include "inbound.h"
+#include "redis/inbound.h"
 
 #include <ctype.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
-#include "../core/config.h"
-#include "../core/error.h"
-#include "keys.h"
-#include "message_status.h"
-#include "policy.h"
+#include "core/config.h"
+#include "core/error.h"
+#include "redis/keys.h"
+#include "redis/message_status.h"
+#include "redis/policy.h"
 
 static const char *const stop_words[] = {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END",
                                          "QUIT", "OPTOUT", "REVOKE", NULL};

@@ -1,5 +1,5 @@
 /* Formatting the keys of keys.h. */
-#include "keys.h"
+#include "redis/keys.h"
 
 #include <stdio.h>
 

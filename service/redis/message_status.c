@@ -1,15 +1,15 @@
 /* The message status record: its rank table, message_status.lua, the read. */
-#include "message_status.h"
+#include "redis/message_status.h"
 
 #include <hiredis/hiredis.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "../core/error.h"
-#include "../core/log.h"
-#include "keys.h"
-#include "redis.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "redis/keys.h"
+#include "redis/redis.h"
 
 /* How far along each status is; a status never replaces one of equal or
  * higher rank, since callbacks arrive out of order. */

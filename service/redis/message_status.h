@@ -9,7 +9,7 @@
 #include <hiredis/async.h>
 #include <stdint.h>
 
-#include "policy.h"
+#include "redis/policy.h"
 
 struct redis_ctx;
 

@@ -1,14 +1,14 @@
 /* EVALSHA plumbing for the Lua scripts in scripts/. */
-#include "policy.h"
+#include "redis/policy.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "../core/error.h"
-#include "../core/log.h"
-#include "redis.h"
-#include "scripts.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "redis/redis.h"
+#include "redis/scripts.h"
 
 #define MAX_ARGV 16
 

@@ -8,7 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../core/reason.h"
+#include "core/reason.h"
 
 struct redis_ctx;
 

@@ -4,7 +4,7 @@
  * dropped, which fails every pending command. A burst can queue thousands of
  * commands ahead of the PING; they are answered in order, so replies still
  * coming mean Redis is alive, only busy. */
-#include "redis.h"
+#include "redis/redis.h"
 
 #include <arpa/inet.h>
 #include <event2/dns.h>
@@ -15,9 +15,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "../core/error.h"
-#include "../core/log.h"
-#include "../loop/loop.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "loop/loop.h"
 
 enum conn_state { CONN_IDLE, CONN_RESOLVING, CONN_CONNECTING, CONN_READY };
 

@@ -7,7 +7,7 @@
 #include <hiredis/async.h>
 #include <stddef.h>
 
-#include "../core/config.h"
+#include "core/config.h"
 
 struct event_base;
 struct redis_ctx;

@@ -1,16 +1,16 @@
 /* send.lua's arguments and reply, and the writes to the records it reads. */
-#include "send_policy.h"
+#include "redis/send_policy.h"
 
 #include <hiredis/hiredis.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "../core/config.h"
-#include "../core/error.h"
-#include "../core/log.h"
-#include "keys.h"
-#include "redis.h"
+#include "core/config.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "redis/keys.h"
+#include "redis/redis.h"
 
 int send_policy_idem_key(char *out, size_t cap, const char *to, const char *rpc,
                          const char *caller, const char *key)

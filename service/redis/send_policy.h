@@ -9,7 +9,7 @@
 
 #include <stddef.h>
 
-#include "policy.h"
+#include "redis/policy.h"
 
 struct config;
 struct redis_ctx;

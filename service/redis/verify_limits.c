@@ -1,16 +1,16 @@
 /* verify_start.lua and verify_check.lua: arguments, replies, the give-back. */
-#include "verify_limits.h"
+#include "redis/verify_limits.h"
 
 #include <hiredis/hiredis.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "../core/config.h"
-#include "../core/error.h"
-#include "../core/log.h"
-#include "keys.h"
-#include "redis.h"
+#include "core/config.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "redis/keys.h"
+#include "redis/redis.h"
 
 static const char *element(const redisReply *r, size_t i)
 {

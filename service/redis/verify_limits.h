@@ -7,7 +7,7 @@
 #ifndef COMMSGATE_REDIS_VERIFY_LIMITS_H
 #define COMMSGATE_REDIS_VERIFY_LIMITS_H
 
-#include "policy.h"
+#include "redis/policy.h"
 
 struct config;
 struct redis_ctx;

@@ -2,7 +2,7 @@
  * lives: arrival on a queue thread, the decision round in Redis, waits,
  * Twilio, the answer. Every state change goes through set_state (curl's
  * mstate); everything a call holds is given back by let_go. */
-#include "flow.h"
+#include "rpc/flow.h"
 
 #include <assert.h>
 #include <event2/buffer.h>
@@ -16,15 +16,15 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../app.h"
-#include "../core/config.h"
-#include "../core/error.h"
-#include "../core/log.h"
-#include "../loop/loop.h"
-#include "../redis/message_status.h"
-#include "../redis/send_policy.h"
-#include "../redis/verify_limits.h"
-#include "../twilio/form.h"
+#include "app.h"
+#include "core/config.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "loop/loop.h"
+#include "redis/message_status.h"
+#include "redis/send_policy.h"
+#include "redis/verify_limits.h"
+#include "twilio/form.h"
 
 /* Time kept back from the caller's deadline to answer it. */
 #define ANSWER_MARGIN_MS 50

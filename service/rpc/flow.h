@@ -20,12 +20,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../redis/account.h"
-#include "../redis/keys.h"
-#include "../redis/policy.h"
-#include "../twilio/errors.h"
-#include "../twilio/twilio.h"
-#include "server.h"
+#include "redis/account.h"
+#include "redis/keys.h"
+#include "redis/policy.h"
+#include "rpc/server.h"
+#include "twilio/errors.h"
+#include "twilio/twilio.h"
 
 struct app;
 struct flow;

@@ -1,17 +1,17 @@
 /* The standard health service. Watch streams are the only long-lived calls:
  * each is a watcher on a list, sent a message whenever the status it last
  * saw differs from the current one, one send in flight at a time. */
-#include "health.h"
+#include "rpc/health.h"
 
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "../app.h"
-#include "../core/error.h"
-#include "../core/log.h"
+#include "app.h"
+#include "core/error.h"
+#include "core/log.h"
 #include "grpc/health/v1/health.pb-c.h"
-#include "server.h"
+#include "rpc/server.h"
 
 typedef Grpc__Health__V1__HealthCheckResponse__ServingStatus serving_status;
 

@@ -1,17 +1,17 @@
 /* The Messaging service table. */
-#include "messaging.h"
+#include "rpc/messaging.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "commsgate/v1/messaging.pb-c.h"
-#include "rpc_message.h"
-#include "rpc_sms.h"
-#include "rpc_verify.h"
-#include "rpc_voice.h"
-#include "rpc_whatsapp.h"
-#include "server.h"
+#include "rpc/rpc_message.h"
+#include "rpc/rpc_sms.h"
+#include "rpc/rpc_verify.h"
+#include "rpc/rpc_voice.h"
+#include "rpc/rpc_whatsapp.h"
+#include "rpc/server.h"
 
 static char paths[MESSAGING_MAX_METHODS][128];
 

@@ -1,17 +1,17 @@
 /* GetMessage: the latest delivery status of a message sent through
  * commsgate, as the send and Twilio's status callbacks left it in Redis
  * (redis/message_status.c). One HGETALL. */
-#include "rpc_message.h"
+#include "rpc/rpc_message.h"
 
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "../app.h"
-#include "../loop/loop.h"
-#include "../redis/message_status.h"
+#include "app.h"
 #include "commsgate/v1/messaging.pb-c.h"
+#include "loop/loop.h"
+#include "redis/message_status.h"
 
 struct lookup {
     struct message_status_get_req get; /* first: the request is the lookup */

@@ -1,19 +1,19 @@
 /* SendSMS: validation, segment count and the Twilio form on the queue
  * thread; the opt-out list, idempotency and the account budget through the
  * shared flow (send.lua + account.lua). */
-#include "rpc_sms.h"
+#include "rpc/rpc_sms.h"
 
 #include <stdio.h>
 #include <string.h>
 
-#include "../app.h"
-#include "../core/config.h"
-#include "../core/text.h"
-#include "../twilio/form.h"
-#include "../twilio/segments.h"
+#include "app.h"
 #include "commsgate/v1/messaging.pb-c.h"
-#include "flow.h"
-#include "validate.h"
+#include "core/config.h"
+#include "core/text.h"
+#include "rpc/flow.h"
+#include "rpc/validate.h"
+#include "twilio/form.h"
+#include "twilio/segments.h"
 
 #define SMS_MAX_CHARS 1600
 

@@ -1,18 +1,18 @@
 /* StartVerification and CheckVerification (Twilio Verify), with app-level
  * limits stricter than Twilio's (redis/verify_limits.c) checked by the
  * shared flow. */
-#include "rpc_verify.h"
+#include "rpc/rpc_verify.h"
 
 #include <stdio.h>
 #include <string.h>
 
-#include "../app.h"
-#include "../core/config.h"
-#include "../core/text.h"
-#include "../twilio/form.h"
+#include "app.h"
 #include "commsgate/v1/messaging.pb-c.h"
-#include "flow.h"
-#include "validate.h"
+#include "core/config.h"
+#include "core/text.h"
+#include "rpc/flow.h"
+#include "rpc/validate.h"
+#include "twilio/form.h"
 
 static const char *channel_name(int channel)
 {

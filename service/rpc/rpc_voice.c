@@ -1,18 +1,18 @@
 /* PlaceCall: exactly one of a TwiML URL (https only), a TwiML document, or
  * text to speak (commsgate writes and escapes the TwiML); idempotency and the
  * account's concurrency cap through the shared flow. */
-#include "rpc_voice.h"
+#include "rpc/rpc_voice.h"
 
 #include <stdio.h>
 #include <string.h>
 
-#include "../app.h"
-#include "../core/config.h"
-#include "../core/text.h"
-#include "../twilio/form.h"
+#include "app.h"
 #include "commsgate/v1/messaging.pb-c.h"
-#include "flow.h"
-#include "validate.h"
+#include "core/config.h"
+#include "core/text.h"
+#include "rpc/flow.h"
+#include "rpc/validate.h"
+#include "twilio/form.h"
 
 /* Twilio's limit for the Twiml parameter. */
 #define TWIML_MAX 4000

@@ -2,7 +2,7 @@
 #ifndef COMMSGATE_RPC_VOICE_H
 #define COMMSGATE_RPC_VOICE_H
 
-#include "server.h"
+#include "rpc/server.h"
 
 void rpc_voice_method(struct rpc_method *m);
 

@@ -1,19 +1,19 @@
 /* SendWhatsApp: free-form only inside the 24-hour customer-service window
  * (send.lua checks it), templates at any time. Numbers carry the whatsapp:
  * prefix on the wire only; Redis keys use the bare number. */
-#include "rpc_whatsapp.h"
+#include "rpc/rpc_whatsapp.h"
 
 #include <jansson.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "../app.h"
-#include "../core/config.h"
-#include "../core/text.h"
-#include "../twilio/form.h"
+#include "app.h"
 #include "commsgate/v1/messaging.pb-c.h"
-#include "flow.h"
-#include "validate.h"
+#include "core/config.h"
+#include "core/text.h"
+#include "rpc/flow.h"
+#include "rpc/validate.h"
+#include "twilio/form.h"
 
 #define MAX_MEDIA 10
 

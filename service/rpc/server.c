@@ -2,7 +2,7 @@
  * batch kind; a reference count (one per batch in flight plus one for the
  * handler) decides who frees it, because completions arrive on any queue
  * thread while the loop thread may still hold the call. */
-#include "server.h"
+#include "rpc/server.h"
 
 #include <event2/buffer.h>
 #include <grpc/byte_buffer_reader.h>
@@ -15,10 +15,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../core/error.h"
-#include "../core/log.h"
-#include "../loop/loop.h"
+#include "core/error.h"
+#include "core/log.h"
 #include "google/rpc/status.pb-c.h"
+#include "loop/loop.h"
 
 /* Calls armed per registered method: the core hands a new call to an armed
  * request without waiting for a queue thread to re-arm one. Each arrival

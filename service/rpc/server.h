@@ -10,7 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../core/reason.h"
+#include "core/reason.h"
 
 struct rpc_server;
 struct rpc_call;

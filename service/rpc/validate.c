@@ -1,11 +1,11 @@
 /* Field checks for RPC handlers. */
-#include "validate.h"
+#include "rpc/validate.h"
 
 #include <ctype.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "../core/text.h"
+#include "core/text.h"
 
 int validate_utf8(const char *field, const char *value, char *msg, size_t len)
 {

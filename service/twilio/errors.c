@@ -1,5 +1,5 @@
 /* The Twilio error table (codes from Twilio's error dictionary). */
-#include "errors.h"
+#include "twilio/errors.h"
 
 #include <stddef.h>
 

@@ -8,7 +8,7 @@
 #include <grpc/status.h>
 #include <stdint.h>
 
-#include "../core/reason.h"
+#include "core/reason.h"
 
 /* What a refusal asks commsgate to do, beyond answering. Bits, so a family
  * can list the ones that apply to it (flow_kind.twilio_actions). */

@@ -1,9 +1,9 @@
 /* urlencoded forms, as the WHATWG URL standard serialises them. */
-#include "form.h"
+#include "twilio/form.h"
 
 #include <string.h>
 
-#include "../core/error.h"
+#include "core/error.h"
 
 void form_init(struct form *f, char *buf, size_t cap)
 {

@@ -4,7 +4,7 @@
  * curl_multi_info_read, with CURLOPT_PRIVATE pointing at the request. User
  * callbacks run only after curl_multi_socket_action has returned, never from
  * inside a curl callback, so they may start, cancel and free freely. */
-#include "http.h"
+#include "twilio/http.h"
 
 #include <curl/curl.h>
 #include <event2/event.h>
@@ -17,9 +17,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../core/error.h"
-#include "../core/log.h"
-#include "../loop/loop.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "loop/loop.h"
 
 #define CTYPE_PREFIX "Content-Type: "
 #define RETRY_AFTER "retry-after:"

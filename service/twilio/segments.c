@@ -3,10 +3,10 @@
  * outside both makes the whole message UCS-2. A single segment holds 160
  * septets or 70 UTF-16 units; split messages lose room to the concatenation
  * header (153 / 67), and a character is never split across segments. */
-#include "segments.h"
+#include "twilio/segments.h"
 
-#include "../core/error.h"
-#include "../core/text.h"
+#include "core/error.h"
+#include "core/text.h"
 
 /* The GSM 03.38 default alphabet outside ASCII's printable range. */
 static const unsigned gsm_basic_extra[] = {

@@ -1,5 +1,5 @@
 /* Twilio REST requests with deadline-bound retries. */
-#include "twilio.h"
+#include "twilio/twilio.h"
 
 #include <curl/curl.h>
 #include <event2/buffer.h>
@@ -10,11 +10,11 @@
 #include <string.h>
 #include <time.h>
 
-#include "../core/config.h"
-#include "../core/error.h"
-#include "../core/log.h"
-#include "../loop/loop.h"
-#include "http.h"
+#include "core/config.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "loop/loop.h"
+#include "twilio/http.h"
 
 #define BACKOFF_BASE_MS 100
 #define BACKOFF_CAP_MS 2000

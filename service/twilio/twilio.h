@@ -19,7 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "errors.h"
+#include "twilio/errors.h"
 
 struct event_base;
 struct config;

@@ -1,15 +1,15 @@
 /* Appending to the events stream. */
-#include "events.h"
+#include "webhook/events.h"
 
 #include <stdio.h>
 #include <time.h>
 
-#include "../app.h"
-#include "../core/config.h"
-#include "../core/error.h"
-#include "../loop/loop.h"
-#include "../redis/keys.h"
-#include "../redis/redis.h"
+#include "app.h"
+#include "core/config.h"
+#include "core/error.h"
+#include "loop/loop.h"
+#include "redis/keys.h"
+#include "redis/redis.h"
 
 #define MAX_FIELDS 24
 

@@ -6,16 +6,16 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "../app.h"
-#include "../core/config.h"
-#include "../core/log.h"
-#include "../redis/inbound.h"
-#include "../redis/keys.h"
-#include "../redis/message_status.h"
-#include "../redis/policy.h"
-#include "../redis/redis.h"
-#include "events.h"
-#include "server.h"
+#include "app.h"
+#include "core/config.h"
+#include "core/log.h"
+#include "redis/inbound.h"
+#include "redis/keys.h"
+#include "redis/message_status.h"
+#include "redis/policy.h"
+#include "redis/redis.h"
+#include "webhook/events.h"
+#include "webhook/server.h"
 
 #define TWIML_EMPTY "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response/>"
 

@@ -1,14 +1,14 @@
 /* The /metrics page, gathered from the modules that own the counters. */
-#include "metrics_page.h"
+#include "webhook/metrics_page.h"
 
 #include <event2/buffer.h>
 
-#include "../app.h"
-#include "../redis/redis.h"
-#include "../rpc/flow.h"
-#include "../rpc/server.h"
-#include "../twilio/twilio.h"
-#include "server.h"
+#include "app.h"
+#include "redis/redis.h"
+#include "rpc/flow.h"
+#include "rpc/server.h"
+#include "twilio/twilio.h"
+#include "webhook/server.h"
 
 static const char *const buckets[] = {"2xx", "400", "403", "413", "415", "5xx"};
 static const char *const routes[] = {"messages_status", "messages_inbound", "calls_status",

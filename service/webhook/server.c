@@ -1,5 +1,5 @@
 /* libevent's evhttp serving webhooks and the operator endpoints. */
-#include "server.h"
+#include "webhook/server.h"
 
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -9,14 +9,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../app.h"
-#include "../core/config.h"
-#include "../core/error.h"
-#include "../core/log.h"
-#include "../loop/loop.h"
-#include "../redis/redis.h"
-#include "../twilio/form.h"
-#include "metrics_page.h"
+#include "app.h"
+#include "core/config.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "loop/loop.h"
+#include "redis/redis.h"
+#include "twilio/form.h"
+#include "webhook/metrics_page.h"
 
 enum route { ROUTE_STATUS, ROUTE_INBOUND, ROUTE_CALLS, ROUTE_OTHER };
 static const char *const route_names[] = {"messages_status", "messages_inbound", "calls_status",

@@ -6,9 +6,9 @@
 
 #include <stddef.h>
 
-#include "../redis/keys.h"
-#include "../redis/message_status.h"
-#include "signature.h"
+#include "redis/keys.h"
+#include "redis/message_status.h"
+#include "webhook/signature.h"
 
 struct app;
 struct webhook_ctx;

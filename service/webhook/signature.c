@@ -1,6 +1,6 @@
 /* Twilio webhook signatures with OpenSSL's HMAC (EVP_MAC), streamed, so no
  * copy of the request is built. */
-#include "signature.h"
+#include "webhook/signature.h"
 
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../core/error.h"
+#include "core/error.h"
 
 static int cmp_bytes(const char *a, size_t al, const char *b, size_t bl)
 {
