@@ -1,0 +1,253 @@
+/* handlers.c: what each webhook changes, against a real redis-server and the
+ * real record modules; only the HTTP side (webhook_param, webhook_reply,
+ * webhook_metrics of server.c) is faked here, so each test sees the code
+ * Twilio would get and reads Redis to see what was applied. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <event2/event.h>
+#include <hiredis/hiredis.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "app.h"
+#include "core/config.h"
+#include "loop/loop.h"
+#include "redis/policy.h"
+#include "redis/redis.h"
+#include "support/policy_redis.h"
+#include "support/redis_server.h"
+#include "webhook/server.h"
+
+/* --- the fake HTTP side --- */
+
+static struct webhook_metrics metrics;
+static int replied, reply_status;
+static char reply_type[32];
+
+const char *webhook_param(const struct webhook_req *w, const char *name)
+{
+    for (size_t i = 0; i < w->nparams; i++)
+        if (strcmp(w->params[i].name, name) == 0)
+            return w->params[i].value;
+    return NULL;
+}
+
+void webhook_reply(struct webhook_req *w, int status, const char *content_type, const char *body)
+{
+    replied++;
+    reply_status = status;
+    snprintf(reply_type, sizeof(reply_type), "%s", content_type);
+}
+
+struct webhook_metrics *webhook_metrics(struct webhook_ctx *w)
+{
+    return &metrics;
+}
+
+/* --- a real Redis --- */
+
+static int port, up;
+static pid_t server;
+static struct event_base *base;
+static struct config cfg;
+static struct app app;
+static char got[256];
+static int replies;
+
+static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    const redisReply *r = reply;
+    got[0] = '\0';
+    if (r && r->type == REDIS_REPLY_INTEGER)
+        snprintf(got, sizeof(got), "%lld", r->integer);
+    else if (r && r->str)
+        snprintf(got, sizeof(got), "%s", r->str);
+    replies++;
+}
+
+static const char *cmd(const char *a0, const char *a1, const char *a2)
+{
+    const char *argv[] = {a0, a1, a2};
+    int want = replies + 1;
+    assert_int_equal(redis_command_argv(app.redis, on_reply, NULL, a2 ? 3 : a1 ? 2 : 1, argv,
+                                        NULL),
+                     0);
+    test_run_until(base, &replies, want, 3000);
+    return got;
+}
+
+static int setup(void **state)
+{
+    port = test_free_port();
+    server = test_redis_start(port, NULL);
+    /* A loop that never starts: this test drives its base itself. */
+    assert_int_equal(loop_new(&app.loop), 0);
+    base = loop_base(app.loop);
+    loop_own_base(base);
+    cfg.optout_ttl_days = 365;
+    cfg.events_maxlen = 1000;
+    app.cfg = &cfg;
+    app.redis = test_policy_redis_open(base, port, &up);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    redis_free(&app.redis);
+    loop_free(&app.loop);
+    test_redis_stop(server);
+    return 0;
+}
+
+static int flush(void **state)
+{
+    cmd("FLUSHALL", NULL, NULL);
+    memset(&metrics, 0, sizeof(metrics));
+    return 0;
+}
+
+/* One webhook with `n` name/value pairs, run until it is answered. */
+static int hook(void (*handler)(struct webhook_req *), const char *route, const char *token,
+                const char *const *kv, size_t n)
+{
+    struct webhook_req *w = calloc(1, sizeof(*w));
+    w->app = &app;
+    w->route = route;
+    snprintf(w->token, sizeof(w->token), "%s", token ? token : "");
+    for (size_t i = 0; i < n; i++) {
+        w->params[i].name = kv[2 * i];
+        w->params[i].value = kv[2 * i + 1];
+    }
+    w->nparams = n;
+    replied = 0;
+    handler(w);
+    test_run_until(base, &replied, 1, 3000);
+    assert_int_equal(replied, 1);
+    free(w);
+    return reply_status;
+}
+
+#define SID "SM0123456789abcdef0123456789abcdef"
+#define N(kv) (sizeof(kv) / sizeof(kv[0]) / 2)
+
+static int status(const char *s, const char *token)
+{
+    const char *kv[] = {"MessageSid", SID, "MessageStatus", s, "To", "+14155550100"};
+    return hook(handlers_message_status, "messages_status", token, kv, N(kv));
+}
+
+static long long stream_len(void)
+{
+    return atoll(cmd("XLEN", "cg:events", NULL));
+}
+
+static void test_status_applied_once_and_never_backwards(void **state)
+{
+    assert_int_equal(status("sent", NULL), 200);
+    assert_string_equal(cmd("HGET", "cg:{" SID "}:msg", "status"), "sent");
+    assert_int_equal(stream_len(), 1);
+    assert_int_equal(status("sent", NULL), 200); /* Twilio's retry: a duplicate */
+    assert_int_equal(stream_len(), 1);
+    assert_int_equal(status("delivered", NULL), 200);
+    assert_int_equal(status("queued", NULL), 200); /* late: recorded, not applied */
+    assert_string_equal(cmd("HGET", "cg:{" SID "}:msg", "status"), "delivered");
+    assert_int_equal(stream_len(), 3);
+    assert_int_equal(metrics.statuses[message_status_index("delivered")], 1);
+    assert_true(atoll(cmd("TTL", "cg:{" SID "}:msg", NULL)) > 0);
+    assert_true(atoll(cmd("TTL", "cg:{" SID "}:ev:sent", NULL)) > 0);
+}
+
+static void test_status_malformed(void **state)
+{
+    assert_int_equal(status("bogus", NULL), 400);
+    const char *kv[] = {"MessageSid", "SMnothex", "MessageStatus", "sent"};
+    assert_int_equal(hook(handlers_message_status, "messages_status", NULL, kv, N(kv)), 400);
+    assert_int_equal(stream_len(), 0);
+}
+
+static void test_inbound_stop_then_start(void **state)
+{
+    const char *stop[] = {"MessageSid", "SM1", "From", "+14155550100", "Body", "  stop "};
+    assert_int_equal(hook(handlers_inbound, "messages_inbound", NULL, stop, N(stop)), 200);
+    assert_string_equal(reply_type, "text/xml");
+    assert_string_equal(cmd("EXISTS", "cg:{+14155550100}:optout", NULL), "1");
+    assert_true(atoll(cmd("TTL", "cg:{+14155550100}:optout", NULL)) > 86400 * 364);
+    assert_int_equal(metrics.optouts, 1);
+    /* The same message again: applied once. */
+    assert_int_equal(hook(handlers_inbound, "messages_inbound", NULL, stop, N(stop)), 200);
+    assert_int_equal(metrics.optouts, 1);
+    const char *start[] = {"MessageSid", "SM2", "From", "+14155550100", "Body", "START"};
+    assert_int_equal(hook(handlers_inbound, "messages_inbound", NULL, start, N(start)), 200);
+    assert_string_equal(cmd("EXISTS", "cg:{+14155550100}:optout", NULL), "0");
+    assert_int_equal(metrics.optins, 1);
+    assert_int_equal(stream_len(), 2);
+}
+
+static void test_inbound_whatsapp_opens_the_window_and_stop_is_metas(void **state)
+{
+    const char *kv[] = {"MessageSid", "SM3", "From", "whatsapp:+14155550101", "Body", "STOP"};
+    assert_int_equal(hook(handlers_inbound, "messages_inbound", NULL, kv, N(kv)), 200);
+    assert_true(atoll(cmd("GET", "cg:{+14155550101}:wa", NULL)) > 0);
+    assert_string_equal(cmd("EXISTS", "cg:{+14155550101}:optout", NULL), "0");
+    assert_int_equal(metrics.optouts, 0);
+}
+
+static void test_inbound_opt_out_type_wins(void **state)
+{
+    const char *kv[] = {"MessageSid", "SM4", "From", "+14155550102", "Body", "please stop",
+                        "OptOutType", "STOP"};
+    assert_int_equal(hook(handlers_inbound, "messages_inbound", NULL, kv, N(kv)), 200);
+    assert_string_equal(cmd("EXISTS", "cg:{+14155550102}:optout", NULL), "1");
+}
+
+static void test_inbound_malformed(void **state)
+{
+    const char *kv[] = {"MessageSid", "SM5", "From", "+1415abc"};
+    assert_int_equal(hook(handlers_inbound, "messages_inbound", NULL, kv, N(kv)), 400);
+    const char *none[] = {"From", "+14155550100"};
+    assert_int_equal(hook(handlers_inbound, "messages_inbound", NULL, none, N(none)), 400);
+}
+
+static void test_call_status_once(void **state)
+{
+    const char *kv[] = {"CallSid", "CA0123456789abcdef0123456789abcdef", "CallStatus",
+                        "completed", "CallDuration", "7"};
+    assert_int_equal(hook(handlers_call_status, "calls_status", NULL, kv, N(kv)), 200);
+    assert_int_equal(hook(handlers_call_status, "calls_status", NULL, kv, N(kv)), 200);
+    assert_int_equal(stream_len(), 1);
+}
+
+static void test_redis_down_is_503_so_twilio_retries(void **state)
+{
+    test_redis_stop(server);
+    test_run_until(base, &up, 0, 3000);
+    assert_int_equal(status("sent", NULL), 503);
+    const char *kv[] = {"MessageSid", "SM6", "From", "+14155550100", "Body", "STOP"};
+    assert_int_equal(hook(handlers_inbound, "messages_inbound", NULL, kv, N(kv)), 503);
+    /* Back up: the same events apply. */
+    server = test_redis_start(port, NULL);
+    test_run_until(base, &up, 1, 5000);
+    assert_int_equal(up, 1);
+    assert_int_equal(status("sent", NULL), 200);
+    assert_int_equal(stream_len(), 1);
+}
+
+#define T(fn) cmocka_unit_test_setup(fn, flush)
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        T(test_status_applied_once_and_never_backwards),
+        T(test_status_malformed),
+        T(test_inbound_stop_then_start),
+        T(test_inbound_whatsapp_opens_the_window_and_stop_is_metas),
+        T(test_inbound_opt_out_type_wins),
+        T(test_inbound_malformed),
+        T(test_call_status_once),
+        T(test_redis_down_is_503_so_twilio_retries),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
