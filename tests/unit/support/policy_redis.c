@@ -5,6 +5,8 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "core/error.h"
 #include "redis/policy.h"
@@ -30,4 +32,27 @@ struct redis_ctx *test_policy_redis_open(struct event_base *base, int port, int 
     test_run_until(base, up, 1, 5000);
     assert_int_equal(*up, 1);
     return r;
+}
+
+static void on_decision(struct policy_result *res, struct policy_req *req)
+{
+    struct test_decision *d = req->data;
+    d->res = *res;
+    res->repeat = NULL; /* kept for the test */
+    d->done = 1;
+}
+
+struct policy_req *test_decision_arm(struct test_decision *d)
+{
+    free(d->res.repeat);
+    memset(d, 0, sizeof(*d));
+    d->req.done = on_decision;
+    d->req.data = d;
+    return &d->req;
+}
+
+void test_decision_wait(struct event_base *base, struct test_decision *d)
+{
+    test_run_until(base, &d->done, 1, 3000);
+    assert_int_equal(d->done, 1);
 }

@@ -1,0 +1,119 @@
+/* message_status.c: the status table, the first status of a send, and the
+ * record GetMessage reads, against a real redis-server (callbacks are in
+ * webhook/handlers_test.c). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <event2/event.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "loop/loop.h"
+#include "redis/message_status.h"
+#include "redis/redis.h"
+#include "support/policy_redis.h"
+#include "support/redis_server.h"
+
+static int port, up;
+static pid_t server;
+static struct event_base *base;
+static struct redis_ctx *r;
+
+static struct {
+    struct message_status_get_req req;
+    int done, found;
+    char status[32];
+    unsigned error_code;
+    long long updated_at_ms;
+} got;
+
+static void on_record(struct message_status_get_req *req, int found,
+                      const struct message_status_record *rec)
+{
+    got.done = 1;
+    got.found = found;
+    if (rec) {
+        snprintf(got.status, sizeof(got.status), "%s", rec->status);
+        got.error_code = rec->error_code;
+        got.updated_at_ms = rec->updated_at_ms;
+    }
+}
+
+static int get(const char *sid)
+{
+    memset(&got, 0, sizeof(got));
+    got.req.done = on_record;
+    assert_int_equal(message_status_get(r, sid, &got.req), 0);
+    test_run_until(base, &got.done, 1, 3000);
+    assert_int_equal(got.done, 1);
+    return got.found;
+}
+
+static int setup(void **state)
+{
+    port = test_free_port();
+    server = test_redis_start(port, NULL);
+    base = event_base_new();
+    loop_own_base(base);
+    r = test_policy_redis_open(base, port, &up);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    redis_free(&r);
+    event_base_free(base);
+    test_redis_stop(server);
+    return 0;
+}
+
+static void test_table(void **state)
+{
+    static const char *const names[] = {"accepted", "scheduled", "queued", "sending", "sent",
+                                        "receiving", "received", "delivered", "undelivered",
+                                        "failed", "canceled", "partially_delivered", "read"};
+    assert_int_equal(sizeof(names) / sizeof(names[0]), MESSAGE_STATUS_COUNT);
+    for (int i = 0; i < MESSAGE_STATUS_COUNT; i++) {
+        assert_int_equal(message_status_index(names[i]), i);
+        assert_string_equal(message_status_name(i), names[i]);
+    }
+    assert_int_equal(message_status_index("bogus"), -1);
+    assert_int_equal(message_status_index(NULL), -1);
+    assert_null(message_status_name(MESSAGE_STATUS_COUNT));
+    assert_int_equal(message_status_apply(r, "SM1", "bogus", "", "k", NULL, NULL), CG_EINVAL);
+}
+
+static void test_first_status_then_read(void **state)
+{
+    assert_int_equal(get("SM0000000000000000000000000000000a"), 0);
+    message_status_first(r, "SM0000000000000000000000000000000a", "queued");
+    assert_int_equal(get("SM0000000000000000000000000000000a"), 1);
+    assert_string_equal(got.status, "queued");
+    assert_int_equal(got.error_code, 0);
+    assert_true(got.updated_at_ms > 1700000000000LL);
+}
+
+static void test_redis_down(void **state)
+{
+    test_redis_stop(server);
+    test_run_until(base, &up, 0, 3000);
+    memset(&got, 0, sizeof(got));
+    got.req.done = on_record;
+    assert_int_equal(message_status_get(r, "SM0000000000000000000000000000000a", &got.req),
+                     CG_EREDIS);
+    assert_int_equal(got.done, 0); /* a start that fails never calls back */
+    server = test_redis_start(port, NULL);
+    test_run_until(base, &up, 1, 5000);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_table),
+        cmocka_unit_test(test_first_status_then_read),
+        cmocka_unit_test(test_redis_down),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

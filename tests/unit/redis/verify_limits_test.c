@@ -1,0 +1,104 @@
+/* verify_limits.c against a real redis-server: sends per window with a
+ * cool-down, a place given back, checks per window; typed answers. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <event2/event.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "core/config.h"
+#include "loop/loop.h"
+#include "redis/redis.h"
+#include "redis/verify_limits.h"
+#include "support/policy_redis.h"
+#include "support/redis_server.h"
+
+static int port, up;
+static pid_t server;
+static struct event_base *base;
+static struct redis_ctx *r;
+static struct config cfg;
+static struct test_decision d;
+
+static int setup(void **state)
+{
+    port = test_free_port();
+    server = test_redis_start(port, NULL);
+    base = event_base_new();
+    loop_own_base(base);
+    cfg.verify_max_sends = 3;
+    cfg.verify_send_window_s = 600;
+    cfg.verify_cooldown_s = 0;
+    cfg.verify_max_checks = 2;
+    cfg.verify_check_window_s = 600;
+    r = test_policy_redis_open(base, port, &up);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    redis_free(&r);
+    event_base_free(base);
+    test_redis_stop(server);
+    return 0;
+}
+
+static enum policy_verdict start(const char *to, const char *id)
+{
+    assert_int_equal(verify_limits_start(r, &cfg, to, id, test_decision_arm(&d)), 0);
+    test_decision_wait(base, &d);
+    return d.res.verdict;
+}
+
+static enum policy_verdict check(const char *to, const char *id)
+{
+    assert_int_equal(verify_limits_check(r, &cfg, to, id, test_decision_arm(&d)), 0);
+    test_decision_wait(base, &d);
+    return d.res.verdict;
+}
+
+static void test_send_limit_and_give_back(void **state)
+{
+    assert_int_equal(start("+14155550100", "a"), POLICY_GO);
+    assert_int_equal(start("+14155550100", "b"), POLICY_GO);
+    assert_int_equal(start("+14155550100", "c"), POLICY_GO);
+    assert_int_equal(start("+14155550100", "d"), POLICY_REFUSE);
+    assert_int_equal(d.res.reason, REASON_VERIFY_SEND_LIMIT);
+    assert_true(d.res.ms > 590000 && d.res.ms <= 600000);
+    /* Twilio did not send "c": its place goes back. */
+    verify_limits_give_back(r, "+14155550100", "c");
+    assert_int_equal(start("+14155550100", "e"), POLICY_GO);
+    /* Another number has its own limit. */
+    assert_int_equal(start("+14155550101", "a"), POLICY_GO);
+}
+
+static void test_cooldown(void **state)
+{
+    cfg.verify_cooldown_s = 30;
+    assert_int_equal(start("+14155550102", "a"), POLICY_GO);
+    assert_int_equal(start("+14155550102", "b"), POLICY_REFUSE);
+    assert_int_equal(d.res.reason, REASON_VERIFY_COOLDOWN);
+    assert_true(d.res.ms > 29000 && d.res.ms <= 30000);
+    cfg.verify_cooldown_s = 0;
+}
+
+static void test_check_limit_counts_every_check(void **state)
+{
+    assert_int_equal(check("+14155550103", "a"), POLICY_GO);
+    assert_int_equal(check("+14155550103", "b"), POLICY_GO);
+    assert_int_equal(check("+14155550103", "c"), POLICY_REFUSE);
+    assert_int_equal(d.res.reason, REASON_VERIFY_CHECK_LIMIT);
+    assert_true(d.res.ms > 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_send_limit_and_give_back),
+        cmocka_unit_test(test_cooldown),
+        cmocka_unit_test(test_check_limit_counts_every_check),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
