@@ -5,9 +5,10 @@
 
 BUILD      ?= build
 TEST_BUILD ?= build-asan
+TSAN_BUILD ?= build-tsan
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all deps build run test test-build bench clean
+.PHONY: all deps build run test test-build tsan bench clean
 
 all: build
 
@@ -28,6 +29,13 @@ test-build: deps
 test: test-build
 	@sh scripts/node-deps.sh
 	cd $(TEST_BUILD) && ctest --output-on-failure -j $(JOBS)
+	@$(MAKE) --no-print-directory tsan
+
+# ThreadSanitizer: every unit test and tsan.loop_path_test (part of make test).
+tsan: deps
+	cmake -S . -B $(TSAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DCOMMSGATE_TSAN=ON -DCOMMSGATE_WERROR=ON
+	cmake --build $(TSAN_BUILD) -j $(JOBS)
+	cd $(TSAN_BUILD) && ctest --output-on-failure -j $(JOBS) -R '^(unit|tsan)[.]'
 
 # make bench: Release build, then bench/run.py prints the table and writes
 # bench/results/latest.md (see docs/PERFORMANCE.md).
@@ -37,4 +45,4 @@ bench: deps
 	/usr/bin/python3 bench/run.py --bin build-bench/bin
 
 clean:
-	rm -rf $(BUILD) $(TEST_BUILD) build-bench
+	rm -rf $(BUILD) $(TEST_BUILD) $(TSAN_BUILD) build-bench
