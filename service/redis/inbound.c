@@ -65,7 +65,7 @@ const char *inbound_keyword_name(enum inbound_keyword k)
 
 int inbound_apply(struct redis_ctx *r, const struct config *cfg, const char *number,
                   const char *event_key, enum inbound_keyword kw, int whatsapp,
-                  redisCallbackFn *fn, void *privdata)
+                  policy_reply_fn *fn, void *privdata)
 {
     char optout[KEYS_MAX], window[KEYS_MAX], optout_ttl[24], keep[16];
 

@@ -5,7 +5,8 @@
 #ifndef COMMSGATE_REDIS_INBOUND_H
 #define COMMSGATE_REDIS_INBOUND_H
 
-#include <hiredis/async.h>
+#include "redis/policy.h"
+
 
 struct config;
 struct redis_ctx;
@@ -24,6 +25,6 @@ const char *inbound_keyword_name(enum inbound_keyword k);
  * read it with policy_applied. CG_EREDIS at once when Redis is down. */
 int inbound_apply(struct redis_ctx *r, const struct config *cfg, const char *number,
                   const char *event_key, enum inbound_keyword kw, int whatsapp,
-                  redisCallbackFn *fn, void *privdata);
+                  policy_reply_fn *fn, void *privdata);
 
 #endif

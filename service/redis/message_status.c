@@ -36,7 +36,7 @@ const char *message_status_name(int index)
 }
 
 int message_status_apply(struct redis_ctx *r, const char *sid, const char *status,
-                         const char *error_code, const char *event_key, redisCallbackFn *fn,
+                         const char *error_code, const char *event_key, policy_reply_fn *fn,
                          void *privdata)
 {
     char key[KEYS_MAX], rank[12], keep[16];

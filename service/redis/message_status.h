@@ -6,7 +6,6 @@
 #ifndef COMMSGATE_REDIS_MESSAGE_STATUS_H
 #define COMMSGATE_REDIS_MESSAGE_STATUS_H
 
-#include <hiredis/async.h>
 #include <stdint.h>
 
 #include "redis/policy.h"
@@ -27,7 +26,7 @@ const char *message_status_name(int index);
  * policy_applied. CG_EREDIS at once when Redis is down (fn not called),
  * CG_EINVAL for an unknown status. */
 int message_status_apply(struct redis_ctx *r, const char *sid, const char *status,
-                         const char *error_code, const char *event_key, redisCallbackFn *fn,
+                         const char *error_code, const char *event_key, policy_reply_fn *fn,
                          void *privdata);
 /* Twilio accepted message `sid` with `status`: its first status, as if it
  * were the first callback. Fire-and-forget. */

@@ -71,7 +71,7 @@ void policy_reload(struct redis_ctx *r)
 }
 
 int policy_eval(struct redis_ctx *r, enum policy_script s, int nkeys, const char *const *keys,
-                int nargs, const char *const *args, redisCallbackFn *fn, void *privdata)
+                int nargs, const char *const *args, policy_reply_fn *fn, void *privdata)
 {
     const char *argv[MAX_ARGV];
     int argc = 3 + nkeys + nargs;
@@ -86,7 +86,7 @@ int policy_eval(struct redis_ctx *r, enum policy_script s, int nkeys, const char
 }
 
 int policy_eval_argv(struct redis_ctx *r, enum policy_script s, int nkeys, int argc,
-                     const char **argv, size_t *lens, redisCallbackFn *fn, void *privdata)
+                     const char **argv, size_t *lens, policy_reply_fn *fn, void *privdata)
 {
     char nk[12];
 

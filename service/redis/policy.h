@@ -4,13 +4,18 @@
 #ifndef COMMSGATE_REDIS_POLICY_H
 #define COMMSGATE_REDIS_POLICY_H
 
-#include <hiredis/async.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "core/reason.h"
 
+/* hiredis's types, named without its headers: the record modules' users
+ * (service/rpc/) never see a reply. */
+struct redisAsyncContext;
+struct redisReply;
 struct redis_ctx;
+/* hiredis's redisCallbackFn. */
+typedef void policy_reply_fn(struct redisAsyncContext *ac, void *reply, void *privdata);
 
 enum policy_script {
     POLICY_SEND,         /* send.lua: opt-out, WhatsApp window, idempotency */
@@ -62,7 +67,7 @@ struct policy_req {
     policy_done_fn *done; /* public: called exactly once, unless starting failed */
     void *data;           /* public */
     /* private: the record module's reply parser */
-    void (*parse)(const redisReply *reply, struct policy_result *res);
+    void (*parse)(const struct redisReply *reply, struct policy_result *res);
 };
 
 /* Runs script `s` for req (req->parse set by the record module). CG_EREDIS
@@ -78,7 +83,7 @@ enum policy_applied {
     POLICY_APPLIED_DUP,   /* seen before: nothing changed */
     POLICY_APPLIED_LOST,  /* Redis failed: not applied */
 };
-enum policy_applied policy_applied(const redisReply *reply);
+enum policy_applied policy_applied(const struct redisReply *reply);
 
 /* Finds the embedded scripts and computes their SHA1s. Call once, before
  * any thread uses the rest. CG_EINVAL if a script is missing. */
@@ -86,24 +91,24 @@ int policy_init(void);
 
 /* Pipelines SCRIPT LOAD for every script on a fresh connection (the hook
  * redis.c calls on connect), so EVALSHA finds them. */
-void policy_load(redisAsyncContext *ac, void *unused);
+void policy_load(struct redisAsyncContext *ac, void *unused);
 
 /* EVALSHA script nkeys keys... args...; fn is called like
  * redis_command_argv's. Returns CG_EREDIS at once (fn not called) when Redis
  * is down. */
 int policy_eval(struct redis_ctx *r, enum policy_script s, int nkeys, const char *const *keys,
-                int nargs, const char *const *args, redisCallbackFn *fn, void *privdata);
+                int nargs, const char *const *args, policy_reply_fn *fn, void *privdata);
 
 /* policy_eval for argument lists longer than it takes (batches): argv has
  * argc entries, of which this fills the first three (EVALSHA, the SHA,
  * nkeys); keys then args follow. lens may be NULL (strlen), else its first
  * three entries are filled too. */
 int policy_eval_argv(struct redis_ctx *r, enum policy_script s, int nkeys, int argc,
-                     const char **argv, size_t *lens, redisCallbackFn *fn, void *privdata);
+                     const char **argv, size_t *lens, policy_reply_fn *fn, void *privdata);
 
 /* True for the error Redis gives when it lost the script (SCRIPT FLUSH,
  * failover): reload with policy_reload and run again. */
-int policy_is_noscript(const redisReply *reply);
+int policy_is_noscript(const struct redisReply *reply);
 /* Loop thread: pipelines SCRIPT LOAD on r's connection. */
 void policy_reload(struct redis_ctx *r);
 
