@@ -5,21 +5,15 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
-#include <event2/event.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "core/error.h"
-#include "loop/loop.h"
 #include "redis/message_status.h"
-#include "redis/redis.h"
 #include "support/policy_redis.h"
 #include "support/redis_server.h"
 
-static int port, up;
-static pid_t server;
-static struct event_base *base;
-static struct redis_ctx *r;
+static struct test_redis rs;
 
 static struct {
     struct message_status_get_req req;
@@ -45,27 +39,21 @@ static int get(const char *sid)
 {
     memset(&got, 0, sizeof(got));
     got.req.done = on_record;
-    assert_int_equal(message_status_get(r, sid, &got.req), 0);
-    test_run_until(base, &got.done, 1, 3000);
+    assert_int_equal(message_status_get(rs.r, sid, &got.req), 0);
+    test_run_until(rs.base, &got.done, 1, 3000);
     assert_int_equal(got.done, 1);
     return got.found;
 }
 
 static int setup(void **state)
 {
-    port = test_free_port();
-    server = test_redis_start(port, NULL);
-    base = event_base_new();
-    loop_own_base(base);
-    r = test_policy_redis_open(base, port, &up);
+    test_redis_open(&rs, NULL);
     return 0;
 }
 
 static int teardown(void **state)
 {
-    redis_free(&r);
-    event_base_free(base);
-    test_redis_stop(server);
+    test_redis_close(&rs);
     return 0;
 }
 
@@ -82,13 +70,13 @@ static void test_table(void **state)
     assert_int_equal(message_status_index("bogus"), -1);
     assert_int_equal(message_status_index(NULL), -1);
     assert_null(message_status_name(MESSAGE_STATUS_COUNT));
-    assert_int_equal(message_status_apply(r, "SM1", "bogus", "", "k", NULL, NULL), CG_EINVAL);
+    assert_int_equal(message_status_apply(rs.r, "SM1", "bogus", "", "k", NULL, NULL), CG_EINVAL);
 }
 
 static void test_first_status_then_read(void **state)
 {
     assert_int_equal(get("SM0000000000000000000000000000000a"), 0);
-    message_status_first(r, "SM0000000000000000000000000000000a", "queued");
+    message_status_first(rs.r, "SM0000000000000000000000000000000a", "queued");
     assert_int_equal(get("SM0000000000000000000000000000000a"), 1);
     assert_string_equal(got.status, "queued");
     assert_int_equal(got.error_code, 0);
@@ -97,15 +85,15 @@ static void test_first_status_then_read(void **state)
 
 static void test_redis_down(void **state)
 {
-    test_redis_stop(server);
-    test_run_until(base, &up, 0, 3000);
+    test_redis_stop(rs.pid);
+    test_run_until(rs.base, &rs.up, 0, 3000);
     memset(&got, 0, sizeof(got));
     got.req.done = on_record;
-    assert_int_equal(message_status_get(r, "SM0000000000000000000000000000000a", &got.req),
+    assert_int_equal(message_status_get(rs.r, "SM0000000000000000000000000000000a", &got.req),
                      CG_EREDIS);
     assert_int_equal(got.done, 0); /* a start that fails never calls back */
-    server = test_redis_start(port, NULL);
-    test_run_until(base, &up, 1, 5000);
+    rs.pid = test_redis_start(rs.port, NULL);
+    test_run_until(rs.base, &rs.up, 1, 5000);
 }
 
 int main(void)

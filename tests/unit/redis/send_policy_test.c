@@ -4,70 +4,38 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
-#include <event2/event.h>
-#include <hiredis/hiredis.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "core/config.h"
-#include "loop/loop.h"
-#include "redis/redis.h"
 #include "redis/keys.h"
 #include "redis/send_policy.h"
 #include "support/policy_redis.h"
-#include "support/redis_server.h"
 
-static int port, up, replies;
-static pid_t server;
-static struct event_base *base;
-static struct redis_ctx *r;
+static struct test_redis rs;
 static struct config cfg;
 static struct test_decision d;
-static char got[128];
-
-static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
-{
-    const redisReply *rep = reply;
-    got[0] = '\0';
-    if (rep && rep->type == REDIS_REPLY_INTEGER)
-        snprintf(got, sizeof(got), "%lld", rep->integer);
-    else if (rep && rep->str)
-        snprintf(got, sizeof(got), "%s", rep->str);
-    replies++;
-}
 
 static const char *cmd(const char *a0, const char *a1, const char *a2, const char *a3)
 {
-    const char *argv[] = {a0, a1, a2, a3};
-    int want = replies + 1;
-    assert_int_equal(redis_command_argv(r, on_reply, NULL, a3 ? 4 : a2 ? 3 : a1 ? 2 : 1, argv,
-                                        NULL),
-                     0);
-    test_run_until(base, &replies, want, 3000);
-    return got;
+    return test_redis_cmd(&rs, a0, a1, a2, a3);
 }
 
 static int setup(void **state)
 {
-    port = test_free_port();
-    server = test_redis_start(port, NULL);
-    base = event_base_new();
-    loop_own_base(base);
     cfg.whatsapp_window_s = 86400;
     cfg.idempotency_ttl_s = 3600;
     cfg.optout_ttl_days = 365;
-    r = test_policy_redis_open(base, port, &up);
+    test_redis_open(&rs, NULL);
     return 0;
 }
 
 static int teardown(void **state)
 {
     free(d.res.repeat);
-    redis_free(&r);
-    event_base_free(base);
-    test_redis_stop(server);
+    test_redis_close(&rs);
     return 0;
 }
 
@@ -84,8 +52,8 @@ static enum policy_verdict check(int optout, int window, const char *idem, const
 {
     struct send_policy_args a = {.to = TO, .check_optout = optout, .needs_window = window,
                                  .idem = idem, .fp = fp};
-    assert_int_equal(send_policy_check(r, &cfg, &a, test_decision_arm(&d)), 0);
-    test_decision_wait(base, &d);
+    assert_int_equal(send_policy_check(rs.r, &cfg, &a, test_decision_arm(&d)), 0);
+    test_decision_wait(rs.base, &d);
     return d.res.verdict;
 }
 
@@ -106,7 +74,7 @@ static void test_claim_settle_repeat(void **state)
     /* Claimed and not settled: a second request with the key waits. */
     assert_int_equal(check(1, 0, IDEM, "fp1"), POLICY_IN_FLIGHT);
     struct policy_outcome o = {.code = 0, .body = (uint8_t *)body, .body_len = sizeof(body)};
-    send_policy_settle(r, &cfg, IDEM, &o);
+    send_policy_settle(rs.r, &cfg, IDEM, &o);
     assert_int_equal(check(1, 0, IDEM, "fp1"), POLICY_REPEAT);
     assert_non_null(d.res.repeat);
     assert_int_equal(d.res.repeat->code, 0);
@@ -121,7 +89,7 @@ static void test_settled_refusal_repeats_with_its_code(void **state)
 {
     assert_int_equal(check(0, 0, IDEM, "fp1"), POLICY_GO);
     struct policy_outcome o = {.code = 14, .msg = "outcome unknown", .twilio_code = 0};
-    send_policy_settle(r, &cfg, IDEM, &o);
+    send_policy_settle(rs.r, &cfg, IDEM, &o);
     assert_int_equal(check(0, 0, IDEM, "fp1"), POLICY_REPEAT);
     assert_int_equal(d.res.repeat->code, 14);
     assert_string_equal(d.res.repeat->msg, "outcome unknown");
@@ -131,13 +99,13 @@ static void test_settled_refusal_repeats_with_its_code(void **state)
 static void test_dropped_claim_sends_again(void **state)
 {
     assert_int_equal(check(1, 0, IDEM, "fp1"), POLICY_GO);
-    send_policy_drop_claim(r, IDEM);
+    send_policy_drop_claim(rs.r, IDEM);
     assert_int_equal(check(1, 0, IDEM, "fp1"), POLICY_GO);
 }
 
 static void test_opt_out(void **state)
 {
-    send_policy_opt_out(r, &cfg, TO);
+    send_policy_opt_out(rs.r, &cfg, TO);
     assert_int_equal(check(1, 0, "", NULL), POLICY_REFUSE);
     assert_int_equal(d.res.reason, REASON_OPTED_OUT);
     assert_true(atoll(cmd("TTL", "cg:{" TO "}:optout", NULL, NULL)) > 86400 * 364);
@@ -160,7 +128,7 @@ static void test_window(void **state)
     snprintf(now, sizeof(now), "%lld", (long long)time(NULL) * 1000); /* just now */
     cmd("SET", "cg:{" TO "}:wa", now, NULL);
     assert_int_equal(check(0, 1, "", NULL), POLICY_GO);
-    send_policy_close_window(r, TO);
+    send_policy_close_window(rs.r, TO);
     assert_int_equal(check(0, 1, "", NULL), POLICY_REFUSE);
 }
 
@@ -168,7 +136,7 @@ static void test_lost_scripts(void **state)
 {
     cmd("SCRIPT", "FLUSH", NULL, NULL);
     assert_int_equal(check(1, 0, "", NULL), POLICY_NOSCRIPT);
-    policy_reload(r);
+    policy_reload(rs.r);
     assert_int_equal(check(1, 0, "", NULL), POLICY_GO);
 }
 

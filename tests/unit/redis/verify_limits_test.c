@@ -4,58 +4,45 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
-#include <event2/event.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "core/config.h"
-#include "loop/loop.h"
-#include "redis/redis.h"
 #include "redis/verify_limits.h"
 #include "support/policy_redis.h"
-#include "support/redis_server.h"
 
-static int port, up;
-static pid_t server;
-static struct event_base *base;
-static struct redis_ctx *r;
+static struct test_redis rs;
 static struct config cfg;
 static struct test_decision d;
 
 static int setup(void **state)
 {
-    port = test_free_port();
-    server = test_redis_start(port, NULL);
-    base = event_base_new();
-    loop_own_base(base);
     cfg.verify_max_sends = 3;
     cfg.verify_send_window_s = 600;
     cfg.verify_cooldown_s = 0;
     cfg.verify_max_checks = 2;
     cfg.verify_check_window_s = 600;
-    r = test_policy_redis_open(base, port, &up);
+    test_redis_open(&rs, NULL);
     return 0;
 }
 
 static int teardown(void **state)
 {
-    redis_free(&r);
-    event_base_free(base);
-    test_redis_stop(server);
+    test_redis_close(&rs);
     return 0;
 }
 
 static enum policy_verdict start(const char *to, const char *id)
 {
-    assert_int_equal(verify_limits_start(r, &cfg, to, id, test_decision_arm(&d)), 0);
-    test_decision_wait(base, &d);
+    assert_int_equal(verify_limits_start(rs.r, &cfg, to, id, test_decision_arm(&d)), 0);
+    test_decision_wait(rs.base, &d);
     return d.res.verdict;
 }
 
 static enum policy_verdict check(const char *to, const char *id)
 {
-    assert_int_equal(verify_limits_check(r, &cfg, to, id, test_decision_arm(&d)), 0);
-    test_decision_wait(base, &d);
+    assert_int_equal(verify_limits_check(rs.r, &cfg, to, id, test_decision_arm(&d)), 0);
+    test_decision_wait(rs.base, &d);
     return d.res.verdict;
 }
 
@@ -68,7 +55,7 @@ static void test_send_limit_and_give_back(void **state)
     assert_int_equal(d.res.reason, REASON_VERIFY_SEND_LIMIT);
     assert_true(d.res.ms > 590000 && d.res.ms <= 600000);
     /* Twilio did not send "c": its place goes back. */
-    verify_limits_give_back(r, "+14155550100", "c");
+    verify_limits_give_back(rs.r, "+14155550100", "c");
     assert_int_equal(start("+14155550100", "e"), POLICY_GO);
     /* Another number has its own limit. */
     assert_int_equal(start("+14155550101", "a"), POLICY_GO);

@@ -7,7 +7,6 @@
 #include <stddef.h>
 #include <cmocka.h>
 #include <event2/event.h>
-#include <hiredis/hiredis.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,56 +48,31 @@ struct webhook_metrics *webhook_metrics(struct webhook_ctx *w)
 
 /* --- a real Redis --- */
 
-static int port, up;
-static pid_t server;
-static struct event_base *base;
+static struct test_redis rs;
 static struct config cfg;
 static struct app app;
-static char got[256];
-static int replies;
-
-static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
-{
-    const redisReply *r = reply;
-    got[0] = '\0';
-    if (r && r->type == REDIS_REPLY_INTEGER)
-        snprintf(got, sizeof(got), "%lld", r->integer);
-    else if (r && r->str)
-        snprintf(got, sizeof(got), "%s", r->str);
-    replies++;
-}
 
 static const char *cmd(const char *a0, const char *a1, const char *a2)
 {
-    const char *argv[] = {a0, a1, a2};
-    int want = replies + 1;
-    assert_int_equal(redis_command_argv(app.redis, on_reply, NULL, a2 ? 3 : a1 ? 2 : 1, argv,
-                                        NULL),
-                     0);
-    test_run_until(base, &replies, want, 3000);
-    return got;
+    return test_redis_cmd(&rs, a0, a1, a2, NULL);
 }
 
 static int setup(void **state)
 {
-    port = test_free_port();
-    server = test_redis_start(port, NULL);
     /* A loop that never starts: this test drives its base itself. */
     assert_int_equal(loop_new(&app.loop), 0);
-    base = loop_base(app.loop);
-    loop_own_base(base);
+    test_redis_open(&rs, loop_base(app.loop));
     cfg.optout_ttl_days = 365;
     cfg.events_maxlen = 1000;
     app.cfg = &cfg;
-    app.redis = test_policy_redis_open(base, port, &up);
+    app.redis = rs.r;
     return 0;
 }
 
 static int teardown(void **state)
 {
-    redis_free(&app.redis);
+    test_redis_close(&rs);
     loop_free(&app.loop);
-    test_redis_stop(server);
     return 0;
 }
 
@@ -124,7 +98,7 @@ static int hook(void (*handler)(struct webhook_req *), const char *route, const 
     w->nparams = n;
     replied = 0;
     handler(w);
-    test_run_until(base, &replied, 1, 3000);
+    test_run_until(rs.base, &replied, 1, 3000);
     assert_int_equal(replied, 1);
     free(w);
     return reply_status;
@@ -222,15 +196,15 @@ static void test_call_status_once(void **state)
 
 static void test_redis_down_is_503_so_twilio_retries(void **state)
 {
-    test_redis_stop(server);
-    test_run_until(base, &up, 0, 3000);
+    test_redis_stop(rs.pid);
+    test_run_until(rs.base, &rs.up, 0, 3000);
     assert_int_equal(status("sent", NULL), 503);
     const char *kv[] = {"MessageSid", "SM6", "From", "+14155550100", "Body", "STOP"};
     assert_int_equal(hook(handlers_inbound, "messages_inbound", NULL, kv, N(kv)), 503);
     /* Back up: the same events apply. */
-    server = test_redis_start(port, NULL);
-    test_run_until(base, &up, 1, 5000);
-    assert_int_equal(up, 1);
+    rs.pid = test_redis_start(rs.port, NULL);
+    test_run_until(rs.base, &rs.up, 1, 5000);
+    assert_int_equal(rs.up, 1);
     assert_int_equal(status("sent", NULL), 200);
     assert_int_equal(stream_len(), 1);
 }
