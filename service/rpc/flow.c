@@ -84,6 +84,9 @@ static int legal(enum flow_state from, enum flow_state to)
 /* Always change state here: it checks the move and logs it (debug). */
 static void set_state(struct flow *f, enum flow_state to)
 {
+    if (!legal(f->state, to)) /* a bug: loud in every build, fatal in Debug */
+        log_error("flow_state_illegal", "%s %s: %s -> %s", f->kind->rpc, f->id,
+                  state_names[f->state], state_names[to]);
     assert(legal(f->state, to));
     log_debug("flow_state", "%s %s: %s -> %s", f->kind->rpc, f->id, state_names[f->state],
               state_names[to]);
