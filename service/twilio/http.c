@@ -68,8 +68,9 @@ struct http_req {
     http_done_fn *done;
     void *data;
 
-    char *body; /* our copy of the POST body; curl reads it in place */
+    char *body; /* our copy of the POST body, read by on_read */
     size_t body_cap;
+    size_t body_len, body_read; /* body_read only grows: the body is never rewound */
     char *resp; /* the response body, NUL-terminated at the end */
     size_t resp_len, resp_cap, resp_max;
     int too_big;
@@ -471,7 +472,33 @@ static int copy_body(struct http_req *req, const struct http_request *r)
     if (r->body_len)
         memcpy(req->body, r->body, r->body_len);
     req->body[r->body_len] = '\0';
+    req->body_len = r->body_len;
+    req->body_read = 0;
     return CG_OK;
+}
+
+/* curl reads the body through here, once. */
+static size_t on_read(char *buf, size_t size, size_t nitems, void *arg)
+{
+    struct http_req *req = arg;
+    size_t n = size * nitems, left = req->body_len - req->body_read;
+    if (n > left)
+        n = left;
+    memcpy(buf, req->body + req->body_read, n);
+    req->body_read += n;
+    return n;
+}
+
+/* A POST to Twilio is never sent twice. When a reused connection dies
+ * before any byte of the answer, libcurl 7.88 sends the whole request again
+ * on a fresh connection, silently (Curl_retry_request), although the server
+ * may have acted on it; curl 8.16's CURLOPT_FORBID_RETRY_ON_REUSE is not in
+ * Debian 12. To resend, curl must rewind the body: refusing here makes the
+ * transfer fail with CURLE_SEND_FAIL_REWIND instead, which maybe_sent()
+ * reports as possibly sent. */
+static int on_seek(void *arg, curl_off_t offset, int origin)
+{
+    return CURL_SEEKFUNC_CANTSEEK;
 }
 
 static int req_setup(struct http_ctx *c, struct http_req *req, const struct http_request *r,
@@ -547,7 +574,10 @@ static int req_setup(struct http_ctx *c, struct http_req *req, const struct http
     }
     if (post) {
         SET(CURLOPT_POST, 1L);
-        SET(CURLOPT_POSTFIELDS, (void *)req->body);
+        SET(CURLOPT_READFUNCTION, on_read);
+        SET(CURLOPT_READDATA, (void *)req);
+        SET(CURLOPT_SEEKFUNCTION, on_seek);
+        SET(CURLOPT_SEEKDATA, (void *)req);
         SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
         SET(CURLOPT_HTTPHEADER, req->headers);
     } else {
@@ -565,6 +595,8 @@ static int maybe_sent(CURL *easy, CURLcode code)
     long bytes = 0;
 
     switch (code) {
+    case CURLE_SEND_FAIL_REWIND:
+        return 1; /* curl wanted to send it again: it went out once (on_seek) */
     case CURLE_UNSUPPORTED_PROTOCOL:
     case CURLE_URL_MALFORMAT:
     case CURLE_COULDNT_RESOLVE_PROXY:

@@ -232,11 +232,22 @@ class Stubs:
             setattr(self, m.name, unary("/commsgate.v1.Messaging/%s" % m.name, req, resp))
 
 
+# The status of an answer whose outcome is unknown (Twilio may have acted).
+OUTCOME_UNKNOWN_STATUS = None  # set below, once grpc is importable
+
+
+def _statuses():
+    global OUTCOME_UNKNOWN_STATUS
+    import grpc
+    OUTCOME_UNKNOWN_STATUS = grpc.StatusCode.UNAVAILABLE
+
+
 class Stack:
     """redis-server + simulator (when built) + commsgate, all on loopback."""
 
     def __init__(self, env=None, with_sim=True):
         import grpc
+        _statuses()
         self.redis = start_redis()
         self.sim = None
         sim_url = "http://127.0.0.1:1"

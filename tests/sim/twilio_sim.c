@@ -14,17 +14,21 @@
  *   POST /__sim/inbound                    post a signed inbound message (JSON: url,
  *                                          from, to, body, num_media, token)
  * A request may also carry `X-Sim-Fault: latency_ms=N | status=429,code=20429 | drop`.
+ * A fault's `after` ("close" or "reset") acts on the request, then cuts the
+ * connection instead of answering: what a network does at the worst moment.
  *
  * Like a real account (and unlike Twilio's test credentials), an accepted
  * message with a StatusCallback gets signed callbacks: (queued, after
  * accepted,) sent, then delivered;
  * To +15005550020 ends undelivered (30003), +15005550021 failed (30006). */
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <event2/listener.h>
 #include <sys/queue.h>
+#include <sys/socket.h>
 #include <jansson.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -54,7 +58,11 @@ struct fault {
     int latency_ms;
     int status, code;
     int drop;
+    int cut; /* after acting: CUT_CLOSE or CUT_RESET instead of the answer */
 };
+
+/* How a connection ends without its answer. */
+enum { CUT_NONE, CUT_CLOSE, CUT_RESET };
 
 struct verification {
     char sid[35];
@@ -139,7 +147,7 @@ struct deferred {
     int status;
     char *body;
     struct event *ev;
-    int drop;
+    int cut;
 };
 
 static void send_now(struct evhttp_request *req, int status, const char *body)
@@ -156,20 +164,27 @@ static void send_now(struct evhttp_request *req, int status, const char *body)
 static void on_deferred(evutil_socket_t fd, short what, void *arg)
 {
     struct deferred *d = arg;
-    if (d->drop)
-        evhttp_connection_free(evhttp_request_get_connection(d->req));
-    else
+    if (d->cut) {
+        struct evhttp_connection *conn = evhttp_request_get_connection(d->req);
+        if (d->cut == CUT_RESET) {
+            /* SO_LINGER 0: close sends a TCP reset, not a FIN. */
+            struct linger lg = {1, 0};
+            evutil_socket_t sock = bufferevent_getfd(evhttp_connection_get_bufferevent(conn));
+            setsockopt(sock, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+        }
+        evhttp_connection_free(conn);
+    } else
         send_now(d->req, d->status, d->body);
     event_free(d->ev);
     free(d->body);
     free(d);
 }
 
-/* Answers after `latency_ms` (0: at once), or drops the connection. Never
- * blocks the loop. Takes `body`. */
-static void answer(struct evhttp_request *req, int status, char *body, int latency_ms, int drop)
+/* Answers after `latency_ms` (0: at once), or cuts the connection (`cut`).
+ * Never blocks the loop. Takes `body`. */
+static void answer(struct evhttp_request *req, int status, char *body, int latency_ms, int cut)
 {
-    if (latency_ms <= 0 && !drop) {
+    if (latency_ms <= 0 && !cut) {
         send_now(req, status, body);
         free(body);
         return;
@@ -178,7 +193,7 @@ static void answer(struct evhttp_request *req, int status, char *body, int laten
     d->req = req;
     d->status = status;
     d->body = body;
-    d->drop = drop;
+    d->cut = cut;
     d->ev = evtimer_new(sim.base, on_deferred, d);
     struct timeval tv = {latency_ms / 1000, (latency_ms % 1000) * 1000};
     evtimer_add(d->ev, &tv);
@@ -210,6 +225,7 @@ struct api_req {
     struct evkeyvalq params;
     json_t *record;
     int status; /* what we answered, recorded */
+    int cut;    /* the fault's: acted on, then the connection cut */
 };
 
 static const char *param(struct api_req *a, const char *name)
@@ -520,7 +536,7 @@ static int api_messages(struct api_req *a, int latency)
     if (callback && !sim.no_callbacks)
         status_callbacks(callback, sid, to, from, mss && !from);
     a->status = 201;
-    answer(a->req, 201, dump(j), latency, 0);
+    answer(a->req, 201, dump(j), latency, a->cut);
     return 0;
 }
 
@@ -549,7 +565,7 @@ static int api_calls(struct api_req *a, int latency)
                           "queued", "direction", "outbound-api", "date_created", date,
                           "api_version", "2010-04-01", "uri", uri);
     a->status = 201;
-    answer(a->req, 201, dump(j), latency, 0);
+    answer(a->req, 201, dump(j), latency, a->cut);
     return 0;
 }
 
@@ -623,7 +639,7 @@ static int api_verify_start(struct api_req *a, const char *service, int latency)
     json_object_set_new(j, "send_code_attempts", attempts);
     json_object_set_new(j, "lookup", json_object());
     a->status = 201;
-    answer(a->req, 201, dump(j), latency, 0);
+    answer(a->req, 201, dump(j), latency, a->cut);
     return 0;
 }
 
@@ -644,7 +660,7 @@ static int api_verify_check(struct api_req *a, const char *service, int latency)
     if (strcmp(code, v->code) == 0)
         strcpy(v->status, "approved");
     a->status = 200;
-    answer(a->req, 200, dump(verification_json(v, service)), latency, 0);
+    answer(a->req, 200, dump(verification_json(v, service)), latency, a->cut);
     return 0;
 }
 
@@ -680,9 +696,13 @@ static void handle_api(struct evhttp_request *req, const char *path)
         latency += fault.latency_ms;
         if (fault.drop) {
             a.status = 0;
-            answer(req, 0, NULL, latency, 1);
+            answer(req, 0, NULL, latency, CUT_CLOSE);
             goto done;
         }
+        a.cut = fault.cut;
+        if (a.cut && a.record)
+            json_object_set_new(a.record, "cut",
+                                json_string(a.cut == CUT_RESET ? "reset" : "close"));
         if (fault.status) {
             fail_api(&a, fault.status, fault.code ? fault.code : 20500,
                      fault.status == 429 ? "Too many requests" : "Injected by twilio-sim", latency);
@@ -836,6 +856,8 @@ static void control(struct evhttp_request *req, const char *path)
         f->status = (int)json_integer_value(json_object_get(j, "status"));
         f->code = (int)json_integer_value(json_object_get(j, "code"));
         f->drop = json_is_true(json_object_get(j, "drop"));
+        const char *after = json_string_value(json_object_get(j, "after"));
+        f->cut = !after ? CUT_NONE : strcmp(after, "reset") == 0 ? CUT_RESET : CUT_CLOSE;
         json_decref(j);
         send_now(req, 201, "{\"ok\":true}");
     } else {

@@ -54,6 +54,7 @@ static struct {
     int nports;
     ev_uint16_t ports[MAX_PORTS]; /* distinct client ports: one per connection */
     int delayed;                  /* slow replies not sent yet */
+    int cuts;                     /* requests to /cut: read, then the connection closed */
     char method[8], auth[128], ctype[128], body[512];
 } srv;
 
@@ -110,6 +111,12 @@ static void send_late(evutil_socket_t fd, short events, void *arg)
     pthread_mutex_unlock(&srv.mu);
 }
 
+/* Closes the connection of a request it read and did not answer. */
+static void cut_late(evutil_socket_t fd, short events, void *arg)
+{
+    evhttp_connection_free(evhttp_request_get_connection(arg));
+}
+
 static void on_request(struct evhttp_request *req, void *arg)
 {
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
@@ -152,6 +159,13 @@ static void on_request(struct evhttp_request *req, void *arg)
         }
         evhttp_add_header(out, "Content-Type", "application/json");
         reply(req, 201, "Created", CREATED_JSON);
+    } else if (strcmp(path, "/cut") == 0) {
+        /* A server that acted on the request, then lost the connection. */
+        struct timeval now = {0, 0};
+        pthread_mutex_lock(&srv.mu);
+        srv.cuts++;
+        pthread_mutex_unlock(&srv.mu);
+        event_base_once(srv.base, -1, EV_TIMEOUT, cut_late, req, &now);
     } else if (strcmp(path, "/429") == 0) {
         evhttp_add_header(out, "Retry-After", "2");
         reply(req, 429, "Too Many Requests", "{\"code\":20429}");
@@ -416,6 +430,40 @@ static void test_post_form_basic_auth(void **state)
     assert_int_equal(st.requests_started, 2);
     assert_int_equal(st.in_flight, 0);
     assert_int_equal(st.idle_handles, 1);
+}
+
+/* A reused connection that dies after the server read the request, before
+ * any byte of the answer: libcurl 7.88 would send the POST again on a fresh
+ * connection. It must fail instead, as possibly sent, with the server having
+ * seen it once. */
+static void test_cut_after_read_is_never_resent(void **state)
+{
+    char u[128] = "", cut[128] = "";
+    struct got g = {0}, g2 = {0};
+    struct http_request r = {.method = "POST", .body = FORM_BODY, .body_len = strlen(FORM_BODY),
+                             .content_type = FORM_CTYPE, .username = "AC123",
+                             .password = "s3cret", .timeout_ms = 5000};
+    url(u, sizeof(u), "/form");
+    url(cut, sizeof(cut), "/cut");
+    srv_reset();
+    pthread_mutex_lock(&srv.mu);
+    srv.cuts = 0;
+    pthread_mutex_unlock(&srv.mu);
+    r.url = u;
+    assert_int_equal(start(&r, on_done, &g, NULL), CG_OK);
+    assert_true(run_until(&g.calls, 1, 5000));
+    assert_int_equal(g.status, 201); /* the connection stays open for the next */
+    r.url = cut;
+    assert_int_equal(start(&r, on_done, &g2, NULL), CG_OK);
+    assert_true(run_until(&g2.calls, 1, 5000));
+    pthread_mutex_lock(&srv.mu);
+    int cuts = srv.cuts, nports = srv.nports;
+    pthread_mutex_unlock(&srv.mu);
+    assert_int_equal(nports, 1); /* it did go out on the reused connection */
+    assert_int_equal(cuts, 1);   /* and was not sent again */
+    assert_false(g2.ok);
+    assert_int_equal(g2.curl_code, CURLE_SEND_FAIL_REWIND);
+    assert_int_equal(g2.maybe_sent, 1);
 }
 
 static void test_retry_after(void **state)
@@ -867,6 +915,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_post_form_basic_auth, client_setup, client_teardown),
+        cmocka_unit_test_setup_teardown(test_cut_after_read_is_never_resent, client_setup,
+                                        client_teardown),
         cmocka_unit_test_setup_teardown(test_retry_after, client_setup, client_teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_reuse, client_setup_limited,
                                         client_teardown),
