@@ -17,8 +17,8 @@
     X(KEYS_VSEND,       "vsend",   "verify_limits",      "verification sends (zset)")      \
     X(KEYS_VCHECK,      "vcheck",  "verify_limits",      "verification checks (zset)")     \
     X(KEYS_MESSAGE,     "msg",     "message_status",     "a message's latest status (hash)") \
-    X(KEYS_EVENT,       "ev:",     "message_status, webhook", "a status event applied, by status or token") \
-    X(KEYS_INBOUND,     "in:",     "inbound",            "an inbound message applied, by sid or token")
+    X(KEYS_EVENT,       "ev:",     "message_status, webhook", "a status event applied, by its status") \
+    X(KEYS_INBOUND,     "in:",     "inbound",            "an inbound message applied, by its SID")
 
 enum keys_record {
 #define KEYS_ENUM(v, suffix, owner, what) v,

@@ -79,12 +79,13 @@ static void append_or_fail(struct webhook_req *w, const char **fields, int nfiel
         fail_503(w, "Redis is unreachable");
 }
 
-/* The event key: Twilio's idempotency token when it sent one, else what
- * names the event (a status, a message SID). */
+/* The key that marks an event applied: what names the event (a status of
+ * a SID, an inbound message's SID), never I-Twilio-Idempotency-Token, which
+ * is not signed: a replay with a fresh token would apply the event again. */
 static int event_key(struct webhook_req *w, enum keys_record record, const char *tag,
                      const char *name)
 {
-    return keys_make(w->dedupe, sizeof(w->dedupe), record, tag, w->token[0] ? w->token : name);
+    return keys_make(w->dedupe, sizeof(w->dedupe), record, tag, name);
 }
 
 /* Answers Twilio when nothing is left to do: the apply failed (503, so

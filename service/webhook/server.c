@@ -138,7 +138,6 @@ static int on_webhook(struct webhook_ctx *ctx, struct evhttp_request *req, enum 
     struct evkeyvalq *headers = evhttp_request_get_input_headers(req);
     const char *ctype = evhttp_find_header(headers, "Content-Type");
     const char *sig = evhttp_find_header(headers, "X-Twilio-Signature");
-    const char *token = evhttp_find_header(headers, "I-Twilio-Idempotency-Token");
     struct evbuffer *in = evhttp_request_get_input_buffer(req);
     size_t len = evbuffer_get_length(in);
     char url[2048], *scratch = NULL;
@@ -204,7 +203,6 @@ static int on_webhook(struct webhook_ctx *ctx, struct evhttp_request *req, enum 
         req_free(w);
         return refuse(ctx, req, r, 503, "Redis is unreachable; Twilio will retry");
     }
-    snprintf(w->token, sizeof(w->token), "%s", token && strlen(token) < 100 ? token : "");
     w->req = req;
     w->conn = evhttp_request_get_connection(req);
     evhttp_connection_set_closecb(w->conn, on_conn_close, w);

@@ -27,7 +27,6 @@ struct webhook_req {
     struct signature_param params[WEBHOOK_MAX_PARAMS];
     size_t nparams;
     char *arena; /* decoded names and values, NUL-terminated */
-    char token[128]; /* I-Twilio-Idempotency-Token, "" if none */
     char dedupe[KEYS_MAX]; /* the key marking this event applied */
     int keyword;           /* inbound: enum inbound_keyword */
     int whatsapp;          /* inbound: from a whatsapp: sender */

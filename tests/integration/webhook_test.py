@@ -238,6 +238,24 @@ class DeliveryTest(Base):
             self.post(STATUS, params, headers={"I-Twilio-Idempotency-Token": "tok-1"})
         self.assertEqual(self.redis("XLEN", "cg:events"), "1")
 
+    def test_replays_with_fresh_tokens_apply_once(self):
+        """I-Twilio-Idempotency-Token is not signed: a replay of a signed
+        callback under a new token is still the same event."""
+        params = {"MessageSid": "SM" + "d" * 32, "MessageStatus": "delivered"}
+        for i in range(5):
+            self.assertEqual(self.post(STATUS, params,
+                                       headers={"I-Twilio-Idempotency-Token": "fresh-%d" % i})[0],
+                             200)
+        self.assertEqual(self.redis("XLEN", "cg:events"), "1")
+        inbound = {"MessageSid": "SM" + "e" * 32, "From": "+14155550190", "Body": "hi"}
+        for i in range(3):
+            self.post(INBOUND, inbound, headers={"I-Twilio-Idempotency-Token": "in-%d" % i})
+        self.assertEqual(self.redis("XLEN", "cg:events"), "2")
+        calls = {"CallSid": "CA" + "f" * 32, "CallStatus": "completed"}
+        for i in range(3):
+            self.post(CALLS, calls, headers={"I-Twilio-Idempotency-Token": "call-%d" % i})
+        self.assertEqual(self.redis("XLEN", "cg:events"), "3")
+
     def test_call_status_recorded_once(self):
         params = {"CallSid": "CA" + "c" * 32, "CallStatus": "completed", "CallDuration": "12"}
         self.assertEqual(self.post(CALLS, params)[0], 200)

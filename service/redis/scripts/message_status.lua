@@ -1,9 +1,9 @@
--- A message status callback: applied once (by Twilio's idempotency token, or
--- by MessageSid + MessageStatus without one), and the stored status never
--- moves backwards, since callbacks arrive out of order.
+-- A message status callback: applied once (by MessageSid + MessageStatus),
+-- and the stored status never moves backwards, since callbacks arrive out of
+-- order.
 --
 -- KEYS[1] the message            cg:{<sid>}:msg  (hash: status, rank, error_code, updated_at)
--- KEYS[2] this event, for dedupe cg:{<sid>}:ev:<status or token>
+-- KEYS[2] this event, for dedupe cg:{<sid>}:ev:<status>
 -- ARGV[1] status   ARGV[2] its rank   ARGV[3] error code ('' or a number)
 -- ARGV[4] lifetime of both keys, seconds
 --

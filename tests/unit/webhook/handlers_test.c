@@ -84,13 +84,12 @@ static int flush(void **state)
 }
 
 /* One webhook with `n` name/value pairs, run until it is answered. */
-static int hook(void (*handler)(struct webhook_req *), const char *route, const char *token,
+static int hook(void (*handler)(struct webhook_req *), const char *route,
                 const char *const *kv, size_t n)
 {
     struct webhook_req *w = calloc(1, sizeof(*w));
     w->app = &app;
     w->route = route;
-    snprintf(w->token, sizeof(w->token), "%s", token ? token : "");
     for (size_t i = 0; i < n; i++) {
         w->params[i].name = kv[2 * i];
         w->params[i].value = kv[2 * i + 1];
@@ -107,10 +106,10 @@ static int hook(void (*handler)(struct webhook_req *), const char *route, const 
 #define SID "SM0123456789abcdef0123456789abcdef"
 #define N(kv) (sizeof(kv) / sizeof(kv[0]) / 2)
 
-static int status(const char *s, const char *token)
+static int status(const char *s)
 {
     const char *kv[] = {"MessageSid", SID, "MessageStatus", s, "To", "+14155550100"};
-    return hook(handlers_message_status, "messages_status", token, kv, N(kv));
+    return hook(handlers_message_status, "messages_status", kv, N(kv));
 }
 
 static long long stream_len(void)
@@ -120,13 +119,13 @@ static long long stream_len(void)
 
 static void test_status_applied_once_and_never_backwards(void **state)
 {
-    assert_int_equal(status("sent", NULL), 200);
+    assert_int_equal(status("sent"), 200);
     assert_string_equal(cmd("HGET", "cg:{" SID "}:msg", "status"), "sent");
     assert_int_equal(stream_len(), 1);
-    assert_int_equal(status("sent", NULL), 200); /* Twilio's retry: a duplicate */
+    assert_int_equal(status("sent"), 200); /* Twilio's retry: a duplicate */
     assert_int_equal(stream_len(), 1);
-    assert_int_equal(status("delivered", NULL), 200);
-    assert_int_equal(status("queued", NULL), 200); /* late: recorded, not applied */
+    assert_int_equal(status("delivered"), 200);
+    assert_int_equal(status("queued"), 200); /* late: recorded, not applied */
     assert_string_equal(cmd("HGET", "cg:{" SID "}:msg", "status"), "delivered");
     assert_int_equal(stream_len(), 3);
     assert_int_equal(metrics.statuses[message_status_index("delivered")], 1);
@@ -136,25 +135,25 @@ static void test_status_applied_once_and_never_backwards(void **state)
 
 static void test_status_malformed(void **state)
 {
-    assert_int_equal(status("bogus", NULL), 400);
+    assert_int_equal(status("bogus"), 400);
     const char *kv[] = {"MessageSid", "SMnothex", "MessageStatus", "sent"};
-    assert_int_equal(hook(handlers_message_status, "messages_status", NULL, kv, N(kv)), 400);
+    assert_int_equal(hook(handlers_message_status, "messages_status", kv, N(kv)), 400);
     assert_int_equal(stream_len(), 0);
 }
 
 static void test_inbound_stop_then_start(void **state)
 {
     const char *stop[] = {"MessageSid", "SM1", "From", "+14155550100", "Body", "  stop "};
-    assert_int_equal(hook(handlers_inbound, "messages_inbound", NULL, stop, N(stop)), 200);
+    assert_int_equal(hook(handlers_inbound, "messages_inbound", stop, N(stop)), 200);
     assert_string_equal(reply_type, "text/xml");
     assert_string_equal(cmd("EXISTS", "cg:{+14155550100}:optout", NULL), "1");
     assert_true(atoll(cmd("TTL", "cg:{+14155550100}:optout", NULL)) > 86400 * 364);
     assert_int_equal(metrics.optouts, 1);
     /* The same message again: applied once. */
-    assert_int_equal(hook(handlers_inbound, "messages_inbound", NULL, stop, N(stop)), 200);
+    assert_int_equal(hook(handlers_inbound, "messages_inbound", stop, N(stop)), 200);
     assert_int_equal(metrics.optouts, 1);
     const char *start[] = {"MessageSid", "SM2", "From", "+14155550100", "Body", "START"};
-    assert_int_equal(hook(handlers_inbound, "messages_inbound", NULL, start, N(start)), 200);
+    assert_int_equal(hook(handlers_inbound, "messages_inbound", start, N(start)), 200);
     assert_string_equal(cmd("EXISTS", "cg:{+14155550100}:optout", NULL), "0");
     assert_int_equal(metrics.optins, 1);
     assert_int_equal(stream_len(), 2);
@@ -163,7 +162,7 @@ static void test_inbound_stop_then_start(void **state)
 static void test_inbound_whatsapp_opens_the_window_and_stop_is_metas(void **state)
 {
     const char *kv[] = {"MessageSid", "SM3", "From", "whatsapp:+14155550101", "Body", "STOP"};
-    assert_int_equal(hook(handlers_inbound, "messages_inbound", NULL, kv, N(kv)), 200);
+    assert_int_equal(hook(handlers_inbound, "messages_inbound", kv, N(kv)), 200);
     assert_true(atoll(cmd("GET", "cg:{+14155550101}:wa", NULL)) > 0);
     assert_string_equal(cmd("EXISTS", "cg:{+14155550101}:optout", NULL), "0");
     assert_int_equal(metrics.optouts, 0);
@@ -173,24 +172,24 @@ static void test_inbound_opt_out_type_wins(void **state)
 {
     const char *kv[] = {"MessageSid", "SM4", "From", "+14155550102", "Body", "please stop",
                         "OptOutType", "STOP"};
-    assert_int_equal(hook(handlers_inbound, "messages_inbound", NULL, kv, N(kv)), 200);
+    assert_int_equal(hook(handlers_inbound, "messages_inbound", kv, N(kv)), 200);
     assert_string_equal(cmd("EXISTS", "cg:{+14155550102}:optout", NULL), "1");
 }
 
 static void test_inbound_malformed(void **state)
 {
     const char *kv[] = {"MessageSid", "SM5", "From", "+1415abc"};
-    assert_int_equal(hook(handlers_inbound, "messages_inbound", NULL, kv, N(kv)), 400);
+    assert_int_equal(hook(handlers_inbound, "messages_inbound", kv, N(kv)), 400);
     const char *none[] = {"From", "+14155550100"};
-    assert_int_equal(hook(handlers_inbound, "messages_inbound", NULL, none, N(none)), 400);
+    assert_int_equal(hook(handlers_inbound, "messages_inbound", none, N(none)), 400);
 }
 
 static void test_call_status_once(void **state)
 {
     const char *kv[] = {"CallSid", "CA0123456789abcdef0123456789abcdef", "CallStatus",
                         "completed", "CallDuration", "7"};
-    assert_int_equal(hook(handlers_call_status, "calls_status", NULL, kv, N(kv)), 200);
-    assert_int_equal(hook(handlers_call_status, "calls_status", NULL, kv, N(kv)), 200);
+    assert_int_equal(hook(handlers_call_status, "calls_status", kv, N(kv)), 200);
+    assert_int_equal(hook(handlers_call_status, "calls_status", kv, N(kv)), 200);
     assert_int_equal(stream_len(), 1);
 }
 
@@ -198,14 +197,14 @@ static void test_redis_down_is_503_so_twilio_retries(void **state)
 {
     test_redis_stop(rs.pid);
     test_run_until(rs.base, &rs.up, 0, 3000);
-    assert_int_equal(status("sent", NULL), 503);
+    assert_int_equal(status("sent"), 503);
     const char *kv[] = {"MessageSid", "SM6", "From", "+14155550100", "Body", "STOP"};
-    assert_int_equal(hook(handlers_inbound, "messages_inbound", NULL, kv, N(kv)), 503);
+    assert_int_equal(hook(handlers_inbound, "messages_inbound", kv, N(kv)), 503);
     /* Back up: the same events apply. */
     rs.pid = test_redis_start(rs.port, NULL);
     test_run_until(rs.base, &rs.up, 1, 5000);
     assert_int_equal(rs.up, 1);
-    assert_int_equal(status("sent", NULL), 200);
+    assert_int_equal(status("sent"), 200);
     assert_int_equal(stream_len(), 1);
 }
 
