@@ -723,6 +723,14 @@ static void on_twilio(const struct twilio_result *res, void *data)
         twilio_refusal(f, res, &e);
         break;
     case TWILIO_FAILED:
+        if (res->http_status) {
+            /* Twilio kept refusing (429 and the like) past the deadline:
+             * its refusal, with the wait the next attempt needed. */
+            twilio_refusal(f, res, &e);
+            if (e.retry_after_ms < 0)
+                e.retry_after_ms = res->retry_after_ms;
+            break;
+        }
         snprintf(f->errmsg, sizeof(f->errmsg), "Twilio could not be reached, nothing was sent: %s",
                  res->message);
         e.code = reason_status(REASON_TWILIO_UNREACHABLE);

@@ -65,6 +65,7 @@ struct twilio_req {
     twilio_done_fn *done;
     void *data;
     /* What the last attempt said, for a final FAILED. */
+    long last_wait_ms; /* what the next attempt would have waited, or -1 */
     long last_status;
     int last_code;
     char last_msg[200];
@@ -165,7 +166,10 @@ static void finish(struct twilio_req *r, enum twilio_outcome outcome, long http_
                                 .message = msg,
                                 .json = json,
                                 .attempts = r->attempts,
-                                .elapsed_ms = now_ms() - r->start_ms};
+                                .elapsed_ms = now_ms() - r->start_ms,
+                                .retry_after_ms = outcome == TWILIO_FAILED && http_status
+                                                      ? r->last_wait_ms
+                                                      : -1};
     struct twilio_stats *st = &r->t->stats;
     double secs = res.elapsed_ms / 1000.0;
     st->outcomes[r->api][outcome]++;
@@ -221,6 +225,9 @@ static void retry_or_fail(struct twilio_req *r, long retry_after_ms)
     if (retry_after_ms > wait)
         wait = retry_after_ms;
 
+    /* The caller's hint, if this is the end: Twilio's Retry-After, else
+     * the top of the backoff (the jitter may have drawn 0). */
+    r->last_wait_ms = retry_after_ms > (long)ceiling ? retry_after_ms : (long)ceiling;
     if (t->freeing || r->attempts >= MAX_ATTEMPTS || wait + MIN_ATTEMPT_MS > left) {
         finish(r, TWILIO_FAILED, r->last_status, r->last_code, r->last_msg, NULL);
         return;

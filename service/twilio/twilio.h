@@ -5,10 +5,11 @@
  *   TWILIO_OK       2xx: Twilio accepted; json holds the resource.
  *   TWILIO_REFUSED  Twilio answered 4xx with an error code: it did not act.
  *   TWILIO_FAILED   surely not acted on: connection failures before the
- *                   request was written, or retryable refusals (HTTP 429
- *                   unless its code is final, and codes 20429, 30429, 60212,
- *                   63017, 63018, ...) still failing when the caller's time
- *                   ran out.
+ *                   request was written (code and http_status 0), or
+ *                   retryable refusals (HTTP 429 unless its code is final,
+ *                   and codes 20429, 30429, 60212, 63017, 63018, ...) still
+ *                   failing when the caller's time ran out (the last
+ *                   refusal's code and status, and retry_after_ms).
  *   TWILIO_UNKNOWN  the request may have reached Twilio and no usable answer
  *                   came: a timeout after sending, a broken connection, or a
  *                   5xx without a retryable code. Never retried. */
@@ -45,6 +46,9 @@ struct twilio_result {
     const char *sid, *status;/* from json when present, else NULL; borrowed */
     int attempts;
     double elapsed_ms;
+    /* FAILED after retryable refusals that outlasted the time: the wait
+     * the next attempt needed (Retry-After, or the backoff); else -1. */
+    int64_t retry_after_ms;
 };
 
 /* Called exactly once per started request, later, on the loop thread. */

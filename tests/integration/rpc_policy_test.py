@@ -122,6 +122,20 @@ class SmsTest(Base):
         self.assertEqual([q["status"] for q in self.sim.requests("Messages.json")],
                          [429, 429, 201])
 
+    def test_429_past_the_deadline_is_resource_exhausted_with_its_wait(self):
+        self.sim.fault(path_suffix="Messages.json", status=429, code=20429, times=0)
+        e = self.fails(self.s.SendSMS, self.m.SendSMSRequest(to="+14155550100", body="x"),
+                       grpc.StatusCode.RESOURCE_EXHAUSTED, timeout=1)
+        self.assertEqual(harness.trailer(e, "twilio-error-code"), "20429")
+        _, info, retry = harness.status_details(e)
+        self.assertEqual(info.reason, "TWILIO_ERROR")
+        self.assertIsNotNone(retry)
+        wait_ms = retry.retry_delay.seconds * 1000 + retry.retry_delay.nanos // 10**6
+        self.assertGreaterEqual(wait_ms, 100)  # at least the backoff's first step
+        statuses = [q["status"] for q in self.sim.requests("Messages.json")]
+        self.assertGreaterEqual(len(statuses), 1)
+        self.assertEqual(set(statuses), {429})  # acted on none
+
     def test_unknown_outcome_is_never_retried_or_repeated(self):
         self.sim.fault(path_suffix="Messages.json", latency_ms=3000)
         req = self.m.SendSMSRequest(to="+14155550100", body="x", idempotency_key="slow-1")

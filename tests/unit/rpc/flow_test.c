@@ -288,9 +288,11 @@ static void reply_account(enum account_result res, int64_t ms)
     req->done(req, res, ms);
 }
 
-static void reply_twilio(enum twilio_outcome outcome, int code, long http_status)
+static void reply_twilio_waiting(enum twilio_outcome outcome, int code, long http_status,
+                                 int64_t retry_after_ms)
 {
     struct twilio_result res = {.outcome = outcome,
+                                .retry_after_ms = retry_after_ms,
                                 .code = code,
                                 .http_status = http_status,
                                 .message = "from the fake",
@@ -299,6 +301,11 @@ static void reply_twilio(enum twilio_outcome outcome, int code, long http_status
                                 .status = outcome == TWILIO_OK ? "queued" : NULL};
     assert_int_equal(fx.twilio_requests > 0, 1);
     fx.twilio_done(&res, fx.twilio_data);
+}
+
+static void reply_twilio(enum twilio_outcome outcome, int code, long http_status)
+{
+    reply_twilio_waiting(outcome, code, http_status, -1);
 }
 
 /* Let a timer fire (the flow's wait). */
@@ -535,6 +542,21 @@ static void test_twilio_failed(void **state)
     assert_int_equal(fx.settles, 0);
 }
 
+static void test_twilio_429_past_the_deadline(void **state)
+{
+    send_sms("+14155550116", "k1");
+    deliver();
+    reply_recipient(POLICY_GO, REASON_NONE);
+    reply_account(ACCOUNT_OK, 0);
+    reply_twilio_waiting(TWILIO_FAILED, 20429, 429, 1800);
+    assert_int_equal(call.code, GRPC_STATUS_RESOURCE_EXHAUSTED);
+    assert_int_equal(call.reason, REASON_TWILIO_ERROR);
+    assert_int_equal(call.twilio_code, 20429);
+    assert_int_equal(call.retry_ms, 1800);
+    assert_int_equal(fx.drops, 1); /* Twilio did not act */
+    assert_int_equal(fx.releases, 1);
+}
+
 static void test_twilio_outcome_unknown(void **state)
 {
     send_sms("+14155550113", "k1");
@@ -609,6 +631,7 @@ int main(void)
         T(test_shutdown_while_holding_a_slot),
         T(test_twilio_refused_opts_out),
         T(test_twilio_failed),
+        T(test_twilio_429_past_the_deadline),
         T(test_twilio_outcome_unknown),
         T(test_verification_place_given_back),
         T(test_verification_limit),

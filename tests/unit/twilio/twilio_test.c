@@ -28,6 +28,7 @@ static struct {
     enum twilio_outcome outcome;
     int code, attempts;
     long http_status;
+    int64_t retry_after_ms;
     char sid[40];
 } fx;
 
@@ -101,6 +102,7 @@ static void on_done(const struct twilio_result *res, void *data)
     fx.code = res->code;
     fx.attempts = res->attempts;
     fx.http_status = res->http_status;
+    fx.retry_after_ms = res->retry_after_ms;
     snprintf(fx.sid, sizeof(fx.sid), "%s", res->sid ? res->sid : "");
 }
 
@@ -211,6 +213,7 @@ static void test_failure_after_sending_is_unknown(void **state)
     assert_int_equal(fx.finished, 1);
     assert_int_equal(fx.outcome, TWILIO_UNKNOWN);
     assert_int_equal(fx.starts, 1);
+    assert_int_equal(fx.retry_after_ms, -1);
 }
 
 static void test_retry_after_beyond_the_deadline_fails_at_once(void **state)
@@ -221,6 +224,7 @@ static void test_retry_after_beyond_the_deadline_fails_at_once(void **state)
     assert_int_equal(fx.outcome, TWILIO_FAILED);
     assert_int_equal(fx.code, 20429);
     assert_int_equal(fx.http_status, 429);
+    assert_int_equal(fx.retry_after_ms, 5000); /* what the caller should wait */
     assert_int_equal(fx.starts, 1);
 }
 
