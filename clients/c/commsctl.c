@@ -3,7 +3,8 @@
  * Exit codes: 0 success, 2 invalid input (usage or INVALID_ARGUMENT),
  * 3 refused by policy (FAILED_PRECONDITION, RESOURCE_EXHAUSTED,
  * PERMISSION_DENIED, NOT_FOUND, ABORTED), 4 unavailable (UNAVAILABLE,
- * DEADLINE_EXCEEDED), 1 anything else. */
+ * DEADLINE_EXCEEDED), 5 outcome unknown (UNKNOWN: it may have been sent; retry
+ * only with the same idempotency key), 1 anything else. */
 #include <getopt.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -12,7 +13,14 @@
 
 #include "commsgate_client.h"
 
-enum { EXIT_OK = 0, EXIT_OTHER = 1, EXIT_INVALID = 2, EXIT_REFUSED = 3, EXIT_UNAVAILABLE = 4 };
+enum {
+    EXIT_OK = 0,
+    EXIT_OTHER = 1,
+    EXIT_INVALID = 2,
+    EXIT_REFUSED = 3,
+    EXIT_UNAVAILABLE = 4,
+    EXIT_OUTCOME_UNKNOWN = 5
+};
 
 static struct {
     const char *addr;
@@ -68,6 +76,8 @@ static int exit_for(grpc_status_code code)
     case GRPC_STATUS_UNAVAILABLE:
     case GRPC_STATUS_DEADLINE_EXCEEDED:
         return EXIT_UNAVAILABLE;
+    case GRPC_STATUS_UNKNOWN:
+        return EXIT_OUTCOME_UNKNOWN;
     default:
         return EXIT_OTHER;
     }

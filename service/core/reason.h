@@ -9,7 +9,10 @@
 #include <stdint.h>
 
 /* retry: default RetryInfo in ms, -1 for none. A status of OK means the
- * status comes from elsewhere (Twilio's error table). */
+ * status comes from elsewhere (Twilio's error table). OUTCOME_UNKNOWN is
+ * UNKNOWN, not UNAVAILABLE: retry policies (gRPC service configs, Envoy's
+ * grpc retry-on) resend UNAVAILABLE blindly, and a blind resend of a request
+ * Twilio may have acted on is a second message. */
 /*      value                          reason                      gRPC status           retry */
 #define REASON_MAP(X)                                                                            \
     X(REASON_NONE,                   NULL,                       OK,                  -1)        \
@@ -28,7 +31,7 @@
     X(REASON_SHUTTING_DOWN,          "SHUTTING_DOWN",            UNAVAILABLE,         -1)        \
     X(REASON_TWILIO_ERROR,           "TWILIO_ERROR",             OK,                  -1)        \
     X(REASON_TWILIO_UNREACHABLE,     "TWILIO_UNREACHABLE",       UNAVAILABLE,         -1)        \
-    X(REASON_OUTCOME_UNKNOWN,        "OUTCOME_UNKNOWN",          UNAVAILABLE,         -1)
+    X(REASON_OUTCOME_UNKNOWN,        "OUTCOME_UNKNOWN",          UNKNOWN,             -1)
 
 enum reason {
 #define REASON_ENUM(v, name, status, retry) v,

@@ -62,6 +62,13 @@ class ClientsTest(unittest.TestCase):
         rc, _, _ = self.ctl("message", "get", "SM" + "0" * 32)
         self.assertEqual(rc, 3)
 
+    def test_outcome_unknown_exit_code(self):
+        """A cut connection after the request left: exit 5, and the JSON says
+        OUTCOME_UNKNOWN, so a script does not resend blindly."""
+        harness.Sim(self.stack.sim.url).fault(path_suffix="Messages.json", drop=True)
+        rc, j = self.ctl_json("sms", "send", "--to", "+14155550102", "--body", "maybe")
+        self.assertEqual((rc, j["error"], j["reason"]), (5, "UNKNOWN", "OUTCOME_UNKNOWN"))
+
     def test_whatsapp_and_call(self):
         rc, j = self.ctl_json("whatsapp", "send", "--to", "+14155550150", "--body", "hi")
         self.assertEqual((rc, j["reason"]), (3, "WHATSAPP_WINDOW_CLOSED"))

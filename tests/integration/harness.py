@@ -239,7 +239,7 @@ OUTCOME_UNKNOWN_STATUS = None  # set below, once grpc is importable
 def _statuses():
     global OUTCOME_UNKNOWN_STATUS
     import grpc
-    OUTCOME_UNKNOWN_STATUS = grpc.StatusCode.UNAVAILABLE
+    OUTCOME_UNKNOWN_STATUS = grpc.StatusCode.UNKNOWN
 
 
 class Stack:

@@ -139,18 +139,18 @@ class SmsTest(Base):
     def test_unknown_outcome_is_never_retried_or_repeated(self):
         self.sim.fault(path_suffix="Messages.json", latency_ms=3000)
         req = self.m.SendSMSRequest(to="+14155550100", body="x", idempotency_key="slow-1")
-        e = self.fails(self.s.SendSMS, req, grpc.StatusCode.UNAVAILABLE, timeout=1)
+        e = self.fails(self.s.SendSMS, req, grpc.StatusCode.UNKNOWN, timeout=1)
         self.assertIn("outcome unknown", e.details())
         # The same key again: the stored answer, not a second send.
-        e = self.fails(self.s.SendSMS, req, grpc.StatusCode.UNAVAILABLE, timeout=5)
+        e = self.fails(self.s.SendSMS, req, grpc.StatusCode.UNKNOWN, timeout=5)
         self.assertIn("outcome unknown", e.details())
         time.sleep(2.5)
         self.assertEqual(len(self.sim.requests("Messages.json")), 1)
 
-    def test_connection_refused_is_unavailable_nothing_sent(self):
+    def test_connection_dropped_after_writing_is_outcome_unknown(self):
         self.sim.fault(path_suffix="Messages.json", drop=True, times=10)
         e = self.fails(self.s.SendSMS, self.m.SendSMSRequest(to="+14155550100", body="x"),
-                       grpc.StatusCode.UNAVAILABLE, timeout=3)
+                       grpc.StatusCode.UNKNOWN, timeout=3)
         # A dropped connection after the request was written: outcome unknown.
         self.assertIn("outcome unknown", e.details())
 

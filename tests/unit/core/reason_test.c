@@ -31,6 +31,8 @@ static void test_documented_statuses(void **state)
     /* Twilio's refusals take their status from Twilio's error table. */
     assert_int_equal(reason_status(REASON_TWILIO_ERROR), GRPC_STATUS_OK);
     assert_string_equal(reason_name(REASON_OUTCOME_UNKNOWN), "OUTCOME_UNKNOWN");
+    /* Not UNAVAILABLE, which retry policies resend blindly. */
+    assert_int_equal(reason_status(REASON_OUTCOME_UNKNOWN), GRPC_STATUS_UNKNOWN);
 }
 
 static void test_out_of_range(void **state)

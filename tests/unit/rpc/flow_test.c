@@ -564,10 +564,10 @@ static void test_twilio_outcome_unknown(void **state)
     reply_recipient(POLICY_GO, REASON_NONE);
     reply_account(ACCOUNT_OK, 0);
     reply_twilio(TWILIO_UNKNOWN, 0, 0);
-    assert_int_equal(call.code, GRPC_STATUS_UNAVAILABLE);
+    assert_int_equal(call.code, GRPC_STATUS_UNKNOWN);
     assert_int_equal(call.reason, REASON_OUTCOME_UNKNOWN);
     assert_int_equal(fx.settles, 1); /* a repeat never sends again */
-    assert_int_equal(fx.settled_code, GRPC_STATUS_UNAVAILABLE);
+    assert_int_equal(fx.settled_code, GRPC_STATUS_UNKNOWN);
     assert_int_equal(fx.drops, 0);
     assert_int_equal(fx.releases, 1);
 }
