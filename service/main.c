@@ -79,6 +79,23 @@ static void loop_close(void *arg)
     webhook_free(&app->webhook);
 }
 
+/* Loop thread, when the shutdown grace is over: the calls still held are
+ * answered for what they are (in flight at Twilio: outcome unknown), before
+ * gRPC cancels whatever is left. */
+static void flows_last_word(void *arg)
+{
+    struct app *app = arg;
+    flow_shutdown(app->flows);
+}
+
+/* Main thread: runs flows_last_word on the loop and waits for it. */
+static void last_word(void *arg)
+{
+    struct app *app = arg;
+    if (loop_call_wait(app->loop, flows_last_word, app))
+        log_warn("shutdown_last_word_skipped", "the loop did not take the shutdown task");
+}
+
 static long long ms_since(const struct timespec *t0)
 {
     struct timespec t;
@@ -214,7 +231,7 @@ int main(int argc, char **argv)
                         cfg.shutdown_grace_ms));
     clock_gettime(CLOCK_MONOTONIC, &t0);
     health_shutdown(app.health);
-    int cancelled = rpc_server_shutdown(app.server, cfg.shutdown_grace_ms);
+    int cancelled = rpc_server_shutdown(app.server, cfg.shutdown_grace_ms, last_word, &app);
     exit_code = 0;
     log_event(LOG_LEVEL_INFO, "stopped",
               json_pack("{s:i, s:I}", "calls_cancelled", cancelled, "shutdown_ms",

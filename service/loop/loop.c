@@ -144,6 +144,46 @@ int loop_call(struct loop_ctx *loop, void (*fn)(void *arg), void *arg)
     return CG_OK;
 }
 
+struct call_wait {
+    void (*fn)(void *arg);
+    void *arg;
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    int done;
+};
+
+static void run_and_signal(void *arg)
+{
+    struct call_wait *w = arg;
+    w->fn(w->arg);
+    pthread_mutex_lock(&w->mu);
+    w->done = 1;
+    pthread_cond_signal(&w->cond);
+    pthread_mutex_unlock(&w->mu);
+}
+
+int loop_call_wait(struct loop_ctx *loop, void (*fn)(void *arg), void *arg)
+{
+    struct call_wait w = {.fn = fn, .arg = arg};
+    int rc;
+
+    assert(!loop_on_thread(loop));
+    if (!loop->started)
+        return CG_ESHUTDOWN;
+    pthread_mutex_init(&w.mu, NULL);
+    pthread_cond_init(&w.cond, NULL);
+    rc = loop_call(loop, run_and_signal, &w);
+    if (!rc) {
+        pthread_mutex_lock(&w.mu);
+        while (!w.done)
+            pthread_cond_wait(&w.cond, &w.mu);
+        pthread_mutex_unlock(&w.mu);
+    }
+    pthread_cond_destroy(&w.cond);
+    pthread_mutex_destroy(&w.mu);
+    return rc;
+}
+
 int loop_on_thread(const struct loop_ctx *loop)
 {
     return loop->started && pthread_equal(pthread_self(), loop->thread);

@@ -41,6 +41,11 @@ int loop_in_any(void);
 #define LOOP_ASSERT_OWNER(base) assert(loop_owns(base))
 #define LOOP_ASSERT_NOT_LOOP() assert(!loop_in_any())
 
+/* Any thread but the loop's: runs fn(arg) on the loop thread and returns
+ * once it has run. CG_ENOMEM (fn not run), or CG_ESHUTDOWN when the loop is
+ * not running. */
+int loop_call_wait(struct loop_ctx *loop, void (*fn)(void *arg), void *arg);
+
 /* True on the loop thread itself. */
 int loop_on_thread(const struct loop_ctx *loop);
 

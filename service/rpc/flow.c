@@ -53,6 +53,7 @@ struct flow_ctx {
     atomic_ulong next_id;    /* any thread */
     /* Loop thread only. */
     struct flow *waiting;    /* flows in FLOW_WAITING */
+    struct flow *sending;    /* flows in FLOW_SENDING */
     int shutting_down;
     unsigned long refusals[REASON_COUNT];
 };
@@ -133,7 +134,7 @@ void flow_ctx_free(struct flow_ctx **ctx)
 {
     if (!*ctx)
         return;
-    assert(!(*ctx)->waiting);
+    assert(!(*ctx)->waiting && !(*ctx)->sending);
     free(*ctx);
     *ctx = NULL;
 }
@@ -159,7 +160,8 @@ static void flow_free(struct flow *f)
 {
     assert(f->state == FLOW_PREPARED || f->state == FLOW_DONE);
     assert(f->held == 0);
-    assert(!f->wait_prev && !f->wait_next && ctx_of(f)->waiting != f);
+    assert(!f->list_prev && !f->list_next);
+    assert(ctx_of(f)->waiting != f && ctx_of(f)->sending != f);
     if (f->timer)
         event_free(f->timer);
     free(f->form);
@@ -263,16 +265,33 @@ static void let_go(struct flow *f, enum let_go how)
     f->held = 0;
 }
 
-static void wait_unlink(struct flow *f)
+/* The ctx's list for flows in f's state: shutdown finds them there. */
+static struct flow **list_of(struct flow *f)
 {
-    struct flow_ctx *ctx = ctx_of(f);
-    if (f->wait_prev)
-        f->wait_prev->wait_next = f->wait_next;
-    else if (ctx->waiting == f)
-        ctx->waiting = f->wait_next;
-    if (f->wait_next)
-        f->wait_next->wait_prev = f->wait_prev;
-    f->wait_prev = f->wait_next = NULL;
+    assert(f->state == FLOW_WAITING || f->state == FLOW_SENDING);
+    return f->state == FLOW_WAITING ? &ctx_of(f)->waiting : &ctx_of(f)->sending;
+}
+
+static void list_add(struct flow *f)
+{
+    struct flow **head = list_of(f);
+    f->list_prev = NULL;
+    f->list_next = *head;
+    if (*head)
+        (*head)->list_prev = f;
+    *head = f;
+}
+
+static void list_del(struct flow *f)
+{
+    struct flow **head = list_of(f);
+    if (f->list_prev)
+        f->list_prev->list_next = f->list_next;
+    else if (*head == f)
+        *head = f->list_next;
+    if (f->list_next)
+        f->list_next->list_prev = f->list_prev;
+    f->list_prev = f->list_next = NULL;
 }
 
 /* Ends the call with an error; what it holds goes back as `how` says. */
@@ -399,7 +418,7 @@ static void run_round(struct flow *f)
 static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct flow *f = arg;
-    wait_unlink(f);
+    list_del(f);
     run_round(f);
 }
 
@@ -416,23 +435,8 @@ static int wait_for(struct flow *f, int64_t ms)
     if (!f->timer || evtimer_add(f->timer, &tv))
         return -1;
     set_state(f, FLOW_WAITING);
-    f->wait_next = ctx->waiting;
-    if (ctx->waiting)
-        ctx->waiting->wait_prev = f;
-    ctx->waiting = f;
+    list_add(f);
     return 0;
-}
-
-void flow_shutdown(struct flow_ctx *ctx)
-{
-    ctx->shutting_down = 1;
-    while (ctx->waiting) {
-        struct flow *f = ctx->waiting;
-        assert_loop(f);
-        wait_unlink(f);
-        event_del(f->timer);
-        fail_for(f, REASON_SHUTTING_DOWN, "commsgate is shutting down; nothing was sent");
-    }
 }
 
 /* --- DECIDING, continued: both replies are in --- */
@@ -519,6 +523,16 @@ static void answer_repeat(struct flow *f)
     flow_free(f);
 }
 
+/* A wait refused because commsgate is stopping is said so, not blamed on
+ * the deadline or the budget. Returns 1 if it answered. */
+static int refused_for_shutdown(struct flow *f)
+{
+    if (!ctx_of(f)->shutting_down)
+        return 0;
+    fail_for(f, REASON_SHUTTING_DOWN, "commsgate is shutting down; nothing was sent");
+    return 1;
+}
+
 /* What the recipient's GO reserves, now held. */
 static void hold_recipient(struct flow *f)
 {
@@ -579,7 +593,7 @@ static void decide(struct flow *f)
             f->polls++;
             let_go(f, LET_GO_UNSENT); /* the account take waits with us */
             f->need = NEED_RECIPIENT | NEED_ACCOUNT;
-            if (wait_for(f, wait > POLL_CAP_MS ? POLL_CAP_MS : wait))
+            if (wait_for(f, wait > POLL_CAP_MS ? POLL_CAP_MS : wait) && !refused_for_shutdown(f))
                 fail_for(f, REASON_IDEMPOTENCY_IN_FLIGHT,
                          "a request with this idempotency_key is still in flight; retry with "
                          "the same key to get its outcome");
@@ -593,7 +607,7 @@ static void decide(struct flow *f)
     if (asked_account) {
         if (f->acct_res != ACCOUNT_OK) { /* ACCOUNT_RATE or ACCOUNT_BUSY */
             f->need = NEED_ACCOUNT;
-            if (wait_for(f, f->acct_ms) == 0)
+            if (wait_for(f, f->acct_ms) == 0 || refused_for_shutdown(f))
                 return;
             snprintf(f->errmsg, sizeof(f->errmsg),
                      "account send budget exhausted (%d segments/s, %d requests in flight); "
@@ -610,13 +624,10 @@ static void decide(struct flow *f)
         f->need &= ~(unsigned)NEED_ACCOUNT;
         if (f->acct_ms > 0) {
             /* Our rate slot is ahead: wait for it here, without asking again. */
-            if (wait_for(f, f->acct_ms) == 0)
+            if (wait_for(f, f->acct_ms) == 0 || refused_for_shutdown(f))
                 return;
-            if (ctx_of(f)->shutting_down)
-                fail_for(f, REASON_SHUTTING_DOWN, "commsgate is shutting down; nothing was sent");
-            else
-                fail_for(f, REASON_DEADLINE,
-                         "deadline reached before the account's send slot; nothing was sent");
+            fail_for(f, REASON_DEADLINE,
+                     "deadline reached before the account's send slot; nothing was sent");
             return;
         }
     }
@@ -638,10 +649,15 @@ static void send_to_twilio(struct flow *f)
         fail_for(f, REASON_DEADLINE, "deadline reached before Twilio was called");
         return;
     }
-    set_state(f, FLOW_SENDING);
+    if (refused_for_shutdown(f))
+        return;
     if (twilio_request(f->app->twilio, f->kind->api, f->form, f->form_len, left, on_twilio, f,
-                       NULL))
+                       &f->twilio)) {
         fail_for(f, REASON_INTERNAL, "cannot start the Twilio request");
+        return;
+    }
+    set_state(f, FLOW_SENDING);
+    list_add(f);
 }
 
 /* What Twilio's refusal tells the caller, and what it changes here: data
@@ -677,6 +693,25 @@ static void settle(struct flow *f, const struct policy_outcome *o)
     let_go(f, LET_GO_SENT);
 }
 
+/* Twilio may have acted and no usable answer came: never give back, never
+ * let a repeat of the key send again. */
+static void answer_unknown(struct flow *f, const char *why)
+{
+    snprintf(f->errmsg, sizeof(f->errmsg),
+             "outcome unknown: Twilio may have accepted the request (%s); do not retry "
+             "without an idempotency_key",
+             why);
+    struct rpc_error e = {.code = reason_status(REASON_OUTCOME_UNKNOWN),
+                          .msg = f->errmsg,
+                          .reason = REASON_OUTCOME_UNKNOWN,
+                          .retry_after_ms = -1};
+    struct policy_outcome o = {.code = (int)e.code, .msg = f->errmsg};
+    settle(f, &o);
+    set_state(f, FLOW_DONE);
+    rpc_call_fail(f->call, &e);
+    flow_free(f);
+}
+
 static void on_twilio(const struct twilio_result *res, void *data)
 {
     struct flow *f = data;
@@ -684,6 +719,8 @@ static void on_twilio(const struct twilio_result *res, void *data)
     uint8_t buf[RESPONSE_MAX];
 
     assert(f->state == FLOW_SENDING);
+    list_del(f);
+    f->twilio = NULL; /* freed by twilio.c once this returns */
     switch (res->outcome) {
     case TWILIO_OK: {
         size_t len = f->kind->respond(f, res, buf, sizeof(buf), &e);
@@ -703,22 +740,9 @@ static void on_twilio(const struct twilio_result *res, void *data)
         flow_free(f);
         return;
     }
-    case TWILIO_UNKNOWN: {
-        /* Twilio may have acted: never give back, never let a repeat send. */
-        snprintf(f->errmsg, sizeof(f->errmsg),
-                 "outcome unknown: Twilio may have accepted the request (%s); do not retry "
-                 "without an idempotency_key",
-                 res->message);
-        e.code = reason_status(REASON_OUTCOME_UNKNOWN);
-        e.msg = f->errmsg;
-        e.reason = REASON_OUTCOME_UNKNOWN;
-        struct policy_outcome o = {.code = (int)e.code, .msg = f->errmsg};
-        settle(f, &o);
-        set_state(f, FLOW_DONE);
-        rpc_call_fail(f->call, &e);
-        flow_free(f);
+    case TWILIO_UNKNOWN:
+        answer_unknown(f, res->message);
         return;
-    }
     case TWILIO_REFUSED:
         twilio_refusal(f, res, &e);
         break;
@@ -742,6 +766,39 @@ static void on_twilio(const struct twilio_result *res, void *data)
     /* Refused or failed: Twilio did not act, so what the policy reserved
      * goes back and a repeat of the key may try again. */
     fail_call(f, LET_GO_REFUSED, &e);
+}
+
+/* --- shutdown --- */
+
+void flow_shutdown(struct flow_ctx *ctx)
+{
+    ctx->shutting_down = 1;
+    while (ctx->waiting) {
+        struct flow *f = ctx->waiting;
+        assert_loop(f);
+        list_del(f);
+        event_del(f->timer);
+        fail_for(f, REASON_SHUTTING_DOWN, "commsgate is shutting down; nothing was sent");
+    }
+    while (ctx->sending) {
+        struct flow *f = ctx->sending;
+        int on_wire = twilio_on_wire(f->twilio);
+        assert_loop(f);
+        list_del(f);
+        twilio_cancel(f->twilio); /* its done is not called */
+        f->twilio = NULL;
+        if (on_wire) {
+            answer_unknown(f, "commsgate shut down while Twilio had it");
+        } else {
+            /* Between attempts: none so far reached Twilio, or Twilio
+             * refused it (a 429 waiting for its retry). */
+            struct rpc_error e = {.code = reason_status(REASON_SHUTTING_DOWN),
+                                  .msg = "commsgate is shutting down; nothing was sent",
+                                  .reason = REASON_SHUTTING_DOWN,
+                                  .retry_after_ms = -1};
+            fail_call(f, LET_GO_REFUSED, &e);
+        }
+    }
 }
 
 /* --- metrics --- */

@@ -104,7 +104,8 @@ struct flow {
     enum account_result acct_res;
     int64_t acct_ms;
     struct event *timer;
-    struct flow *wait_prev, *wait_next; /* on the ctx's list while WAITING */
+    struct twilio_req *twilio;          /* SENDING: the request, for shutdown */
+    struct flow *list_prev, *list_next; /* on the ctx's list of its state, WAITING or SENDING */
 };
 
 /* The flows' shared state, owned by the app: the replica's id prefix, the
@@ -127,8 +128,12 @@ void flow_handle(struct rpc_call *call, const uint8_t *req, size_t len,
                  const struct flow_kind *kind, const ProtobufCMessageDescriptor *desc,
                  flow_prepare_fn *prepare);
 
-/* Loop thread, at shutdown: answers every flow waiting on a timer with
- * UNAVAILABLE (its timer will not fire) and refuses waits from now on. */
+/* Loop thread, at shutdown, once the grace period is over: from now on no
+ * flow waits or starts a Twilio request (UNAVAILABLE SHUTTING_DOWN, nothing
+ * sent). Flows waiting on a timer get that at once; flows whose Twilio
+ * request is on the wire are cut and answered outcome unknown (UNKNOWN),
+ * their idempotency record saying so, since Twilio may have acted. Calls
+ * again are no-ops. */
 void flow_shutdown(struct flow_ctx *ctx);
 
 struct evbuffer;

@@ -468,14 +468,20 @@ static int wait_idle(struct rpc_server *s, int ms)
     return idle;
 }
 
-int rpc_server_shutdown(struct rpc_server *s, int grace_ms)
+int rpc_server_shutdown(struct rpc_server *s, int grace_ms, void (*last_word)(void *arg),
+                        void *arg)
 {
     int cancelled = 0;
 
     atomic_store(&s->shutting_down, 1);
     TAG_HANDED(&s->tag_shutdown);
     grpc_server_shutdown_and_notify(s->server, s->cq, &s->tag_shutdown);
-    if (!wait_idle(s, grace_ms)) {
+    int idle = wait_idle(s, grace_ms);
+    if (!idle && last_word) {
+        last_word(arg);
+        idle = wait_idle(s, 1000);
+    }
+    if (!idle) {
         cancelled = rpc_server_live_calls(s);
         log_event(LOG_LEVEL_WARN, "grpc_cancel_calls",
                   json_pack("{s:i, s:i}", "calls", cancelled, "grace_ms", grace_ms));

@@ -55,10 +55,13 @@ struct evbuffer;
 void rpc_server_metrics(struct rpc_server *s, struct evbuffer *out);
 
 /* Main thread. Stops accepting calls and waits up to grace_ms for the calls
- * in flight to finish; then cancels the rest and waits for them to be
- * answered. Returns the number of calls it had to cancel. The loop thread
- * must still run, since it answers calls. */
-int rpc_server_shutdown(struct rpc_server *s, int grace_ms);
+ * in flight to finish. Then, if `last_word` is set, calls it (main thread)
+ * so the calls still held can be answered truthfully, and waits up to 1 s
+ * more; then cancels the rest (they get gRPC's CANCELLED) and waits for
+ * them to be answered. Returns the number of calls it had to cancel. The
+ * loop thread must still run, since it answers calls. */
+int rpc_server_shutdown(struct rpc_server *s, int grace_ms, void (*last_word)(void *arg),
+                        void *arg);
 /* After rpc_server_shutdown and after the loop thread has stopped: drains
  * the queue, joins the threads, destroys the server. Clears *s. */
 void rpc_server_free(struct rpc_server **s);

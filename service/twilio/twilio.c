@@ -381,6 +381,11 @@ void twilio_cancel(struct twilio_req *r)
     req_free(r);
 }
 
+int twilio_on_wire(const struct twilio_req *r)
+{
+    return r && r->http != NULL;
+}
+
 void twilio_free(struct twilio_ctx **tp)
 {
     struct twilio_ctx *t = *tp;

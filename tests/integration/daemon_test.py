@@ -177,6 +177,39 @@ class RunningDaemonTest(unittest.TestCase):
         self.assertLess(took, 5.0)
         self.assertIn('"event":"stopped"', stack.daemon.output())
 
+    def test_sigterm_with_requests_at_twilio(self):
+        """Calls whose request is at Twilio when the grace ends are told the
+        outcome is unknown, never gRPC's CANCELLED; calls still waiting for
+        their rate slot are told nothing was sent. The simulator counts which
+        is which."""
+        stack = harness.Stack(env={"COMMSGATE_SHUTDOWN_GRACE_MS": "500"})
+        try:
+            stack.wait_serving(stack.stubs.health_pb2.HealthCheckResponse.SERVING)
+            sim = harness.Sim(stack.sim.url)
+            sim.fault(path_suffix="Messages.json", latency_ms=3000, times=0)
+            msg = stack.stubs.messaging_pb2
+            # 80 segments/s: some reach Twilio, the rest wait for their slot.
+            futures = [stack.stubs.SendSMS.future(
+                msg.SendSMSRequest(to="+1415555%04d" % i, body="hello"), timeout=30)
+                for i in range(200)]
+            time.sleep(0.3)
+            stack.daemon.signal(signal.SIGTERM)
+            codes = collections.Counter(f.exception().code() if f.exception() else grpc.StatusCode.OK
+                                        for f in futures)
+            rc = stack.daemon.wait(10)
+            acted = [r for r in sim.requests("Messages.json") if 200 <= r["status"] < 300]
+        finally:
+            stack.close()
+        self.assertEqual(rc, 0, stack.daemon.output())
+        self.assertEqual(sum(codes.values()), 200)
+        self.assertTrue(set(codes) <= {grpc.StatusCode.UNKNOWN, grpc.StatusCode.UNAVAILABLE},
+                        codes)
+        self.assertGreater(len(acted), 0)
+        self.assertGreater(codes[grpc.StatusCode.UNAVAILABLE], 0)
+        # Every request Twilio acted on was answered "outcome unknown", and
+        # no call answered "nothing was sent" was acted on.
+        self.assertEqual(codes[grpc.StatusCode.UNKNOWN], len(acted), codes)
+
     def test_sigint_exits_zero(self):
         stack = harness.Stack(with_sim=False)
         stack.wait_serving(stack.stubs.health_pb2.HealthCheckResponse.SERVING)

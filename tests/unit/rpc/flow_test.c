@@ -47,7 +47,7 @@ static struct {
     int takes, gives, releases;
     twilio_done_fn *twilio_done;
     void *twilio_data;
-    int twilio_requests;
+    int twilio_requests, twilio_cancels, on_wire;
     int drops, settles, settled_code, opt_outs, closes, give_backs, reloads, firsts;
 } fx;
 
@@ -182,8 +182,12 @@ int twilio_request(struct twilio_ctx *t, enum twilio_api api, const char *form, 
     fx.twilio_done = done;
     fx.twilio_data = data;
     fx.twilio_requests++;
+    if (out)
+        *out = (struct twilio_req *)&fx;
     return 0;
 }
+void twilio_cancel(struct twilio_req *req) { fx.twilio_cancels++; }
+int twilio_on_wire(const struct twilio_req *req) { return req && fx.on_wire; }
 
 /* --- driving it --- */
 
@@ -512,6 +516,52 @@ static void test_shutdown_while_holding_a_slot(void **state)
     assert_null(app.flows->waiting);
 }
 
+static void test_shutdown_while_twilio_has_it(void **state)
+{
+    send_sms("+14155550117", "k1");
+    deliver();
+    reply_recipient(POLICY_GO, REASON_NONE);
+    reply_account(ACCOUNT_OK, 0);
+    assert_int_equal(the_flow()->state, FLOW_SENDING);
+    fx.on_wire = 1;
+    flow_shutdown(app.flows);
+    assert_int_equal(call.code, GRPC_STATUS_UNKNOWN); /* not gRPC's CANCELLED */
+    assert_int_equal(call.reason, REASON_OUTCOME_UNKNOWN);
+    assert_int_equal(fx.twilio_cancels, 1);
+    assert_int_equal(fx.settles, 1); /* a repeat of the key does not send again */
+    assert_int_equal(fx.settled_code, GRPC_STATUS_UNKNOWN);
+    assert_int_equal(fx.drops, 0);
+    assert_null(app.flows->sending);
+}
+
+static void test_shutdown_between_twilio_attempts(void **state)
+{
+    send_sms("+14155550118", "k1");
+    deliver();
+    reply_recipient(POLICY_GO, REASON_NONE);
+    reply_account(ACCOUNT_OK, 0);
+    fx.on_wire = 0; /* a 429 waiting for its retry */
+    flow_shutdown(app.flows);
+    assert_int_equal(call.code, GRPC_STATUS_UNAVAILABLE);
+    assert_int_equal(call.reason, REASON_SHUTTING_DOWN);
+    assert_int_equal(fx.drops, 1);    /* nothing was sent: the key is free */
+    assert_int_equal(fx.releases, 1); /* Twilio saw the attempts */
+}
+
+static void test_no_twilio_request_starts_after_shutdown(void **state)
+{
+    send_sms("+14155550119", "k1");
+    deliver();
+    flow_shutdown(app.flows); /* while the decision is in Redis */
+    reply_recipient(POLICY_GO, REASON_NONE);
+    reply_account(ACCOUNT_OK, 0);
+    assert_int_equal(call.code, GRPC_STATUS_UNAVAILABLE);
+    assert_int_equal(call.reason, REASON_SHUTTING_DOWN);
+    assert_int_equal(fx.twilio_requests, 0);
+    assert_int_equal(fx.gives, 1);
+    assert_int_equal(fx.drops, 1);
+}
+
 static void test_twilio_refused_opts_out(void **state)
 {
     send_sms("+14155550111", "k1");
@@ -629,6 +679,9 @@ int main(void)
         T(test_scripts_lost_twice),
         T(test_scripts_keep_vanishing),
         T(test_shutdown_while_holding_a_slot),
+        T(test_shutdown_while_twilio_has_it),
+        T(test_shutdown_between_twilio_attempts),
+        T(test_no_twilio_request_starts_after_shutdown),
         T(test_twilio_refused_opts_out),
         T(test_twilio_failed),
         T(test_twilio_429_past_the_deadline),
