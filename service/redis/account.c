@@ -123,7 +123,7 @@ static void send_batch(struct account_ctx *a, struct account_req **list)
      * expire on their own. */
     a->nreleased -= nrel;
 
-    size_t argc = ntake ? 3 + 2 + 4 + nrel + 4 * ntake : 2 + nrel;
+    size_t argc = ntake ? 3 + 3 + 4 + nrel + 4 * ntake : 2 + nrel;
     const char **argv = malloc(argc * sizeof(*argv));
     char(*nums)[NUM_MAX] = malloc((1 + 3 * ntake) * sizeof(*nums));
     if (!argv || !nums)
@@ -133,6 +133,7 @@ static void send_batch(struct account_ctx *a, struct account_req **list)
         k = 3; /* EVALSHA sha nkeys: policy_eval_argv fills them */
         argv[k++] = KEYS_ACCOUNT_TAT;
         argv[k++] = KEYS_ACCOUNT_LEASES;
+        argv[k++] = KEYS_ACCOUNT_SPARE;
         argv[k++] = a->rate;
         argv[k++] = a->most;
         argv[k++] = "take";
@@ -161,7 +162,7 @@ static void send_batch(struct account_ctx *a, struct account_req **list)
     } else if ((b = malloc(sizeof(*b)))) {
         b->head = take;
         b->n = ntake;
-        rc = policy_eval_argv(a->redis, POLICY_ACCOUNT, 2, (int)k, argv, NULL, on_batch, b);
+        rc = policy_eval_argv(a->redis, POLICY_ACCOUNT, 3, (int)k, argv, NULL, on_batch, b);
         if (rc)
             free(b);
     }
@@ -255,9 +256,9 @@ int account_give(struct account_ctx *a, const char *id, int cost, const char *sl
     if (!a)
         return CG_EREDIS;
     snprintf(c, sizeof(c), "%d", cost);
-    const char *keys[] = {KEYS_ACCOUNT_TAT, KEYS_ACCOUNT_LEASES};
+    const char *keys[] = {KEYS_ACCOUNT_TAT, KEYS_ACCOUNT_LEASES, KEYS_ACCOUNT_SPARE};
     const char *args[] = {a->rate, a->most, "give", id, c, slot};
-    return policy_eval(a->redis, POLICY_ACCOUNT, 2, keys, 6, args, redis_on_write,
+    return policy_eval(a->redis, POLICY_ACCOUNT, 3, keys, 6, args, redis_on_write,
                        (void *)"account give");
 }
 

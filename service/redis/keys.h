@@ -30,6 +30,7 @@ enum keys_record {
 /* The account's budget, shared by every replica (account.c). */
 #define KEYS_ACCOUNT_TAT "cg:{account}:tat_us"
 #define KEYS_ACCOUNT_LEASES "cg:{account}:leases"
+#define KEYS_ACCOUNT_SPARE "cg:{account}:spare"
 /* The events stream other services read (webhook/events.c). */
 #define KEYS_EVENTS "cg:events"
 

@@ -195,6 +195,35 @@ class IdempotencyTest(Base):
         self.assertTrue(r.sid.startswith("SM"))
 
 
+class RepeatsAreFreeTest(Base):
+    """A repeat answered from its key's record takes a rate slot and a lease
+    only for a moment and hands both back: 1,000 of them leave the account's
+    next free slot where it was."""
+    ENV = {"COMMSGATE_SEND_RATE": "50"}  # 1,000 lost slots would be 20 s
+
+    def test_1000_repeats_do_not_delay_the_next_send(self):
+        req = self.m.SendSMSRequest(to="+14155550100", body="once", idempotency_key="loop-1")
+        first = self.s.SendSMS(req, timeout=5)
+        with concurrent.futures.ThreadPoolExecutor(50) as pool:
+            again = list(pool.map(lambda _: self.s.SendSMS(req, timeout=30), range(1000)))
+        self.assertEqual({a.sid for a in again}, {first.sid})
+        self.assertEqual(len(self.sim.requests("Messages.json")), 1)
+        # The next free slot is no more than a few slots ahead, not 20 s.
+        secs, micros = self.redis("TIME").split()
+        now_us = int(secs) * 10**6 + int(micros)
+        tat = self.redis("GET", "cg:{account}:tat_us")
+        ahead_ms = (int(tat) - now_us) / 1000 if tat else 0
+        self.assertLess(ahead_ms, 200, "the next free slot is %d ms ahead" % ahead_ms)
+        # A fresh send with a 1 s deadline goes at once.
+        r = self.s.SendSMS(self.m.SendSMSRequest(to="+14155550101", body="fresh"), timeout=1)
+        self.assertTrue(r.sid.startswith("SM"))
+        # No lease outlives its call (released leases go out within 50 ms).
+        deadline = time.monotonic() + 2
+        while self.redis("ZCARD", "cg:{account}:leases") != "0" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(self.redis("ZCARD", "cg:{account}:leases"), "0")
+
+
 class WhatsAppTest(Base):
     ENV = {"COMMSGATE_WHATSAPP_WINDOW_SECONDS": "2"}
     TO = "+14155550150"

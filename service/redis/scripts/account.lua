@@ -13,6 +13,9 @@
 --
 -- KEYS[1] next free slot, unix us        cg:{account}:tat_us
 -- KEYS[2] leases of requests in flight   cg:{account}:leases (zset, score: expiry in unix ms)
+-- KEYS[3] spare slots (optional)         cg:{account}:spare  (zset, score: slot end in
+--         unix us, member 'end:cost'): slots given back that were not the last
+--         one booked, handed to the next take of the same cost
 -- ARGV[1] segments per second
 -- ARGV[2] most requests in flight
 -- ARGV[3] 'take' or 'give'
@@ -28,9 +31,12 @@
 --         'concurrency', ms, '0'   all places taken; one frees within ms
 -- give: ARGV[4] lease id, ARGV[5] cost, ARGV[6] the slot its take got:
 --       hands back what a take got when the request was not sent after all.
---       The lease always; the rate slot only while it is the last one given
---       out, since moving the next free slot back over later reservations
---       would put two sends in one slot. Returns {'ok'}.
+--       The lease always. The rate slot: while it is the last one given out,
+--       the next free slot moves back over it (and over any spare it then
+--       reaches); otherwise moving back would put two sends in one slot, so
+--       it becomes a spare that the next take of the same cost gets first.
+--       Either way a slot given back is not lost: an idempotent repeat, which
+--       takes and gives back, costs the account nothing. Returns {'ok'}.
 
 local t = redis.call('TIME')
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -42,12 +48,29 @@ local function set_tat(tat)
              math.ceil((tat - now_us) / 1000) + 1000)
 end
 
+local spare = KEYS[3]
+
 if ARGV[3] == 'give' then
   redis.call('ZREM', KEYS[2], ARGV[4])
   local cost = tonumber(ARGV[5])
+  local slot = tonumber(ARGV[6])
+  if cost == 0 or slot <= now_us then return {'ok'} end
   local tat = redis.call('GET', KEYS[1])
-  if cost > 0 and tat and tat == ARGV[6] and tonumber(tat) > now_us then
-    set_tat(math.max(now_us, tonumber(tat) - cost * interval_us))
+  if tat and tat == ARGV[6] then
+    local back = slot - cost * interval_us
+    -- Spares that end where the free slot now starts are free slots too.
+    while spare do
+      local s = redis.call('ZRANGEBYSCORE', spare, string.format('%.0f', back),
+                           string.format('%.0f', back))
+      if not s[1] then break end
+      redis.call('ZREM', spare, s[1])
+      back = back - tonumber(string.match(s[1], ':(%d+)$')) * interval_us
+    end
+    set_tat(math.max(now_us, back))
+  elseif spare then
+    redis.call('ZADD', spare, ARGV[6], ARGV[6] .. ':' .. ARGV[5])
+    local ttl = math.ceil((slot - now_us) / 1000) + 1000
+    if redis.call('PTTL', spare) < ttl then redis.call('PEXPIRE', spare, ttl) end
   end
   return {'ok'}
 end
@@ -67,6 +90,20 @@ local lease_until = 0
 local leases = {}
 local out = {}
 local soonest_wait
+
+-- The earliest spare slot of this cost that has not started yet, as its
+-- end; nil if none.
+if spare then redis.call('ZREMRANGEBYSCORE', spare, '-inf', string.format('%.0f', now_us)) end
+local function spare_for(cost)
+  if not spare then return nil end
+  local from = string.format('%.0f', now_us + cost * interval_us)
+  local s = redis.call('ZRANGEBYSCORE', spare, from, '+inf', 'LIMIT', 0, 16)
+  for _, m in ipairs(s) do
+    local e, c = string.match(m, '^(%d+):(%d+)$')
+    if tonumber(c) == cost then return tonumber(e), m end
+  end
+  return nil
+end
 
 local function concurrency_wait()
   if not soonest_wait then
@@ -92,14 +129,24 @@ while i <= #ARGV do
     -- more than the slack is worth, even at 80 segments/s.
     local delay = 0
     local slot = math.max(tat, now_us)
-    if cost > 0 then delay = math.floor((slot - now_us) / 1000) end
+    local spare_end, spare_member
+    if cost > 0 then
+      spare_end, spare_member = spare_for(cost)
+      if spare_end then
+        slot = spare_end - cost * interval_us
+      end
+      delay = math.floor((slot - now_us) / 1000)
+    end
     if delay > max_wait then
       out[#out + 1] = 'rate'
       out[#out + 1] = delay
       out[#out + 1] = '0'
     else
       local given = '0'
-      if cost > 0 then
+      if spare_end then
+        redis.call('ZREM', spare, spare_member)
+        given = string.format('%.0f', spare_end)
+      elseif cost > 0 then
         tat = slot + cost * interval_us
         tat_changed = true
         given = string.format('%.0f', tat)
