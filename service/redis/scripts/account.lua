@@ -93,7 +93,11 @@ local soonest_wait
 
 -- The earliest spare slot of this cost that has not started yet, as its
 -- end; nil if none.
-if spare then redis.call('ZREMRANGEBYSCORE', spare, '-inf', string.format('%.0f', now_us)) end
+if spare then
+  redis.call('ZREMRANGEBYSCORE', spare, '-inf', string.format('%.0f', now_us))
+  -- Usually there is none: one look per batch instead of one per take.
+  if redis.call('EXISTS', spare) == 0 then spare = nil end
+end
 local function spare_for(cost)
   if not spare then return nil end
   local from = string.format('%.0f', now_us + cost * interval_us)
