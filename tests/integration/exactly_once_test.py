@@ -5,6 +5,7 @@ verification) and then closes or resets the kept-alive connection instead of
 answering. Each fault is injected once, on a connection the previous request
 left open, and then repeated; each case counts what the simulator received
 and acted on, and checks what the caller was told."""
+import concurrent.futures
 import itertools
 import os
 import sys
@@ -98,6 +99,23 @@ class ExactlyOnceTest(unittest.TestCase):
                 # Three callers told "unknown", three requests acted on: none twice.
                 self.assertEqual(len(self.sim.requests(suffix)), 4)
                 self.assertEqual(len(self.acted(suffix)), 4)
+
+    def test_concurrency_refusals_are_retried_never_doubled(self):
+        """Twilio refuses requests over the account's concurrency with 20429,
+        before acting: those are retried within the deadline, and each
+        message is still acted on once."""
+        self.sim.config(max_open=5)
+        self.sim.fault(path_suffix="Messages.json", latency_ms=300, times=0)
+        numbers = [next(NUMBERS) for _ in range(20)]
+        with concurrent.futures.ThreadPoolExecutor(20) as pool:
+            sids = list(pool.map(lambda to: self.s.SendSMS(
+                self.m.SendSMSRequest(to=to, body="x"), timeout=15).sid, numbers))
+        self.assertEqual(len(set(sids)), 20)
+        got = self.sim.requests("Messages.json")
+        refused = [r for r in got if r["status"] == 429]
+        self.assertGreater(len(refused), 0)  # the limit was hit
+        acted = sorted(self.sim.params(r)["To"] for r in self.acted("Messages.json"))
+        self.assertEqual(acted, sorted(numbers))  # each exactly once
 
     def test_repeat_of_a_cut_key_is_not_sent_again(self):
         self.s.SendSMS(self.m.SendSMSRequest(to="+14155552000", body="warm"), timeout=10)

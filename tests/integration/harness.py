@@ -327,6 +327,9 @@ class Sim:
     def fault(self, **kw):
         http_json("POST", self.url + "/__sim/faults", kw)
 
+    def config(self, **kw):
+        http_json("POST", self.url + "/__sim/config", kw)
+
     def verifications(self):
         return http_json("GET", self.url + "/__sim/verifications")[1]
 

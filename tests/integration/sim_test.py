@@ -135,6 +135,26 @@ class SimTest(unittest.TestCase):
         self.assertEqual(self.sms("+14155550100")[0], 201)  # other numbers unaffected
         self.assertEqual(self.sms("+14155550199")[0], 500)
 
+    def test_concurrency_limit_and_cut_after_acting(self):
+        import concurrent.futures
+        self.sim.config(max_open=1)
+        self.sim.fault(path_suffix="Messages.json", latency_ms=500, times=2)
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            first = pool.submit(self.sms, "+14155550100")
+            time.sleep(0.2)
+            second = pool.submit(self.sms, "+14155550101")
+            results = [first.result(), second.result()]
+        self.assertEqual(results[0][0], 201)
+        self.assertEqual((results[1][0], results[1][1]["code"]), (429, 20429))
+        self.sim.reset()  # the limit goes with the rest
+        self.assertEqual(self.sms("+14155550102")[0], 201)
+        # after: "reset" acts, then resets the connection instead of answering.
+        self.sim.fault(path_suffix="Messages.json", after="reset")
+        with self.assertRaises((ConnectionError, urllib.error.URLError, OSError)):
+            self.sms("+14155550103")
+        got = self.sim.requests("Messages.json")
+        self.assertEqual((got[-1]["status"], got[-1]["cut"]), (201, "reset"))
+
     def test_latency_and_drop(self):
         self.sim.fault(path_suffix="Messages.json", latency_ms=400)
         t0 = time.monotonic()

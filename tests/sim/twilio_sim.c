@@ -10,6 +10,9 @@
  *   POST /__sim/reset                      forget requests, verifications, faults
  *   GET  /__sim/verifications              codes "sent", for tests to type in
  *   POST /__sim/faults                     queue a fault (JSON, see README)
+ *   POST /__sim/config                     {"max_open": N}: like Twilio, refuse with
+ *                                          429 / 20429 (not acted on) a request that
+ *                                          arrives while N are open; 0: no limit
  *   GET  /__sim/health
  *   POST /__sim/inbound                    post a signed inbound message (JSON: url,
  *                                          from, to, body, num_media, token)
@@ -88,6 +91,7 @@ static struct {
     size_t nverifs;
     struct fault faults[MAX_FAULTS];
     size_t nfaults;
+    int open, max_open; /* API requests not answered yet, and the cap (0: none) */
 } sim;
 
 static double now_s(void)
@@ -164,6 +168,7 @@ static void send_now(struct evhttp_request *req, int status, const char *body)
 static void on_deferred(evutil_socket_t fd, short what, void *arg)
 {
     struct deferred *d = arg;
+    sim.open--;
     if (d->cut) {
         struct evhttp_connection *conn = evhttp_request_get_connection(d->req);
         if (d->cut == CUT_RESET) {
@@ -190,6 +195,7 @@ static void answer(struct evhttp_request *req, int status, char *body, int laten
         return;
     }
     struct deferred *d = calloc(1, sizeof(*d));
+    sim.open++;
     d->req = req;
     d->status = status;
     d->body = body;
@@ -692,6 +698,11 @@ static void handle_api(struct evhttp_request *req, const char *path)
     for (struct evkeyval *kv = a.params.tqh_first; params && kv; kv = kv->next.tqe_next)
         json_array_append_new(params, json_pack("[s, s]", kv->key, kv->value));
 
+    if (sim.max_open && sim.open >= sim.max_open) {
+        /* Twilio's concurrency limit: refused before anything is done. */
+        fail_api(&a, 429, 20429, "Too many concurrent requests", 0);
+        goto done;
+    }
     if (take_fault(&a, &fault)) {
         latency += fault.latency_ms;
         if (fault.drop) {
@@ -757,6 +768,7 @@ static void reset(void)
     sim.rec_head = sim.rec_count = 0;
     sim.nverifs = 0;
     sim.nfaults = 0;
+    sim.max_open = 0;
 }
 
 static void control(struct evhttp_request *req, const char *path)
@@ -766,6 +778,23 @@ static void control(struct evhttp_request *req, const char *path)
         send_now(req, 200, "{\"ok\":true}");
     } else if (strcmp(path, "/__sim/reset") == 0 && cmd == EVHTTP_REQ_POST) {
         reset();
+        send_now(req, 200, "{\"ok\":true}");
+    } else if (strcmp(path, "/__sim/config") == 0 && cmd == EVHTTP_REQ_POST) {
+        struct evbuffer *in = evhttp_request_get_input_buffer(req);
+        size_t len = evbuffer_get_length(in);
+        char *body = malloc(len + 1);
+        evbuffer_copyout(in, body, len);
+        body[len] = '\0';
+        json_t *j = json_loads(body, 0, NULL);
+        free(body);
+        json_t *max_open = json_object_get(j, "max_open");
+        if (!json_is_integer(max_open) || json_integer_value(max_open) < 0) {
+            json_decref(j);
+            send_now(req, 400, "{\"error\":\"expected {\\\"max_open\\\": N}\"}");
+            return;
+        }
+        sim.max_open = (int)json_integer_value(max_open);
+        json_decref(j);
         send_now(req, 200, "{\"ok\":true}");
     } else if (strcmp(path, "/__sim/requests") == 0) {
         struct evkeyvalq q;
