@@ -6,6 +6,7 @@
 struct account_ctx;
 struct config;
 struct flow_ctx;
+struct idempotency_ctx;
 struct loop_ctx;
 struct redis_ctx;
 struct health_ctx;
@@ -19,6 +20,7 @@ struct app {
     struct redis_ctx *redis;   /* loop thread only */
     struct account_ctx *account; /* loop thread only */
     struct flow_ctx *flows;    /* the calls' shared state; see rpc/flow.h */
+    struct idempotency_ctx *idem; /* loop thread only */
     struct twilio_ctx *twilio; /* loop thread only */
     struct webhook_ctx *webhook; /* loop thread only */
     struct health_ctx *health;

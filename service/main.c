@@ -15,6 +15,7 @@
 #include "core/log.h"
 #include "loop/loop.h"
 #include "redis/account.h"
+#include "redis/idempotency.h"
 #include "redis/policy.h"
 #include "redis/redis.h"
 #include "rpc/flow.h"
@@ -50,6 +51,8 @@ static void on_redis_health(int up, void *data)
     static int served;
     struct app *app = data;
     health_set_serving(app->health, up);
+    if (up)
+        idempotency_redis_up(app->idem); /* drops Redis could not take */
     if (up && !served) {
         served = 1;
         log_event(LOG_LEVEL_INFO, "serving",
@@ -75,6 +78,7 @@ static void loop_close(void *arg)
     /* Pending Redis callbacks answer RPCs and webhooks, so the webhook
      * server (its requests and counters) must outlive this. */
     redis_free(&app->redis);
+    idempotency_free(&app->idem); /* after Redis, whose last replies may keep drops */
     account_free(&app->account); /* after Redis, whose last replies may still release leases */
     webhook_free(&app->webhook);
 }
@@ -187,6 +191,9 @@ int main(int argc, char **argv)
                      &app.account);
     if (rc)
         goto fail;
+    rc = idempotency_new(app.redis, &cfg, &app.idem);
+    if (rc)
+        goto fail;
     rc = flow_ctx_new(&app.flows);
     if (rc)
         goto fail;
@@ -248,6 +255,7 @@ fail:
     webhook_free(&app.webhook); /* only if the loop never ran */
     twilio_free(&app.twilio);
     redis_free(&app.redis);
+    idempotency_free(&app.idem);
     account_free(&app.account);
     rpc_server_free(&app.server);
     flow_ctx_free(&app.flows); /* after the queue threads, which make flows */

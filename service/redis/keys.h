@@ -13,7 +13,7 @@
 #define KEYS_MAP(X)                                                                          \
     X(KEYS_OPTOUT,      "optout",  "send_policy, inbound", "opted out (STOP)")             \
     X(KEYS_WINDOW,      "wa",      "send_policy, inbound", "last inbound WhatsApp, unix ms") \
-    X(KEYS_IDEMPOTENCY, "idem:",   "send_policy",        "idempotency record <rpc>:<caller>:<key>") \
+    X(KEYS_IDEMPOTENCY, "idem",    "idempotency",        "idempotency record; tag key:<caller>:<key>") \
     X(KEYS_VSEND,       "vsend",   "verify_limits",      "verification sends (zset)")      \
     X(KEYS_VCHECK,      "vcheck",  "verify_limits",      "verification checks (zset)")     \
     X(KEYS_MESSAGE,     "msg",     "message_status",     "a message's latest status (hash)") \

@@ -19,6 +19,7 @@ static const char *const script_names[POLICY_SCRIPT_COUNT] = {
     [POLICY_VERIFY_CHECK] = "verify_check",
     [POLICY_MESSAGE_STATUS] = "message_status",
     [POLICY_INBOUND] = "inbound",
+    [POLICY_IDEMPOTENCY] = "idempotency",
 };
 
 static const struct script_source *scripts[POLICY_SCRIPT_COUNT];

@@ -24,6 +24,7 @@ enum policy_script {
     POLICY_VERIFY_CHECK, /* verify_check.lua */
     POLICY_MESSAGE_STATUS, /* message_status.lua: webhook status callbacks */
     POLICY_INBOUND,      /* inbound.lua: inbound messages, keywords, window */
+    POLICY_IDEMPOTENCY,  /* idempotency.lua: a key's record, claim and drop */
     POLICY_SCRIPT_COUNT
 };
 

@@ -7,6 +7,7 @@
 #include <assert.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
+#include <openssl/evp.h>
 #include <openssl/sha.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -22,6 +23,7 @@
 #include "core/log.h"
 #include "loop/loop.h"
 #include "redis/message_status.h"
+#include "redis/idempotency.h"
 #include "redis/send_policy.h"
 #include "redis/verify_limits.h"
 #include "twilio/form.h"
@@ -39,7 +41,8 @@
 #define TWILIO_MAX_MS 30000
 
 /* What a decision round asks Redis (flow.need). */
-enum { NEED_RECIPIENT = 1 << 0, NEED_ACCOUNT = 1 << 1 };
+enum { NEED_RECIPIENT = 1 << 0, NEED_ACCOUNT = 1 << 1, NEED_CLAIM = 1 << 2 };
+#define NEED_ALL(f) (NEED_RECIPIENT | NEED_ACCOUNT | ((f)->idem[0] ? NEED_CLAIM : 0))
 
 /* How a call lets go of what it holds (let_go). */
 enum let_go {
@@ -150,7 +153,6 @@ static struct flow *flow_new(struct rpc_call *call, const struct flow_kind *kind
     f->kind = kind;
     f->app = rpc_call_app(call);
     f->state = FLOW_PREPARED;
-    f->need = NEED_RECIPIENT | NEED_ACCOUNT;
     snprintf(f->id, sizeof(f->id), "%s-%lu", ctx_of(f)->replica,
              atomic_fetch_add(&ctx_of(f)->next_id, 1));
     return f;
@@ -165,7 +167,7 @@ static void flow_free(struct flow *f)
     if (f->timer)
         event_free(f->timer);
     free(f->form);
-    free(f->verdict.repeat);
+    free(f->claim.repeat);
     free(f);
 }
 
@@ -197,6 +199,7 @@ void flow_handle(struct rpc_call *call, const uint8_t *req, size_t len,
             rpc_call_fail(f->call, &err);
             flow_free(f);
         } else {
+            f->need = NEED_ALL(f);
             rpc_call_set_data(f->call, f);
             rpc_call_task(f->call)->run = flow_task;
             loop_post(f->app->loop, rpc_call_task(f->call));
@@ -210,13 +213,23 @@ void flow_set_idempotency(struct flow *f, const char *key, const uint8_t *req, s
     char caller[64];
     unsigned char digest[SHA256_DIGEST_LENGTH];
 
+    EVP_MD_CTX *sha;
+    unsigned dlen = 0;
+
     f->idem[0] = '\0';
     if (!key || !*key)
         return;
     if (rpc_call_metadata(f->call, "commsgate-caller", caller, sizeof(caller)) <= 0)
         strcpy(caller, "default");
-    send_policy_idem_key(f->idem, sizeof(f->idem), f->to, f->kind->rpc, caller, key);
-    SHA256(req, req_len, digest);
+    idempotency_key(f->idem, sizeof(f->idem), caller, key);
+    sha = EVP_MD_CTX_new();
+    /* The whole request and its RPC: the same key with any other request
+     * (another recipient, another RPC) is refused. */
+    if (!sha || !EVP_DigestInit_ex(sha, EVP_sha256(), NULL) ||
+        !EVP_DigestUpdate(sha, f->kind->rpc, strlen(f->kind->rpc) + 1) ||
+        !EVP_DigestUpdate(sha, req, req_len) || !EVP_DigestFinal_ex(sha, digest, &dlen))
+        memset(digest, 0, sizeof(digest)); /* out of memory: every such request alike */
+    EVP_MD_CTX_free(sha);
     for (int i = 0; i < 16; i++)
         snprintf(f->fp + 2 * i, 3, "%02x", digest[i]);
 }
@@ -250,7 +263,7 @@ static void let_go(struct flow *f, enum let_go how)
     struct app *app = f->app;
 
     if (how != LET_GO_SENT && (f->held & FLOW_HOLD_CLAIM))
-        send_policy_drop_claim(app->redis, f->idem);
+        idempotency_drop(app->idem, f->idem, f->id);
     if (how != LET_GO_SENT && (f->held & FLOW_HOLD_PLACE))
         verify_limits_give_back(app->redis, f->to, f->id);
     if ((f->held & FLOW_HOLD_LEASE) && how == LET_GO_UNSENT) {
@@ -339,10 +352,31 @@ static void round_done(struct flow *f)
 static void on_recipient(struct policy_result *res, struct policy_req *req)
 {
     struct flow *f = req->data;
-    free(f->verdict.repeat);
     f->verdict = *res;
+    f->verdict.repeat = NULL; /* the recipient's scripts answer no repeats */
+    round_done(f);
+}
+
+static void on_claim(struct policy_result *res, struct policy_req *req)
+{
+    struct flow *f = req->data;
+    free(f->claim.repeat);
+    f->claim = *res;
     res->repeat = NULL; /* the flow keeps it until it answers */
     round_done(f);
+}
+
+/* The key's record: claimed for as long as this call may still act, plus a
+ * margin for its answer to reach Redis. */
+static int ask_claim(struct flow *f)
+{
+    int64_t left = rpc_call_ms_left(f->call);
+    if (left > 2 * TWILIO_MAX_MS)
+        left = 2 * TWILIO_MAX_MS; /* waits, then the Twilio request */
+    f->claim_req.done = on_claim;
+    f->claim_req.data = f;
+    return idempotency_claim(f->app->idem, f->idem, f->fp, f->id,
+                             left + IDEMPOTENCY_LEASE_MARGIN_MS, &f->claim_req);
 }
 
 static void on_account(struct account_req *req, enum account_result res, int64_t ms)
@@ -358,9 +392,7 @@ static int ask_recipient(struct flow *f)
     struct app *app = f->app;
     struct send_policy_args a = {.to = f->to,
                                  .check_optout = f->check_optout,
-                                 .needs_window = f->needs_window,
-                                 .idem = f->idem,
-                                 .fp = f->fp};
+                                 .needs_window = f->needs_window};
     f->policy.done = on_recipient;
     f->policy.data = f;
     switch (f->kind->policy) {
@@ -403,10 +435,22 @@ static void run_round(struct flow *f)
     }
     set_state(f, FLOW_DECIDING);
     f->verdict.verdict = POLICY_GO;
+    f->claim.verdict = POLICY_GO;
     f->acct_res = ACCOUNT_OK;
-    f->pending = !!(f->need & NEED_RECIPIENT) + !!(f->need & NEED_ACCOUNT);
-    if ((f->need & NEED_RECIPIENT) && ask_recipient(f)) {
+    f->pending = !!(f->need & NEED_RECIPIENT) + !!(f->need & NEED_ACCOUNT) +
+                 !!(f->need & NEED_CLAIM);
+    /* The key's record first: a repeat is answered whatever else says. */
+    if ((f->need & NEED_CLAIM) && ask_claim(f)) {
         fail_for(f, REASON_REDIS_UNAVAILABLE, "Redis is unreachable; nothing was sent");
+        return;
+    }
+    if ((f->need & NEED_RECIPIENT) && ask_recipient(f)) {
+        /* A claim just sent is dropped when its reply comes (decide). */
+        f->verdict.verdict = POLICY_LOST;
+        if (--f->pending == 0)
+            decide(f);
+        else if (f->need & NEED_ACCOUNT)
+            ask_account(f);
         return;
     }
     if (f->need & NEED_ACCOUNT)
@@ -476,7 +520,14 @@ static void refusal_message(struct flow *f, const struct policy_result *v, struc
         break;
     case REASON_IDEMPOTENCY_KEY_REUSED:
         snprintf(f->errmsg, sizeof(f->errmsg),
-                 "idempotency_key was already used for a different request");
+                 "idempotency_key was already used for a different request (another "
+                 "recipient, content or RPC)");
+        break;
+    case REASON_OUTCOME_UNKNOWN:
+        snprintf(f->errmsg, sizeof(f->errmsg),
+                 "outcome unknown: the request first made with this idempotency_key was "
+                 "interrupted before its outcome was recorded (its replica stopped, or lost "
+                 "Redis); Twilio may have accepted it, so it is not sent again");
         break;
     case REASON_VERIFY_COOLDOWN:
         e->retry_after_ms = v->ms;
@@ -506,7 +557,7 @@ static void refusal_message(struct flow *f, const struct policy_result *v, struc
 /* An idempotent repeat: the first answer to the key, again. */
 static void answer_repeat(struct flow *f)
 {
-    const struct policy_outcome *o = f->verdict.repeat;
+    const struct policy_outcome *o = f->claim.repeat;
     let_go(f, LET_GO_UNSENT); /* this round's account take */
     set_state(f, FLOW_DONE);
     if (o->code == GRPC_STATUS_OK) {
@@ -533,37 +584,45 @@ static int refused_for_shutdown(struct flow *f)
     return 1;
 }
 
-/* What the recipient's GO reserves, now held. */
-static void hold_recipient(struct flow *f)
-{
-    if (f->kind->policy == FLOW_POLICY_SEND && f->idem[0])
-        f->held |= FLOW_HOLD_CLAIM;
-    else if (f->kind->policy == FLOW_POLICY_VERIFY_START)
-        f->held |= FLOW_HOLD_PLACE;
-}
+
 
 static void decide(struct flow *f)
 {
     int asked_recipient = f->need & NEED_RECIPIENT, asked_account = f->need & NEED_ACCOUNT;
-    enum policy_verdict v = f->verdict.verdict;
+    int asked_claim = f->need & NEED_CLAIM;
+    enum policy_verdict v = f->verdict.verdict, c = f->claim.verdict;
     struct rpc_error e = {.retry_after_ms = -1};
 
     /* First take what this round got, so every way out below lets go of
-     * it: a claim or place on GO, a lease (and slot) on ACCOUNT_OK. */
-    if (asked_recipient && v == POLICY_GO)
-        hold_recipient(f);
+     * it: the key's claim, a verification place, a lease (and slot). */
+    if (asked_claim && c == POLICY_GO)
+        f->held |= FLOW_HOLD_CLAIM;
+    if (asked_recipient && v == POLICY_GO && f->kind->policy == FLOW_POLICY_VERIFY_START)
+        f->held |= FLOW_HOLD_PLACE;
     if (asked_account && f->acct_res == ACCOUNT_OK) {
         f->held |= FLOW_HOLD_LEASE;
         if (f->cost > 0)
             f->held |= FLOW_HOLD_SLOT;
     }
+    /* A reply lost on the way leaves unknown whether its script ran (Redis
+     * may still execute what it had read): give back as if it had; each
+     * give-back is a no-op for what was never taken, and a claim is dropped
+     * only by its owner, when Redis is back if need be. */
+    if (asked_claim && c == POLICY_LOST)
+        f->held |= FLOW_HOLD_CLAIM;
+    if (asked_recipient && v == POLICY_LOST && f->kind->policy == FLOW_POLICY_VERIFY_START)
+        f->held |= FLOW_HOLD_PLACE;
+    if (asked_account && f->acct_res == ACCOUNT_LOST) {
+        snprintf(f->acct.slot, sizeof(f->acct.slot), "0"); /* no slot is known */
+        f->held |= FLOW_HOLD_LEASE;
+    }
 
-    if (v == POLICY_LOST || f->acct_res == ACCOUNT_LOST) {
+    if (v == POLICY_LOST || c == POLICY_LOST || f->acct_res == ACCOUNT_LOST) {
         fail_for(f, REASON_REDIS_UNAVAILABLE,
                  "Redis connection lost during the policy check; nothing was sent");
         return;
     }
-    if (v == POLICY_NOSCRIPT || f->acct_res == ACCOUNT_NOSCRIPT) {
+    if (v == POLICY_NOSCRIPT || c == POLICY_NOSCRIPT || f->acct_res == ACCOUNT_NOSCRIPT) {
         /* Redis lost the scripts (flush, failover): let go of this round,
          * reload, and run the whole decision again. */
         if (++f->reloads > MAX_RELOADS) {
@@ -571,18 +630,18 @@ static void decide(struct flow *f)
             return;
         }
         let_go(f, LET_GO_UNSENT);
-        f->need = NEED_RECIPIENT | NEED_ACCOUNT;
+        f->need = NEED_ALL(f);
         policy_reload(f->app->redis);
         run_round(f);
         return;
     }
-    if (asked_recipient) {
-        switch (v) {
+    if (asked_claim) {
+        switch (c) {
         case POLICY_GO:
-            f->need &= ~(unsigned)NEED_RECIPIENT;
+            f->need &= ~(unsigned)NEED_CLAIM;
             break;
-        case POLICY_REFUSE:
-            refusal_message(f, &f->verdict, &e);
+        case POLICY_REFUSE: /* another request, or its holder stopped */
+            refusal_message(f, &f->claim, &e);
             fail_call(f, LET_GO_UNSENT, &e);
             return;
         case POLICY_REPEAT:
@@ -592,7 +651,7 @@ static void decide(struct flow *f)
             int64_t wait = POLL_FIRST_MS << (f->polls < 4 ? f->polls : 4);
             f->polls++;
             let_go(f, LET_GO_UNSENT); /* the account take waits with us */
-            f->need = NEED_RECIPIENT | NEED_ACCOUNT;
+            f->need = NEED_ALL(f);
             if (wait_for(f, wait > POLL_CAP_MS ? POLL_CAP_MS : wait) && !refused_for_shutdown(f))
                 fail_for(f, REASON_IDEMPOTENCY_IN_FLIGHT,
                          "a request with this idempotency_key is still in flight; retry with "
@@ -603,6 +662,14 @@ static void decide(struct flow *f)
         case POLICY_NOSCRIPT:
             break; /* handled above */
         }
+    }
+    if (asked_recipient) {
+        if (v == POLICY_REFUSE) {
+            refusal_message(f, &f->verdict, &e);
+            fail_call(f, LET_GO_UNSENT, &e); /* the claim goes too: nothing sent */
+            return;
+        }
+        f->need &= ~(unsigned)NEED_RECIPIENT;
     }
     if (asked_account) {
         if (f->acct_res != ACCOUNT_OK) { /* ACCOUNT_RATE or ACCOUNT_BUSY */
@@ -689,7 +756,7 @@ static void twilio_refusal(struct flow *f, const struct twilio_result *res, stru
 static void settle(struct flow *f, const struct policy_outcome *o)
 {
     if (f->held & FLOW_HOLD_CLAIM)
-        send_policy_settle(f->app->redis, f->app->cfg, f->idem, o);
+        idempotency_settle(f->app->idem, f->idem, o);
     let_go(f, LET_GO_SENT);
 }
 

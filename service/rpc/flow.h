@@ -78,7 +78,7 @@ struct flow {
     int cost;                /* segments charged to the account rate; 0: concurrency only */
     int check_optout;        /* FLOW_POLICY_SEND: refuse opted-out recipients */
     int needs_window;        /* FLOW_POLICY_SEND: free-form WhatsApp */
-    char idem[KEYS_MAX];     /* idempotency record key; "" without a key */
+    char idem[KEYS_MAX];     /* the key's record (redis/idempotency.c); "" without a key */
     char fp[33];             /* request fingerprint, for the idempotency record */
     char id[40];             /* unique per request: lease and reservation id */
     char errmsg[640];        /* the caller's message, when refused */
@@ -98,8 +98,9 @@ struct flow {
     unsigned need;           /* what the next decision round asks Redis */
     int pending;             /* replies still due in this round */
     int reloads, polls;
-    struct policy_req policy;
+    struct policy_req policy, claim_req;
     struct policy_result verdict;   /* this round's recipient answer */
+    struct policy_result claim;     /* this round's answer from the key's record */
     struct account_req acct;
     enum account_result acct_res;
     int64_t acct_ms;

@@ -169,7 +169,7 @@ class IdempotencyTest(Base):
         # Later repeats too; and the record expires.
         again = self.s.SendSMS(req, timeout=5)
         self.assertEqual(again, results[0])
-        ttl = int(self.redis("TTL", "cg:{+14155550100}:idem:SendSMS:default:order-42"))
+        ttl = int(self.redis("TTL", "cg:{key:default:order-42}:idem"))
         self.assertTrue(0 < ttl <= 86400, ttl)
 
     def test_same_key_other_request_is_refused(self):
@@ -179,6 +179,24 @@ class IdempotencyTest(Base):
                                                              idempotency_key="k"),
                        grpc.StatusCode.INVALID_ARGUMENT)
         self.assertIn("idempotency_key", e.details())
+
+    def test_same_key_other_recipient_or_rpc_is_refused(self):
+        """The key is the caller's, whatever the request: reusing it for
+        another recipient or another RPC is a client bug, not a new send."""
+        self.s.SendSMS(self.m.SendSMSRequest(to="+14155550100", body="a",
+                                             idempotency_key="mine"), timeout=5)
+        e = self.fails(self.s.SendSMS, self.m.SendSMSRequest(to="+14155550199", body="a",
+                                                             idempotency_key="mine"),
+                       grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertIn("another recipient", e.details())
+        _, info, _ = harness.status_details(e)
+        self.assertEqual(info.reason, "IDEMPOTENCY_KEY_REUSED")
+        self.fails(self.s.PlaceCall, self.m.PlaceCallRequest(to="+14155550100",
+                                                             url="https://example.com/t",
+                                                             idempotency_key="mine"),
+                   grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertEqual(len(self.sim.requests("Messages.json")), 1)
+        self.assertEqual(len(self.sim.requests("Calls.json")), 0)
 
     def test_key_is_scoped_per_caller_and_rpc(self):
         req = self.m.SendSMSRequest(to="+14155550100", body="a", idempotency_key="shared")
@@ -470,6 +488,44 @@ class BudgetTest(unittest.TestCase):
             self.assertTrue(b.cancelled())
         finally:
             self.assertEqual(stack.close(), 0)
+
+
+class RedisHangDuringKeyedSendsTest(Base):
+    """Redis hangs while keyed sends are being decided: each caller is told
+    nothing was sent, and each key works again once Redis is back (the claims
+    are dropped by their owner), not locked for its lifetime."""
+
+    def test_keys_usable_after_redis_returns(self):
+        self.s.SendSMS(self.m.SendSMSRequest(to="+14155550100", body="warm"), timeout=5)
+        self.stack.redis.signal(signal.SIGSTOP)
+        try:
+            reqs = [self.m.SendSMSRequest(to="+1415555%04d" % (3000 + i), body="x",
+                                          idempotency_key="hang-%d" % i) for i in range(20)]
+            with concurrent.futures.ThreadPoolExecutor(20) as pool:
+                errs = list(pool.map(lambda r: self.fails(self.s.SendSMS, r,
+                                                          grpc.StatusCode.UNAVAILABLE,
+                                                          timeout=3), reqs))
+            for e in errs:
+                self.assertIn("nothing was sent", e.details())
+        finally:
+            self.stack.redis.signal(signal.SIGCONT)
+        self.stack.wait_serving(self.stack.stubs.health_pb2.HealthCheckResponse.SERVING,
+                                timeout=10)
+        first = {}
+        deadline = time.monotonic() + 10
+        for r in reqs:
+            while True:  # a claim executed late by Redis is dropped right after
+                try:
+                    first[r.idempotency_key] = self.s.SendSMS(r, timeout=5).sid
+                    break
+                except grpc.RpcError as e:
+                    if e.code() != grpc.StatusCode.ABORTED or time.monotonic() > deadline:
+                        raise
+        # Each message sent once; a repeat now answers with its SID.
+        for r in reqs:
+            self.assertEqual(self.s.SendSMS(r, timeout=5).sid, first[r.idempotency_key])
+        sent = [q for q in self.sim.requests("Messages.json") if q["status"] == 201]
+        self.assertEqual(len(sent), 21)
 
 
 class RedisDownTest(Base):

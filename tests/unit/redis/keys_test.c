@@ -13,8 +13,8 @@ static void test_formats(void **state)
     char k[KEYS_MAX];
     assert_int_equal(keys_make(k, sizeof(k), KEYS_OPTOUT, "+14155550100", NULL), 0);
     assert_string_equal(k, "cg:{+14155550100}:optout");
-    assert_int_equal(keys_make(k, sizeof(k), KEYS_IDEMPOTENCY, "+1", "SendSMS:svc:k1"), 0);
-    assert_string_equal(k, "cg:{+1}:idem:SendSMS:svc:k1");
+    assert_int_equal(keys_make(k, sizeof(k), KEYS_IDEMPOTENCY, "key:svc:k1", NULL), 0);
+    assert_string_equal(k, "cg:{key:svc:k1}:idem");
     assert_int_equal(keys_make(k, sizeof(k), KEYS_EVENT, "SM1", "delivered"), 0);
     assert_string_equal(k, "cg:{SM1}:ev:delivered");
     assert_int_equal(keys_make(k, sizeof(k), KEYS_INBOUND, "+1", "SM2"), 0);

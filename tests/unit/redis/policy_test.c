@@ -117,7 +117,6 @@ static void assert_all_keys_expire(void)
 
 #define OPT "cg:{+14155550100}:optout"
 #define WA "cg:{+14155550100}:wa"
-#define IDEM "cg:{+14155550100}:idem:sms:default:k1"
 
 static void test_send_plain_ok_and_optout(void **state)
 {
@@ -160,36 +159,6 @@ static void test_send_whatsapp_window(void **state)
     assert_string_equal(got[0], "window_closed");
     long long closed = atoll(got[1]);
     assert_true(closed == now - 10000);
-}
-
-static void test_send_idempotency(void **state)
-{
-    const char *keys[] = {OPT, WA, IDEM};
-    const char *args[] = {"1", "0", "86400000", "86400", "fp-A"};
-    const char *other[] = {"1", "0", "86400000", "86400", "fp-B"};
-
-    eval(POLICY_SEND, 3, keys, 5, args);
-    assert_string_equal(got[0], "ok"); /* claimed */
-    eval(POLICY_SEND, 3, keys, 5, args);
-    assert_string_equal(got[0], "in_flight");
-    eval(POLICY_SEND, 3, keys, 5, other);
-    assert_string_equal(got[0], "mismatch");
-
-    const char *done[] = {"HSET", IDEM, "state", "done", "code", "0", "body", "\x01\x02"};
-    int want = replies + 1;
-    assert_int_equal(redis_command_argv(r, on_reply, NULL, 8, done, NULL), CG_OK);
-    test_run_until(base, &replies, want, 3000);
-    eval(POLICY_SEND, 3, keys, 5, args);
-    assert_string_equal(got[0], "repeat");
-    assert_string_equal(got[1], "0");
-    assert_string_equal(got[2], "\x01\x02");
-
-    /* A repeat is answered even after an opt-out: it is the same message. */
-    cmd("SET", OPT, "1", NULL);
-    eval(POLICY_SEND, 3, keys, 5, args);
-    assert_string_equal(got[0], "repeat");
-    cmd("DEL", OPT, NULL, NULL);
-    assert_all_keys_expire();
 }
 
 /* account.lua take: rate (10/s), most in flight, then n released leases,
@@ -371,7 +340,6 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_send_plain_ok_and_optout, flush),
         cmocka_unit_test_setup(test_send_whatsapp_window, flush),
-        cmocka_unit_test_setup(test_send_idempotency, flush),
         cmocka_unit_test_setup(test_account_rate_spacing, flush),
         cmocka_unit_test_setup(test_account_concurrency, flush),
         cmocka_unit_test_setup(test_verify_start_limits, flush),

@@ -40,9 +40,9 @@ static struct {
     struct event_base *base;
     int on_loop;
     struct loop_task *posted;
-    struct policy_req *policy;
+    struct policy_req *policy, *claim;
     enum flow_policy policy_kind;
-    int policies;
+    int policies, claims;
     struct account_req *acct;
     int takes, gives, releases;
     twilio_done_fn *twilio_done;
@@ -138,10 +138,18 @@ void verify_limits_give_back(struct redis_ctx *r, const char *to, const char *id
 {
     fx.give_backs++;
 }
-int send_policy_idem_key(char *out, size_t cap, const char *to, const char *rpc,
-                         const char *caller, const char *key)
+int idempotency_key(char *out, size_t cap, const char *caller, const char *key)
 {
     snprintf(out, cap, "idem:%s", key);
+    return 0;
+}
+int idempotency_claim(struct idempotency_ctx *c, const char *key, const char *fp,
+                      const char *owner, int64_t lease_ms, struct policy_req *req)
+{
+    assert_true(fx.on_loop);
+    assert_true(lease_ms > IDEMPOTENCY_LEASE_MARGIN_MS);
+    fx.claim = req;
+    fx.claims++;
     return 0;
 }
 void send_policy_opt_out(struct redis_ctx *r, const struct config *c, const char *to)
@@ -149,13 +157,16 @@ void send_policy_opt_out(struct redis_ctx *r, const struct config *c, const char
     fx.opt_outs++;
 }
 void send_policy_close_window(struct redis_ctx *r, const char *to) { fx.closes++; }
-void send_policy_settle(struct redis_ctx *r, const struct config *c, const char *idem,
+void idempotency_settle(struct idempotency_ctx *c, const char *key,
                         const struct policy_outcome *o)
 {
     fx.settles++;
     fx.settled_code = o->code;
 }
-void send_policy_drop_claim(struct redis_ctx *r, const char *idem) { fx.drops++; }
+void idempotency_drop(struct idempotency_ctx *c, const char *key, const char *owner)
+{
+    fx.drops++;
+}
 void policy_reload(struct redis_ctx *r) { fx.reloads++; }
 void message_status_first(struct redis_ctx *r, const char *sid, const char *status)
 {
@@ -282,6 +293,16 @@ static void reply_recipient(enum policy_verdict v, enum reason reason)
     req->done(&res, req);
 }
 
+/* The key's record answers. */
+static void reply_claim(enum policy_verdict v, enum reason reason)
+{
+    struct policy_req *req = fx.claim;
+    struct policy_result res = {.verdict = v, .reason = reason};
+    assert_non_null(req);
+    fx.claim = NULL;
+    req->done(&res, req);
+}
+
 static void reply_account(enum account_result res, int64_t ms)
 {
     struct account_req *req = fx.acct;
@@ -325,6 +346,7 @@ static void test_sent(void **state)
     send_sms("+14155550100", "k1");
     deliver();
     assert_int_equal(the_flow()->state, FLOW_DECIDING);
+    reply_claim(POLICY_GO, REASON_NONE);
     reply_recipient(POLICY_GO, REASON_NONE);
     reply_account(ACCOUNT_OK, 0);
     assert_int_equal(the_flow()->state, FLOW_SENDING);
@@ -358,6 +380,7 @@ static void test_refused_by_policy(void **state)
 {
     send_sms("+14155550101", "k1");
     deliver();
+    reply_claim(POLICY_GO, REASON_NONE);
     reply_recipient(POLICY_REFUSE, REASON_OPTED_OUT);
     reply_account(ACCOUNT_OK, 0);
     assert_int_equal(call.code, GRPC_STATUS_FAILED_PRECONDITION);
@@ -365,7 +388,7 @@ static void test_refused_by_policy(void **state)
     assert_int_equal(call.twilio_code, 0);
     assert_non_null(strstr(call.msg, "opted out"));
     assert_int_equal(fx.gives, 1); /* the account take goes back whole */
-    assert_int_equal(fx.drops, 0); /* a refusal claims nothing */
+    assert_int_equal(fx.drops, 1); /* and the key's claim: nothing was sent */
     assert_int_equal(fx.twilio_requests, 0);
     assert_int_equal(app.flows->refusals[REASON_OPTED_OUT], 1);
 }
@@ -383,9 +406,10 @@ static void test_repeat_answers_the_stored_outcome(void **state)
     o->msg = "";
     o->twilio_code = 0;
     struct policy_result res = {.verdict = POLICY_REPEAT, .repeat = o};
-    struct policy_req *req = fx.policy;
+    struct policy_req *req = fx.claim;
     req->done(&res, req);
     assert_null(res.repeat); /* the flow took it */
+    reply_recipient(POLICY_GO, REASON_NONE);
     reply_account(ACCOUNT_OK, 0);
     assert_int_equal(call.code, GRPC_STATUS_OK);
     assert_memory_equal(call.body, body, sizeof(body) - 1);
@@ -393,11 +417,39 @@ static void test_repeat_answers_the_stored_outcome(void **state)
     assert_int_equal(fx.twilio_requests, 0);
 }
 
+static void test_key_reused_for_another_request(void **state)
+{
+    send_sms("+14155550120", "k1");
+    deliver();
+    reply_claim(POLICY_REFUSE, REASON_IDEMPOTENCY_KEY_REUSED);
+    reply_recipient(POLICY_GO, REASON_NONE);
+    reply_account(ACCOUNT_OK, 0);
+    assert_int_equal(call.code, GRPC_STATUS_INVALID_ARGUMENT);
+    assert_int_equal(call.reason, REASON_IDEMPOTENCY_KEY_REUSED);
+    assert_int_equal(fx.drops, 0); /* not its claim */
+    assert_int_equal(fx.gives, 1);
+    assert_int_equal(fx.twilio_requests, 0);
+}
+
+static void test_abandoned_key_is_unknown_not_resent(void **state)
+{
+    send_sms("+14155550121", "k1");
+    deliver();
+    reply_claim(POLICY_REFUSE, REASON_OUTCOME_UNKNOWN);
+    reply_recipient(POLICY_GO, REASON_NONE);
+    reply_account(ACCOUNT_OK, 0);
+    assert_int_equal(call.code, GRPC_STATUS_UNKNOWN);
+    assert_int_equal(call.reason, REASON_OUTCOME_UNKNOWN);
+    assert_non_null(strstr(call.msg, "interrupted"));
+    assert_int_equal(fx.twilio_requests, 0);
+}
+
 static void test_in_flight_then_sent(void **state)
 {
     send_sms("+14155550103", "k1");
     deliver();
-    reply_recipient(POLICY_IN_FLIGHT, REASON_NONE);
+    reply_claim(POLICY_IN_FLIGHT, REASON_NONE);
+    reply_recipient(POLICY_GO, REASON_NONE);
     reply_account(ACCOUNT_OK, 0);
     assert_int_equal(the_flow()->state, FLOW_WAITING);
     assert_int_equal(the_flow()->held, 0);
@@ -405,6 +457,7 @@ static void test_in_flight_then_sent(void **state)
     run_timers();
     assert_int_equal(the_flow()->state, FLOW_DECIDING);
     assert_int_equal(fx.policies, 2);
+    reply_claim(POLICY_GO, REASON_NONE);
     reply_recipient(POLICY_GO, REASON_NONE);
     reply_account(ACCOUNT_OK, 0);
     assert_int_equal(fx.twilio_requests, 1);
@@ -417,7 +470,8 @@ static void test_in_flight_past_the_deadline(void **state)
     call.ms_left = 60; /* the first poll (20 ms) and the answer margin do not fit */
     send_sms("+14155550104", "k1");
     deliver();
-    reply_recipient(POLICY_IN_FLIGHT, REASON_NONE);
+    reply_claim(POLICY_IN_FLIGHT, REASON_NONE);
+    reply_recipient(POLICY_GO, REASON_NONE);
     reply_account(ACCOUNT_OK, 0);
     assert_int_equal(call.code, GRPC_STATUS_ABORTED);
     assert_int_equal(call.reason, REASON_IDEMPOTENCY_IN_FLIGHT);
@@ -428,6 +482,7 @@ static void test_waiting_for_its_slot_then_cancelled(void **state)
 {
     send_sms("+14155550105", "k1");
     deliver();
+    reply_claim(POLICY_GO, REASON_NONE);
     reply_recipient(POLICY_GO, REASON_NONE);
     reply_account(ACCOUNT_OK, 30); /* its rate slot is 30 ms ahead */
     assert_int_equal(the_flow()->state, FLOW_WAITING);
@@ -444,6 +499,7 @@ static void test_budget_wait_then_redis_lost(void **state)
 {
     send_sms("+14155550106", "k1");
     deliver();
+    reply_claim(POLICY_GO, REASON_NONE);
     reply_recipient(POLICY_GO, REASON_NONE);
     reply_account(ACCOUNT_BUSY, 5);
     assert_int_equal(the_flow()->state, FLOW_WAITING);
@@ -461,6 +517,7 @@ static void test_budget_past_the_deadline(void **state)
 {
     send_sms("+14155550107", "k1");
     deliver();
+    reply_claim(POLICY_GO, REASON_NONE);
     reply_recipient(POLICY_GO, REASON_NONE);
     reply_account(ACCOUNT_RATE, 20000);
     assert_int_equal(call.code, GRPC_STATUS_RESOURCE_EXHAUSTED);
@@ -473,14 +530,17 @@ static void test_scripts_lost_twice(void **state)
 {
     send_sms("+14155550108", "k1");
     deliver();
+    reply_claim(POLICY_GO, REASON_NONE);
     reply_recipient(POLICY_NOSCRIPT, REASON_NONE);
     reply_account(ACCOUNT_OK, 0);
     assert_int_equal(fx.reloads, 1);
     assert_int_equal(fx.gives, 1);
+    reply_claim(POLICY_GO, REASON_NONE);
     reply_recipient(POLICY_GO, REASON_NONE);
     reply_account(ACCOUNT_NOSCRIPT, 0);
     assert_int_equal(fx.reloads, 2);
-    assert_int_equal(fx.drops, 1); /* this round's claim, or the rerun would poll itself */
+    assert_int_equal(fx.drops, 2); /* each round's claim, or the rerun would poll itself */
+    reply_claim(POLICY_GO, REASON_NONE);
     reply_recipient(POLICY_GO, REASON_NONE);
     reply_account(ACCOUNT_OK, 0);
     assert_int_equal(fx.twilio_requests, 1);
@@ -505,6 +565,7 @@ static void test_shutdown_while_holding_a_slot(void **state)
 {
     send_sms("+14155550110", "k1");
     deliver();
+    reply_claim(POLICY_GO, REASON_NONE);
     reply_recipient(POLICY_GO, REASON_NONE);
     reply_account(ACCOUNT_OK, 5000);
     assert_int_equal(the_flow()->state, FLOW_WAITING);
@@ -520,6 +581,7 @@ static void test_shutdown_while_twilio_has_it(void **state)
 {
     send_sms("+14155550117", "k1");
     deliver();
+    reply_claim(POLICY_GO, REASON_NONE);
     reply_recipient(POLICY_GO, REASON_NONE);
     reply_account(ACCOUNT_OK, 0);
     assert_int_equal(the_flow()->state, FLOW_SENDING);
@@ -538,6 +600,7 @@ static void test_shutdown_between_twilio_attempts(void **state)
 {
     send_sms("+14155550118", "k1");
     deliver();
+    reply_claim(POLICY_GO, REASON_NONE);
     reply_recipient(POLICY_GO, REASON_NONE);
     reply_account(ACCOUNT_OK, 0);
     fx.on_wire = 0; /* a 429 waiting for its retry */
@@ -553,6 +616,7 @@ static void test_no_twilio_request_starts_after_shutdown(void **state)
     send_sms("+14155550119", "k1");
     deliver();
     flow_shutdown(app.flows); /* while the decision is in Redis */
+    reply_claim(POLICY_GO, REASON_NONE);
     reply_recipient(POLICY_GO, REASON_NONE);
     reply_account(ACCOUNT_OK, 0);
     assert_int_equal(call.code, GRPC_STATUS_UNAVAILABLE);
@@ -566,6 +630,7 @@ static void test_twilio_refused_opts_out(void **state)
 {
     send_sms("+14155550111", "k1");
     deliver();
+    reply_claim(POLICY_GO, REASON_NONE);
     reply_recipient(POLICY_GO, REASON_NONE);
     reply_account(ACCOUNT_OK, 0);
     reply_twilio(TWILIO_REFUSED, 21610, 400);
@@ -582,6 +647,7 @@ static void test_twilio_failed(void **state)
 {
     send_sms("+14155550112", "k1");
     deliver();
+    reply_claim(POLICY_GO, REASON_NONE);
     reply_recipient(POLICY_GO, REASON_NONE);
     reply_account(ACCOUNT_OK, 0);
     reply_twilio(TWILIO_FAILED, 0, 0);
@@ -596,6 +662,7 @@ static void test_twilio_429_past_the_deadline(void **state)
 {
     send_sms("+14155550116", "k1");
     deliver();
+    reply_claim(POLICY_GO, REASON_NONE);
     reply_recipient(POLICY_GO, REASON_NONE);
     reply_account(ACCOUNT_OK, 0);
     reply_twilio_waiting(TWILIO_FAILED, 20429, 429, 1800);
@@ -611,6 +678,7 @@ static void test_twilio_outcome_unknown(void **state)
 {
     send_sms("+14155550113", "k1");
     deliver();
+    reply_claim(POLICY_GO, REASON_NONE);
     reply_recipient(POLICY_GO, REASON_NONE);
     reply_account(ACCOUNT_OK, 0);
     reply_twilio(TWILIO_UNKNOWN, 0, 0);
@@ -671,6 +739,8 @@ int main(void)
         T(test_bad_input_never_reaches_the_loop),
         T(test_refused_by_policy),
         T(test_repeat_answers_the_stored_outcome),
+        T(test_key_reused_for_another_request),
+        T(test_abandoned_key_is_unknown_not_resent),
         T(test_in_flight_then_sent),
         T(test_in_flight_past_the_deadline),
         T(test_waiting_for_its_slot_then_cancelled),

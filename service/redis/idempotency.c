@@ -1,0 +1,216 @@
+/* idempotency.lua's arguments and replies, settling, and drops that wait
+ * for Redis to come back. */
+#include "redis/idempotency.h"
+
+#include <hiredis/hiredis.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/config.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "redis/keys.h"
+#include "redis/redis.h"
+
+/* Drops kept while Redis is away; past this many the oldest claims are left
+ * to their lease (a repeat then hears "outcome unknown"), and it is logged. */
+#define MAX_KEPT_DROPS 4096
+
+struct drop {
+    struct idempotency_ctx *ctx;
+    struct drop *next;
+    char owner[48];
+    char key[]; /* the record's key */
+};
+
+struct idempotency_ctx {
+    struct redis_ctx *redis;
+    const struct config *cfg;
+    struct drop *kept; /* drops to send again when Redis is back */
+    size_t nkept;
+};
+
+int idempotency_key(char *out, size_t cap, const char *caller, const char *key)
+{
+    char tag[KEYS_MAX];
+    int n = snprintf(tag, sizeof(tag), "key:%s:%s", caller, key);
+    if (n < 0 || (size_t)n >= sizeof(tag))
+        return -1;
+    return keys_make(out, cap, KEYS_IDEMPOTENCY, tag, NULL);
+}
+
+int idempotency_new(struct redis_ctx *redis, const struct config *cfg,
+                    struct idempotency_ctx **out)
+{
+    struct idempotency_ctx *c = calloc(1, sizeof(*c));
+    if (!c)
+        return CG_ENOMEM;
+    c->redis = redis;
+    c->cfg = cfg;
+    *out = c;
+    return CG_OK;
+}
+
+void idempotency_free(struct idempotency_ctx **cp)
+{
+    struct idempotency_ctx *c = *cp;
+    if (!c)
+        return;
+    while (c->kept) {
+        struct drop *d = c->kept;
+        c->kept = d->next;
+        free(d);
+    }
+    free(c);
+    *cp = NULL;
+}
+
+static const redisReply *element(const redisReply *r, size_t i)
+{
+    static const redisReply empty = {.type = REDIS_REPLY_STRING, .str = "", .len = 0};
+    if (r->type != REDIS_REPLY_ARRAY || i >= r->elements || !r->element[i]->str)
+        return &empty;
+    return r->element[i];
+}
+
+/* {'repeat', code, body, msg, tw}: one allocation holds it all. */
+static struct policy_outcome *repeat_of(const redisReply *r)
+{
+    const redisReply *body = element(r, 2), *msg = element(r, 3);
+    struct policy_outcome *o = malloc(sizeof(*o) + body->len + msg->len + 2);
+    if (!o)
+        return NULL;
+    o->code = atoi(element(r, 1)->str);
+    o->body = (uint8_t *)(o + 1);
+    memcpy(o->body, body->str, body->len);
+    o->body[body->len] = '\0';
+    o->body_len = body->len;
+    o->msg = (char *)o->body + body->len + 1;
+    memcpy(o->msg, msg->str, msg->len);
+    o->msg[msg->len] = '\0';
+    o->twilio_code = atoi(element(r, 4)->str);
+    return o;
+}
+
+static void parse(const redisReply *r, struct policy_result *res)
+{
+    const char *what = element(r, 0)->str;
+
+    res->verdict = POLICY_REFUSE;
+    if (strcmp(what, "ok") == 0) {
+        res->verdict = POLICY_GO;
+    } else if (strcmp(what, "repeat") == 0) {
+        res->repeat = repeat_of(r);
+        res->verdict = res->repeat ? POLICY_REPEAT : POLICY_LOST;
+    } else if (strcmp(what, "in_flight") == 0) {
+        res->verdict = POLICY_IN_FLIGHT;
+        res->ms = atoll(element(r, 1)->str);
+    } else if (strcmp(what, "expired") == 0) {
+        res->reason = REASON_OUTCOME_UNKNOWN;
+    } else if (strcmp(what, "mismatch") == 0) {
+        res->reason = REASON_IDEMPOTENCY_KEY_REUSED;
+    } else {
+        log_error("policy_script_error", "idempotency.lua answered '%s'", what);
+        res->reason = REASON_INTERNAL;
+    }
+}
+
+int idempotency_claim(struct idempotency_ctx *c, const char *key, const char *fp,
+                      const char *owner, int64_t lease_ms, struct policy_req *req)
+{
+    char lease[24], ttl[16];
+    snprintf(lease, sizeof(lease), "%lld", (long long)lease_ms);
+    snprintf(ttl, sizeof(ttl), "%d", c->cfg->idempotency_ttl_s);
+    const char *keys[] = {key};
+    const char *args[] = {"claim", fp, owner, lease, ttl};
+    req->parse = parse;
+    return policy_run(c->redis, POLICY_IDEMPOTENCY, 1, keys, 5, args, req);
+}
+
+void idempotency_settle(struct idempotency_ctx *c, const char *key,
+                        const struct policy_outcome *o)
+{
+    char code[12], ttl[24], tw[12];
+    snprintf(code, sizeof(code), "%d", o->code);
+    snprintf(tw, sizeof(tw), "%d", o->twilio_code);
+    snprintf(ttl, sizeof(ttl), "%d", c->cfg->idempotency_ttl_s);
+    const char *argv[] = {"HSET", key, "state", "done", "code", code, "body",
+                          o->body ? (const char *)o->body : "", "msg", o->msg ? o->msg : "",
+                          "tw", tw};
+    size_t lens[12];
+    for (int i = 0; i < 12; i++)
+        lens[i] = strlen(argv[i]);
+    lens[7] = o->body ? o->body_len : 0;
+    const char *exp[] = {"EXPIRE", key, ttl};
+    /* A settle that cannot reach Redis leaves the claim to its lease: a
+     * repeat then hears "outcome unknown", which is the truth it has. */
+    if (redis_command_argv(c->redis, redis_on_write, (void *)"idempotency record", 12, argv,
+                           lens) ||
+        redis_command_argv(c->redis, redis_on_write, (void *)"idempotency record", 3, exp,
+                           NULL))
+        log_warn("redis_write_skipped", "idempotency record %s not settled: Redis down", key);
+}
+
+static void keep(struct drop *d)
+{
+    struct idempotency_ctx *c = d->ctx;
+    if (c->nkept >= MAX_KEPT_DROPS) {
+        log_warn("idempotency_drop_lost", "claim %s left to its lease: too many kept", d->key);
+        free(d);
+        return;
+    }
+    d->next = c->kept;
+    c->kept = d;
+    c->nkept++;
+}
+
+static int send_drop(struct drop *d);
+
+static void on_dropped(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct drop *d = privdata;
+    if (!reply) /* the connection went before the answer: send it again later */
+        keep(d);
+    else
+        free(d);
+}
+
+static int send_drop(struct drop *d)
+{
+    const char *keys[] = {d->key};
+    const char *args[] = {"drop", d->owner};
+    return policy_eval(d->ctx->redis, POLICY_IDEMPOTENCY, 1, keys, 2, args, on_dropped, d);
+}
+
+void idempotency_drop(struct idempotency_ctx *c, const char *key, const char *owner)
+{
+    size_t n = strlen(key);
+    struct drop *d = malloc(sizeof(*d) + n + 1);
+    if (!d) {
+        log_warn("idempotency_drop_lost", "claim %s left to its lease: out of memory", key);
+        return;
+    }
+    d->ctx = c;
+    d->next = NULL;
+    snprintf(d->owner, sizeof(d->owner), "%s", owner);
+    memcpy(d->key, key, n + 1);
+    if (send_drop(d))
+        keep(d);
+}
+
+void idempotency_redis_up(struct idempotency_ctx *c)
+{
+    struct drop *list = c->kept;
+    if (c->nkept)
+        log_info("idempotency_drops_resent", "%zu claims Redis could not drop earlier",
+                 c->nkept);
+    c->kept = NULL;
+    c->nkept = 0;
+    while (list) {
+        struct drop *d = list;
+        list = d->next;
+        if (send_drop(d))
+            keep(d);
+    }
+}

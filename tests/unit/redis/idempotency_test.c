@@ -1,0 +1,145 @@
+/* idempotency.c against a real redis-server: a key's record claimed, settled
+ * and replayed, refused for another request, dropped only by its owner,
+ * abandoned after its lease, and drops kept while Redis is away. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/config.h"
+#include "redis/idempotency.h"
+#include "redis/keys.h"
+#include "support/policy_redis.h"
+#include "support/redis_server.h"
+
+static struct test_redis rs;
+static struct config cfg;
+static struct idempotency_ctx *idem;
+static struct test_decision d;
+static char key[KEYS_MAX];
+
+static const char *cmd(const char *a0, const char *a1, const char *a2, const char *a3)
+{
+    return test_redis_cmd(&rs, a0, a1, a2, a3);
+}
+
+static int setup(void **state)
+{
+    cfg.idempotency_ttl_s = 3600;
+    test_redis_open(&rs, NULL);
+    assert_int_equal(idempotency_new(rs.r, &cfg, &idem), 0);
+    assert_int_equal(idempotency_key(key, sizeof(key), "billing", "order-7"), 0);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    free(d.res.repeat);
+    idempotency_free(&idem);
+    test_redis_close(&rs);
+    return 0;
+}
+
+static int flush(void **state)
+{
+    cmd("FLUSHALL", NULL, NULL, NULL);
+    return 0;
+}
+
+static enum policy_verdict claim(const char *fp, const char *owner, long lease_ms)
+{
+    assert_int_equal(idempotency_claim(idem, key, fp, owner, lease_ms, test_decision_arm(&d)), 0);
+    test_decision_wait(rs.base, &d);
+    return d.res.verdict;
+}
+
+static void test_key_is_caller_and_key(void **state)
+{
+    char k[KEYS_MAX], small[16];
+    assert_int_equal(idempotency_key(k, sizeof(k), "billing", "order-7"), 0);
+    assert_string_equal(k, "cg:{key:billing:order-7}:idem");
+    assert_int_equal(idempotency_key(small, sizeof(small), "billing", "order-7"), -1);
+}
+
+static void test_claim_settle_repeat(void **state)
+{
+    static const uint8_t body[] = {0x0a, 0x00, 0x12, 0x03, 'S', 'M', '1'}; /* a NUL inside */
+    assert_int_equal(claim("fp1", "owner-a", 10000), POLICY_GO);
+    assert_string_equal(cmd("HGET", key, "state", NULL), "pending");
+    assert_string_equal(cmd("HGET", key, "owner", NULL), "owner-a");
+    assert_true(atoll(cmd("TTL", key, NULL, NULL)) > 0);
+    /* Claimed and not settled: another caller of the key waits. */
+    assert_int_equal(claim("fp1", "owner-b", 10000), POLICY_IN_FLIGHT);
+    assert_true(d.res.ms > 9000 && d.res.ms <= 10000);
+    struct policy_outcome o = {.code = 0, .body = (uint8_t *)body, .body_len = sizeof(body)};
+    idempotency_settle(idem, key, &o);
+    assert_int_equal(claim("fp1", "owner-b", 10000), POLICY_REPEAT);
+    assert_int_equal(d.res.repeat->code, 0);
+    assert_int_equal(d.res.repeat->body_len, sizeof(body));
+    assert_memory_equal(d.res.repeat->body, body, sizeof(body));
+    /* The same key for another request (other recipient, content or RPC). */
+    assert_int_equal(claim("fp2", "owner-b", 10000), POLICY_REFUSE);
+    assert_int_equal(d.res.reason, REASON_IDEMPOTENCY_KEY_REUSED);
+}
+
+static void test_settled_unknown_repeats_unknown(void **state)
+{
+    assert_int_equal(claim("fp1", "owner-a", 10000), POLICY_GO);
+    struct policy_outcome o = {.code = 2, .msg = "outcome unknown"};
+    idempotency_settle(idem, key, &o);
+    assert_int_equal(claim("fp1", "owner-b", 10000), POLICY_REPEAT);
+    assert_int_equal(d.res.repeat->code, 2);
+    assert_string_equal(d.res.repeat->msg, "outcome unknown");
+}
+
+static void test_only_the_owner_drops(void **state)
+{
+    assert_int_equal(claim("fp1", "owner-a", 10000), POLICY_GO);
+    idempotency_drop(idem, key, "owner-b"); /* not its claim */
+    assert_string_equal(cmd("HGET", key, "owner", NULL), "owner-a");
+    idempotency_drop(idem, key, "owner-a");
+    assert_string_equal(cmd("EXISTS", key, NULL, NULL), "0");
+    assert_int_equal(claim("fp1", "owner-b", 10000), POLICY_GO); /* free again */
+}
+
+static void test_abandoned_claim_is_unknown_not_resent(void **state)
+{
+    assert_int_equal(claim("fp1", "owner-a", 100), POLICY_GO);
+    usleep(150 * 1000);
+    assert_int_equal(claim("fp1", "owner-b", 10000), POLICY_REFUSE);
+    assert_int_equal(d.res.reason, REASON_OUTCOME_UNKNOWN);
+    assert_string_equal(cmd("HGET", key, "owner", NULL), "owner-a"); /* nobody took it */
+}
+
+static void test_drop_waits_for_redis(void **state)
+{
+    assert_int_equal(claim("fp1", "owner-a", 60000), POLICY_GO);
+    test_redis_stop(rs.pid);
+    test_run_until(rs.base, &rs.up, 0, 3000);
+    idempotency_drop(idem, key, "owner-a"); /* kept */
+    rs.pid = test_redis_start(rs.port, NULL);
+    test_run_until(rs.base, &rs.up, 1, 5000);
+    /* The Redis restarted empty here; give it the claim back as it was. */
+    assert_int_equal(claim("fp1", "owner-a", 60000), POLICY_GO);
+    idempotency_redis_up(idem);
+    assert_string_equal(cmd("EXISTS", key, NULL, NULL), "0");
+}
+
+#define T(fn) cmocka_unit_test_setup(fn, flush)
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_key_is_caller_and_key),
+        T(test_claim_settle_repeat),
+        T(test_settled_unknown_repeats_unknown),
+        T(test_only_the_owner_drops),
+        T(test_abandoned_claim_is_unknown_not_resent),
+        T(test_drop_waits_for_redis),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
