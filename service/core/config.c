@@ -7,13 +7,14 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/error.h"
 
 /* The simulator's documented test account (README, "The Twilio simulator"). */
 #define SIM_ACCOUNT_SID "AC00000000000000000000000000000000"
 
-enum kind { K_ADDR, K_URL, K_REDIS_URL, K_SID, K_E164, K_TEXT, K_INT, K_LEVEL };
+enum kind { K_ADDR, K_URL, K_REDIS_URL, K_SID, K_E164, K_TEXT, K_FILE, K_INT, K_LEVEL };
 
 struct setting {
     const char *name;
@@ -60,6 +61,9 @@ static const struct setting settings[] = {
      "base URL of the Twilio REST API (tests point it at the simulator)"},
     {"TWILIO_VERIFY_BASE_URL", "https://verify.twilio.com", K_URL, 0, STR(verify_base_url),
      NULL, 0, 0, "base URL of Twilio Verify"},
+    {"COMMSGATE_TWILIO_CA_FILE", "", K_FILE, 0, STR(twilio_ca_file), NULL, 0, 0,
+     "PEM file of the CAs trusted for Twilio's HTTPS, instead of the system's bundle "
+     "(a private CA, tests)"},
     {"COMMSGATE_GRPC_THREADS", "2", K_INT, 0, NUM(grpc_threads), NULL, 1, 64,
      "threads polling the gRPC completion queue"},
     {"COMMSGATE_LOG_LEVEL", "info", K_LEVEL, 0, NUM(log_level), NULL, 0, 0,
@@ -321,6 +325,10 @@ static int check_value(const struct setting *s, struct config *cfg, const char *
             want = "an E.164 number such as +14155551234";
         break;
     case K_TEXT:
+        break;
+    case K_FILE:
+        if (*v && access(v, R_OK) != 0)
+            want = "a readable file";
         break;
     case K_INT: {
         char *end;

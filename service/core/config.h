@@ -33,6 +33,7 @@ struct config {
     char verify_service_sid[40];
     char api_base_url[512];
     char verify_base_url[512];
+    char twilio_ca_file[512];    /* "" : the system's CA bundle */
 
     int grpc_threads;
     enum log_level log_level;

@@ -85,6 +85,7 @@ struct http_ctx {
     struct shard shards[SHARDS_MAX];
     unsigned nshards;
     char *user_agent;
+    char *ca_file;
     unsigned idle_max;
 
     struct http_req *active; /* requests in flight */
@@ -567,6 +568,10 @@ static int req_setup(struct http_ctx *c, struct http_req *req, const struct http
     SET(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)max);
     if (c->user_agent)
         SET(CURLOPT_USERAGENT, c->user_agent);
+    if (c->ca_file) {
+        SET(CURLOPT_CAINFO, c->ca_file);
+        SET(CURLOPT_CAPATH, (char *)NULL); /* only these CAs */
+    }
     if (r->username) {
         SET(CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
         SET(CURLOPT_USERNAME, r->username);
@@ -716,6 +721,8 @@ int http_new(struct event_base *base, const struct http_ctx_opts *opts, struct h
         return CG_ENOMEM;
     c->base = base;
     c->idle_max = opts->idle_handles ? opts->idle_handles : HTTP_DEFAULT_IDLE_HANDLES;
+    if (opts->ca_file && *opts->ca_file && !(c->ca_file = strdup(opts->ca_file)))
+        goto fail;
     if (opts->user_agent && !(c->user_agent = strdup(opts->user_agent)))
         goto fail;
     /* Limits are per multi handle: each shard gets its share, rounded up. */
@@ -738,6 +745,7 @@ int http_new(struct event_base *base, const struct http_ctx_opts *opts, struct h
 fail:
     for (unsigned i = 0; i < c->nshards; i++)
         shard_close(&c->shards[i]);
+    free(c->ca_file);
     free(c->user_agent);
     free(c);
     return rc;
@@ -830,6 +838,7 @@ static void destroy(struct http_ctx *c)
         event_free(s->ev);
         free(s);
     }
+    free(c->ca_file);
     free(c->user_agent);
     free(c);
 }

@@ -29,6 +29,7 @@ struct http_ctx_opts {
     long max_total_connections;
     long max_host_connections;
     const char *user_agent;     /* copied; NULL sends none */
+    const char *ca_file;        /* copied; trusted instead of the system's CAs; NULL: those */
     unsigned idle_handles;      /* finished requests kept for reuse; 0: the default */
 };
 

@@ -100,6 +100,7 @@ int twilio_new(struct event_base *base, const struct config *cfg, struct twilio_
     struct twilio_ctx *t = calloc(1, sizeof(*t));
     struct http_ctx_opts o = {.max_host_connections = 0,
                               .user_agent = "commsgate/0.1",
+                              .ca_file = cfg->twilio_ca_file,
                               .idle_handles = 64};
     int rc;
 

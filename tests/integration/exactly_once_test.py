@@ -22,9 +22,12 @@ NUMBERS = ("+1415555%04d" % n for n in itertools.count(1000))
 
 
 class ExactlyOnceTest(unittest.TestCase):
+    """Over plain HTTP to the simulator."""
+    TLS = False
+
     @classmethod
     def setUpClass(cls):
-        cls.stack = harness.Stack(env={"TWILIO_WHATSAPP_NUMBER": WHATSAPP_FROM})
+        cls.stack = harness.Stack(env={"TWILIO_WHATSAPP_NUMBER": WHATSAPP_FROM}, tls=cls.TLS)
         cls.stack.wait_serving(cls.stack.stubs.health_pb2.HealthCheckResponse.SERVING)
         cls.s = cls.stack.stubs
         cls.m = cls.s.messaging_pb2
@@ -128,6 +131,17 @@ class ExactlyOnceTest(unittest.TestCase):
         sent = [r for r in self.acted("Messages.json")
                 if self.sim.params(r).get("To") == "+14155552001"]
         self.assertEqual(len(sent), 1)
+
+
+class ExactlyOnceHttpsTest(ExactlyOnceTest):
+    """The same faults over HTTPS, as Twilio is reached: TLS in front of the
+    simulator with a CA made at test time (COMMSGATE_TWILIO_CA_FILE)."""
+    TLS = True
+
+    def test_the_path_is_https(self):
+        self.assertTrue(self.stack.sim_url.startswith("https://"))
+        self.s.SendSMS(self.m.SendSMSRequest(to=next(NUMBERS), body="over TLS"), timeout=10)
+        self.assertEqual(len(self.acted("Messages.json")), 1)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ tests can run in parallel under ctest -j and never touch anything but 127.0.0.1.
 """
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -242,23 +243,64 @@ def _statuses():
     OUTCOME_UNKNOWN_STATUS = grpc.StatusCode.UNKNOWN
 
 
-class Stack:
-    """redis-server + simulator (when built) + commsgate, all on loopback."""
+class TlsFront:
+    """HTTPS in front of a plain HTTP server, as Twilio is reached: stunnel4
+    with a certificate for 127.0.0.1 signed by a CA made now (OpenSSL). Give
+    commsgate `ca_file` as COMMSGATE_TWILIO_CA_FILE."""
 
-    def __init__(self, env=None, with_sim=True):
+    def __init__(self, backend_port):
+        self.dir = tempfile.mkdtemp(prefix="commsgate-tls-")
+        d = lambda name: os.path.join(self.dir, name)
+        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+        run = lambda *a: subprocess.run(["openssl"] + list(a), check=True, capture_output=True)
+        run("req", "-x509", *ec, "-keyout", d("ca.key"), "-out", d("ca.pem"), "-days", "1",
+            "-subj", "/CN=commsgate test CA")
+        run("req", *ec, "-keyout", d("server.key"), "-out", d("server.csr"),
+            "-subj", "/CN=127.0.0.1")
+        with open(d("san.ext"), "w") as f:
+            f.write("subjectAltName=IP:127.0.0.1\n")
+        run("x509", "-req", "-in", d("server.csr"), "-CA", d("ca.pem"), "-CAkey", d("ca.key"),
+            "-CAcreateserial", "-out", d("server.pem"), "-days", "1", "-extfile", d("san.ext"))
+        self.ca_file = d("ca.pem")
+        self.port = free_port()
+        with open(d("stunnel.conf"), "w") as f:
+            f.write("foreground = yes\npid =\ndebug = 3\n[twilio]\n"
+                    "accept = 127.0.0.1:%d\nconnect = 127.0.0.1:%d\n"
+                    "cert = %s\nkey = %s\n"
+                    % (self.port, backend_port, d("server.pem"), d("server.key")))
+        self.proc = Proc("stunnel", ["stunnel4", d("stunnel.conf")], port=self.port)
+        self.url = "https://127.0.0.1:%d" % self.port
+
+    def stop(self):
+        self.proc.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Stack:
+    """redis-server + simulator (when built) + commsgate, all on loopback;
+    with tls=True the simulator is reached over HTTPS (TlsFront)."""
+
+    def __init__(self, env=None, with_sim=True, tls=False):
         import grpc
         _statuses()
         self.redis = start_redis()
-        self.sim = None
+        self.sim = self.tls = None
         sim_url = "http://127.0.0.1:1"
+        env = dict(env or {})
         try:
             if with_sim:
                 self.sim = start_sim()
                 sim_url = self.sim.url
+                if tls:
+                    self.tls = TlsFront(self.sim.port)
+                    sim_url = self.tls.url
+                    env["COMMSGATE_TWILIO_CA_FILE"] = self.tls.ca_file
             self.sim_url = sim_url
             self.daemon = start_daemon(self.redis.port, sim_url, extra_env=env)
         except Exception:
             # Nothing outlives a failed start.
+            if self.tls:
+                self.tls.stop()
             if self.sim:
                 self.sim.stop()
             self.redis.stop()
@@ -280,6 +322,8 @@ class Stack:
     def close(self):
         self.channel.close()
         rc = self.daemon.stop()
+        if self.tls:
+            self.tls.stop()
         if self.sim:
             self.sim.stop()
         self.redis.stop()

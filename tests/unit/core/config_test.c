@@ -234,9 +234,31 @@ static void test_help_lists_every_setting(void **state)
     free(buf);
 }
 
+/* A CA file must be there to be read; empty means the system's bundle. */
+static void test_twilio_ca_file(void **state)
+{
+    struct config cfg;
+    char err[256];
+    assert_int_equal(load(&cfg, err), CG_OK);
+    assert_string_equal(cfg.twilio_ca_file, "");
+    set("COMMSGATE_TWILIO_CA_FILE", "/nonexistent/ca.pem");
+    assert_int_equal(load(&cfg, err), CG_ECONFIG);
+    assert_non_null(strstr(err, "COMMSGATE_TWILIO_CA_FILE"));
+    assert_non_null(strstr(err, "readable file"));
+    char path[] = "/tmp/commsgate-ca-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    set("COMMSGATE_TWILIO_CA_FILE", path);
+    assert_int_equal(load(&cfg, err), CG_OK);
+    assert_string_equal(cfg.twilio_ca_file, path);
+    unlink(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(test_twilio_ca_file, setup),
         cmocka_unit_test_setup(test_defaults, setup),
         cmocka_unit_test_setup(test_redis_url, setup),
         cmocka_unit_test_setup(test_bad_redis_url_hides_secret, setup),
