@@ -206,7 +206,8 @@ static void test_account_rate_spacing(void **state)
     assert_string_equal(got[0], "ok");
     TAKE("10", "100", "take", "0", "l6", "1", "30000", "5000");
     long d6 = atol(W(0, 1));
-    assert_true(d6 >= d5 + 95 && d6 <= d5 + 100);
+    /* d5 + 100, less the time between the two calls (a loaded machine). */
+    assert_true(d6 >= d5 + 50 && d6 <= d5 + 100);
     char slot6[256];
     snprintf(slot6, sizeof(slot6), "%s", W(0, 2));
     /* Giving back the last one booked (l6) frees its slot for the next. */
