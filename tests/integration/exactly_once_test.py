@@ -103,6 +103,19 @@ class ExactlyOnceTest(unittest.TestCase):
                 self.assertEqual(len(self.sim.requests(suffix)), 4)
                 self.assertEqual(len(self.acted(suffix)), 4)
 
+    def test_slow_answer_after_acting(self):
+        """Twilio acts, then answers after the caller's deadline: outcome
+        unknown, once; the simulator acted once and was not asked again."""
+        for suffix, call, request in self.cases():
+            with self.subTest(rpc=call):
+                self.sim.reset()
+                self.sim.fault(path_suffix=suffix, latency_ms=2500, times=1)
+                with self.assertRaises(grpc.RpcError) as cm:
+                    call(request(), timeout=1)
+                self.assert_outcome_unknown(cm.exception)
+                self.assertEqual(len(self.sim.requests(suffix)), 1)
+                self.assertEqual(len(self.acted(suffix)), 1)
+
     def test_concurrency_refusals_are_retried_never_doubled(self):
         """Twilio refuses requests over the account's concurrency with 20429,
         before acting: those are retried within the deadline (at most five
