@@ -68,9 +68,9 @@ struct http_req {
     http_done_fn *done;
     void *data;
 
-    char *body; /* our copy of the POST body, read by on_read */
+    char *body; /* our copy of the POST body; curl reads it in place */
     size_t body_cap;
-    size_t body_len, body_read; /* body_read only grows: the body is never rewound */
+    int sends;  /* times curl was about to send the request (on_prereq) */
     char *resp; /* the response body, NUL-terminated at the end */
     size_t resp_len, resp_cap, resp_max;
     int too_big;
@@ -473,33 +473,23 @@ static int copy_body(struct http_req *req, const struct http_request *r)
     if (r->body_len)
         memcpy(req->body, r->body, r->body_len);
     req->body[r->body_len] = '\0';
-    req->body_len = r->body_len;
-    req->body_read = 0;
     return CG_OK;
-}
-
-/* curl reads the body through here, once. */
-static size_t on_read(char *buf, size_t size, size_t nitems, void *arg)
-{
-    struct http_req *req = arg;
-    size_t n = size * nitems, left = req->body_len - req->body_read;
-    if (n > left)
-        n = left;
-    memcpy(buf, req->body + req->body_read, n);
-    req->body_read += n;
-    return n;
 }
 
 /* A POST to Twilio is never sent twice. When a reused connection dies
  * before any byte of the answer, libcurl 7.88 sends the whole request again
  * on a fresh connection, silently (Curl_retry_request), although the server
  * may have acted on it; curl 8.16's CURLOPT_FORBID_RETRY_ON_REUSE is not in
- * Debian 12. To resend, curl must rewind the body: refusing here makes the
- * transfer fail with CURLE_SEND_FAIL_REWIND instead, which maybe_sent()
- * reports as possibly sent. */
-static int on_seek(void *arg, curl_off_t offset, int origin)
+ * Debian 12. curl calls this before each time it sends the request: the
+ * second time is that resend, refused here, and the transfer fails with
+ * CURLE_ABORTED_BY_CALLBACK, reported as possibly sent. (Refusing to rewind
+ * the body does the same, but makes curl write headers and body apart: one
+ * more send per request.) */
+static int on_prereq(void *arg, char *conn_primary_ip, char *conn_local_ip,
+                     int conn_primary_port, int conn_local_port)
 {
-    return CURL_SEEKFUNC_CANTSEEK;
+    struct http_req *req = arg;
+    return ++req->sends > 1 ? CURL_PREREQFUNC_ABORT : CURL_PREREQFUNC_OK;
 }
 
 static int req_setup(struct http_ctx *c, struct http_req *req, const struct http_request *r,
@@ -514,6 +504,7 @@ static int req_setup(struct http_ctx *c, struct http_req *req, const struct http
     if (max > RESPONSE_LIMIT)
         max = RESPONSE_LIMIT;
     req->resp_len = 0;
+    req->sends = 0;
     req->resp_max = max;
     req->too_big = 0;
     req->retry_after_ms = -1;
@@ -579,10 +570,9 @@ static int req_setup(struct http_ctx *c, struct http_req *req, const struct http
     }
     if (post) {
         SET(CURLOPT_POST, 1L);
-        SET(CURLOPT_READFUNCTION, on_read);
-        SET(CURLOPT_READDATA, (void *)req);
-        SET(CURLOPT_SEEKFUNCTION, on_seek);
-        SET(CURLOPT_SEEKDATA, (void *)req);
+        SET(CURLOPT_POSTFIELDS, (void *)req->body);
+        SET(CURLOPT_PREREQFUNCTION, on_prereq);
+        SET(CURLOPT_PREREQDATA, (void *)req);
         SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
         SET(CURLOPT_HTTPHEADER, req->headers);
     } else {
@@ -601,7 +591,7 @@ static int maybe_sent(CURL *easy, CURLcode code)
 
     switch (code) {
     case CURLE_SEND_FAIL_REWIND:
-        return 1; /* curl wanted to send it again: it went out once (on_seek) */
+        return 1; /* curl wanted to send it again: it went out once */
     case CURLE_UNSUPPORTED_PROTOCOL:
     case CURLE_URL_MALFORMAT:
     case CURLE_COULDNT_RESOLVE_PROXY:
@@ -638,7 +628,11 @@ static void fill_result(struct http_req *req, CURLcode code, const char *why,
     res->ok = code == CURLE_OK && status > 0;
     res->status = status;
     res->curl_code = code;
-    res->maybe_sent = code == CURLE_OK ? 1 : maybe_sent(req->easy, code);
+    /* on_prereq refused a resend: the request went out once already. */
+    res->maybe_sent = code == CURLE_OK || req->sends > 1 ? 1 : maybe_sent(req->easy, code);
+    if (req->sends > 1)
+        snprintf(req->errbuf, sizeof(req->errbuf),
+                 "the connection died after the request was sent; not sent again");
     res->retry_after_ms = req->retry_after_ms;
     res->total_ms = total * 1000.0;
     if (code == CURLE_OK && req->resp) {
