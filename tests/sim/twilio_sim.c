@@ -771,6 +771,14 @@ static void reset(void)
     sim.max_open = 0;
 }
 
+/* A test endpoint's JSON body, or NULL. */
+static json_t *body_json(struct evhttp_request *req)
+{
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t len = evbuffer_get_length(in);
+    return json_loadb((const char *)evbuffer_pullup(in, -1), len, 0, NULL);
+}
+
 static void control(struct evhttp_request *req, const char *path)
 {
     enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
@@ -780,13 +788,7 @@ static void control(struct evhttp_request *req, const char *path)
         reset();
         send_now(req, 200, "{\"ok\":true}");
     } else if (strcmp(path, "/__sim/config") == 0 && cmd == EVHTTP_REQ_POST) {
-        struct evbuffer *in = evhttp_request_get_input_buffer(req);
-        size_t len = evbuffer_get_length(in);
-        char *body = malloc(len + 1);
-        evbuffer_copyout(in, body, len);
-        body[len] = '\0';
-        json_t *j = json_loads(body, 0, NULL);
-        free(body);
+        json_t *j = body_json(req);
         json_t *max_open = json_object_get(j, "max_open");
         if (!json_is_integer(max_open) || json_integer_value(max_open) < 0) {
             json_decref(j);
@@ -829,13 +831,8 @@ static void control(struct evhttp_request *req, const char *path)
         send_now(req, 200, s);
         free(s);
     } else if (strcmp(path, "/__sim/inbound") == 0 && cmd == EVHTTP_REQ_POST) {
-        struct evbuffer *in = evhttp_request_get_input_buffer(req);
-        size_t len = evbuffer_get_length(in);
-        char *body = malloc(len + 1), sid[35];
-        evbuffer_copyout(in, body, len);
-        body[len] = '\0';
-        json_t *j = json_loads(body, 0, NULL);
-        free(body);
+        char sid[35];
+        json_t *j = body_json(req);
         const char *url = json_string_value(json_object_get(j, "url"));
         const char *from = json_string_value(json_object_get(j, "from"));
         if (!url || !from) {
@@ -861,13 +858,7 @@ static void control(struct evhttp_request *req, const char *path)
         send_now(req, 201, out);
         free(out);
     } else if (strcmp(path, "/__sim/faults") == 0 && cmd == EVHTTP_REQ_POST) {
-        struct evbuffer *in = evhttp_request_get_input_buffer(req);
-        size_t len = evbuffer_get_length(in);
-        char *body = malloc(len + 1);
-        evbuffer_copyout(in, body, len);
-        body[len] = '\0';
-        json_t *j = json_loads(body, 0, NULL);
-        free(body);
+        json_t *j = body_json(req);
         if (!json_is_object(j) || sim.nfaults == MAX_FAULTS) {
             json_decref(j);
             send_now(req, 400, "{\"error\":\"expected a JSON object\"}");
