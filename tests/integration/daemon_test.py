@@ -194,21 +194,26 @@ class RunningDaemonTest(unittest.TestCase):
                 for i in range(200)]
             time.sleep(0.3)
             stack.daemon.signal(signal.SIGTERM)
-            codes = collections.Counter(f.exception().code() if f.exception() else grpc.StatusCode.OK
-                                        for f in futures)
+            codes = [f.exception().code() if f.exception() else grpc.StatusCode.OK
+                     for f in futures]
             rc = stack.daemon.wait(10)
-            acted = [r for r in sim.requests("Messages.json") if 200 <= r["status"] < 300]
+            acted = {sim.params(r)["To"] for r in sim.requests("Messages.json")
+                     if 200 <= r["status"] < 300}
         finally:
             stack.close()
         self.assertEqual(rc, 0, stack.daemon.output())
-        self.assertEqual(sum(codes.values()), 200)
-        self.assertTrue(set(codes) <= {grpc.StatusCode.UNKNOWN, grpc.StatusCode.UNAVAILABLE},
-                        codes)
         self.assertGreater(len(acted), 0)
-        self.assertGreater(codes[grpc.StatusCode.UNAVAILABLE], 0)
-        # Every request Twilio acted on was answered "outcome unknown", and
-        # no call answered "nothing was sent" was acted on.
-        self.assertEqual(codes[grpc.StatusCode.UNKNOWN], len(acted), codes)
+        # Per call: the simulator acted on it exactly when its caller was told
+        # "outcome unknown"; every other call was told nothing was sent (or,
+        # on a machine slow enough that its Redis reply missed the last word,
+        # was cancelled before anything was sent).
+        for i, code in enumerate(codes):
+            to = "+1415555%04d" % i
+            if to in acted:
+                self.assertEqual(code, grpc.StatusCode.UNKNOWN, to)
+            else:
+                self.assertIn(code, (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED), to)
+        self.assertGreater(codes.count(grpc.StatusCode.UNAVAILABLE), 0)
 
     def test_sigint_exits_zero(self):
         stack = harness.Stack(with_sim=False)
