@@ -443,13 +443,13 @@ static void run_round(struct flow *f)
         return;
     }
     if ((f->need & NEED_RECIPIENT) && ask_recipient(f)) {
-        /* A claim just sent is dropped when its reply comes (decide). */
+        if (!(f->need & NEED_CLAIM)) {
+            fail_for(f, REASON_REDIS_UNAVAILABLE, "Redis is unreachable; nothing was sent");
+            return;
+        }
+        /* The claim just sent answers later; decide drops it then. */
         f->verdict.verdict = POLICY_LOST;
-        if (--f->pending == 0)
-            decide(f);
-        else if (f->need & NEED_ACCOUNT)
-            ask_account(f);
-        return;
+        f->pending--;
     }
     if (f->need & NEED_ACCOUNT)
         ask_account(f);

@@ -43,6 +43,7 @@ static struct {
     struct policy_req *policy, *claim;
     enum flow_policy policy_kind;
     int policies, claims;
+    int recipient_down; /* the next recipient script cannot be sent */
     struct account_req *acct;
     int takes, gives, releases;
     twilio_done_fn *twilio_done;
@@ -114,6 +115,10 @@ void loop_post(struct loop_ctx *loop, struct loop_task *task)
 static int record_policy(enum flow_policy kind, struct policy_req *req)
 {
     assert_true(fx.on_loop);
+    if (fx.recipient_down) {
+        fx.recipient_down = 0;
+        return CG_EREDIS;
+    }
     fx.policy = req;
     fx.policy_kind = kind;
     fx.policies++;
@@ -444,6 +449,23 @@ static void test_abandoned_key_is_unknown_not_resent(void **state)
     assert_int_equal(fx.twilio_requests, 0);
 }
 
+/* The claim went out, then Redis refused the recipient's script: the claim
+ * is dropped once its reply says what happened. */
+static void test_redis_gone_between_claim_and_recipient(void **state)
+{
+    fx.recipient_down = 1;
+    send_sms("+14155550122", "k1");
+    deliver();
+    assert_null(fx.policy);
+    reply_claim(POLICY_GO, REASON_NONE);
+    reply_account(ACCOUNT_OK, 0);
+    assert_int_equal(call.code, GRPC_STATUS_UNAVAILABLE);
+    assert_int_equal(call.reason, REASON_REDIS_UNAVAILABLE);
+    assert_int_equal(fx.drops, 1);
+    assert_int_equal(fx.gives, 1);
+    assert_int_equal(fx.twilio_requests, 0);
+}
+
 static void test_in_flight_then_sent(void **state)
 {
     send_sms("+14155550103", "k1");
@@ -741,6 +763,7 @@ int main(void)
         T(test_repeat_answers_the_stored_outcome),
         T(test_key_reused_for_another_request),
         T(test_abandoned_key_is_unknown_not_resent),
+        T(test_redis_gone_between_claim_and_recipient),
         T(test_in_flight_then_sent),
         T(test_in_flight_past_the_deadline),
         T(test_waiting_for_its_slot_then_cancelled),
