@@ -66,36 +66,29 @@ void idempotency_free(struct idempotency_ctx **cp)
     *cp = NULL;
 }
 
-static const redisReply *element(const redisReply *r, size_t i)
-{
-    static const redisReply empty = {.type = REDIS_REPLY_STRING, .str = "", .len = 0};
-    if (r->type != REDIS_REPLY_ARRAY || i >= r->elements || !r->element[i]->str)
-        return &empty;
-    return r->element[i];
-}
-
 /* {'repeat', code, body, msg, tw}: one allocation holds it all. */
 static struct policy_outcome *repeat_of(const redisReply *r)
 {
-    const redisReply *body = element(r, 2), *msg = element(r, 3);
-    struct policy_outcome *o = malloc(sizeof(*o) + body->len + msg->len + 2);
+    size_t blen, mlen;
+    const char *body = policy_reply_str(r, 2, &blen), *msg = policy_reply_str(r, 3, &mlen);
+    struct policy_outcome *o = malloc(sizeof(*o) + blen + mlen + 2);
     if (!o)
         return NULL;
-    o->code = atoi(element(r, 1)->str);
+    o->code = (int)policy_reply_ll(r, 1);
     o->body = (uint8_t *)(o + 1);
-    memcpy(o->body, body->str, body->len);
-    o->body[body->len] = '\0';
-    o->body_len = body->len;
-    o->msg = (char *)o->body + body->len + 1;
-    memcpy(o->msg, msg->str, msg->len);
-    o->msg[msg->len] = '\0';
-    o->twilio_code = atoi(element(r, 4)->str);
+    memcpy(o->body, body, blen);
+    o->body[blen] = '\0';
+    o->body_len = blen;
+    o->msg = (char *)o->body + blen + 1;
+    memcpy(o->msg, msg, mlen);
+    o->msg[mlen] = '\0';
+    o->twilio_code = (int)policy_reply_ll(r, 4);
     return o;
 }
 
 static void parse(const redisReply *r, struct policy_result *res)
 {
-    const char *what = element(r, 0)->str;
+    const char *what = policy_reply_str(r, 0, NULL);
 
     res->verdict = POLICY_REFUSE;
     if (strcmp(what, "ok") == 0) {
@@ -105,7 +98,7 @@ static void parse(const redisReply *r, struct policy_result *res)
         res->verdict = res->repeat ? POLICY_REPEAT : POLICY_LOST;
     } else if (strcmp(what, "in_flight") == 0) {
         res->verdict = POLICY_IN_FLIGHT;
-        res->ms = atoll(element(r, 1)->str);
+        res->ms = policy_reply_ll(r, 1);
     } else if (strcmp(what, "expired") == 0) {
         res->reason = REASON_OUTCOME_UNKNOWN;
     } else if (strcmp(what, "mismatch") == 0) {

@@ -133,11 +133,33 @@ int policy_run(struct redis_ctx *r, enum policy_script s, int nkeys, const char 
     return policy_eval(r, s, nkeys, keys, nargs, args, on_decided, req);
 }
 
+const char *policy_reply_str(const redisReply *r, size_t i, size_t *len)
+{
+    const redisReply *e = r && r->type == REDIS_REPLY_ARRAY && i < r->elements ? r->element[i]
+                                                                                : NULL;
+    if (!e || !e->str) {
+        if (len)
+            *len = 0;
+        return "";
+    }
+    if (len)
+        *len = e->len;
+    return e->str;
+}
+
+long long policy_reply_ll(const redisReply *r, size_t i)
+{
+    if (r && r->type == REDIS_REPLY_ARRAY && i < r->elements &&
+        r->element[i]->type == REDIS_REPLY_INTEGER)
+        return r->element[i]->integer;
+    return atoll(policy_reply_str(r, i, NULL));
+}
+
 enum policy_applied policy_applied(const redisReply *r)
 {
-    const char *what = NULL;
-    if (r && r->type == REDIS_REPLY_ARRAY && r->elements >= 1)
-        what = r->element[0]->str;
+    const char *what = r && r->type == REDIS_REPLY_ARRAY && r->elements >= 1
+                           ? r->element[0]->str
+                           : NULL;
     if (!what)
         return POLICY_APPLIED_LOST;
     if (strcmp(what, "dup") == 0)

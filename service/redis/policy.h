@@ -86,6 +86,12 @@ enum policy_applied {
 };
 enum policy_applied policy_applied(const struct redisReply *reply);
 
+/* For the record modules' parsers: element i of an array reply as a string
+ * ("" when absent or not a string; its length in *len if len is set), and
+ * as a number (integer or string reply; 0 when absent). */
+const char *policy_reply_str(const struct redisReply *reply, size_t i, size_t *len);
+long long policy_reply_ll(const struct redisReply *reply, size_t i);
+
 /* Finds the embedded scripts and computes their SHA1s. Call once, before
  * any thread uses the rest. CG_EINVAL if a script is missing. */
 int policy_init(void);

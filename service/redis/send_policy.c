@@ -12,17 +12,9 @@
 #include "redis/keys.h"
 #include "redis/redis.h"
 
-static const redisReply *element(const redisReply *r, size_t i)
-{
-    static const redisReply empty = {.type = REDIS_REPLY_STRING, .str = "", .len = 0};
-    if (r->type != REDIS_REPLY_ARRAY || i >= r->elements || !r->element[i]->str)
-        return &empty;
-    return r->element[i];
-}
-
 static void parse(const redisReply *r, struct policy_result *res)
 {
-    const char *what = element(r, 0)->str;
+    const char *what = policy_reply_str(r, 0, NULL);
 
     res->verdict = POLICY_REFUSE;
     if (strcmp(what, "ok") == 0) {
@@ -31,7 +23,7 @@ static void parse(const redisReply *r, struct policy_result *res)
         res->reason = REASON_OPTED_OUT;
     } else if (strcmp(what, "window_closed") == 0) {
         res->reason = REASON_WHATSAPP_WINDOW_CLOSED;
-        res->ms = atoll(element(r, 1)->str);
+        res->ms = policy_reply_ll(r, 1);
     } else {
         log_error("policy_script_error", "send.lua answered '%s'", what);
         res->reason = REASON_INTERNAL;

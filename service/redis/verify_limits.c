@@ -12,31 +12,16 @@
 #include "redis/keys.h"
 #include "redis/redis.h"
 
-static const char *element(const redisReply *r, size_t i)
-{
-    if (r->type != REDIS_REPLY_ARRAY || i >= r->elements || !r->element[i]->str)
-        return "";
-    return r->element[i]->str;
-}
-
-static long long element_ll(const redisReply *r, size_t i)
-{
-    if (r->type != REDIS_REPLY_ARRAY || i >= r->elements)
-        return 0;
-    return r->element[i]->type == REDIS_REPLY_INTEGER ? r->element[i]->integer
-                                                      : atoll(element(r, i));
-}
-
 /* Both scripts answer {'ok'} or {'wait', ms, 'limit'|'cooldown'}. */
 static void parse(const redisReply *r, struct policy_result *res, enum reason limit)
 {
-    if (strcmp(element(r, 0), "ok") == 0) {
+    if (strcmp(policy_reply_str(r, 0, NULL), "ok") == 0) {
         res->verdict = POLICY_GO;
         return;
     }
     res->verdict = POLICY_REFUSE;
-    res->ms = element_ll(r, 1);
-    res->reason = strcmp(element(r, 2), "cooldown") == 0 ? REASON_VERIFY_COOLDOWN : limit;
+    res->ms = policy_reply_ll(r, 1);
+    res->reason = strcmp(policy_reply_str(r, 2, NULL), "cooldown") == 0 ? REASON_VERIFY_COOLDOWN : limit;
 }
 
 static void parse_start(const redisReply *r, struct policy_result *res)
