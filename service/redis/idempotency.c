@@ -20,6 +20,7 @@
 struct drop {
     struct idempotency_ctx *ctx;
     struct drop *next;
+    int reloads; /* NOSCRIPT answers so far */
     char owner[48];
     char key[]; /* the record's key */
 };
@@ -163,10 +164,21 @@ static int send_drop(struct drop *d);
 static void on_dropped(redisAsyncContext *ac, void *reply, void *privdata)
 {
     struct drop *d = privdata;
-    if (!reply) /* the connection went before the answer: send it again later */
+    if (!reply) { /* the connection went before the answer: send it again later */
         keep(d);
-    else
-        free(d);
+        return;
+    }
+    if (policy_is_noscript(reply) && d->reloads++ < 3) {
+        /* Redis lost the script (flush, failover): load it ahead, again. */
+        policy_reload(d->ctx->redis);
+        if (send_drop(d))
+            keep(d);
+        return;
+    }
+    if (((const redisReply *)reply)->type == REDIS_REPLY_ERROR)
+        log_warn("idempotency_drop_lost", "claim %s left to its lease: %s", d->key,
+                 ((const redisReply *)reply)->str);
+    free(d);
 }
 
 static int send_drop(struct drop *d)
@@ -186,6 +198,7 @@ void idempotency_drop(struct idempotency_ctx *c, const char *key, const char *ow
     }
     d->ctx = c;
     d->next = NULL;
+    d->reloads = 0;
     snprintf(d->owner, sizeof(d->owner), "%s", owner);
     memcpy(d->key, key, n + 1);
     if (send_drop(d))

@@ -106,6 +106,18 @@ static void test_only_the_owner_drops(void **state)
     assert_int_equal(claim("fp1", "owner-b", 10000), POLICY_GO); /* free again */
 }
 
+static void test_drop_survives_lost_scripts(void **state)
+{
+    assert_int_equal(claim("fp1", "owner-a", 10000), POLICY_GO);
+    cmd("SCRIPT", "FLUSH", NULL, NULL);
+    idempotency_drop(idem, key, "owner-a");
+    /* NOSCRIPT, then the reload and the drop again, behind this EXISTS. */
+    int tries = 0;
+    while (strcmp(cmd("EXISTS", key, NULL, NULL), "0") != 0 && ++tries < 20)
+        ;
+    assert_string_equal(cmd("EXISTS", key, NULL, NULL), "0");
+}
+
 static void test_abandoned_claim_is_unknown_not_resent(void **state)
 {
     assert_int_equal(claim("fp1", "owner-a", 100), POLICY_GO);
@@ -138,6 +150,7 @@ int main(void)
         T(test_claim_settle_repeat),
         T(test_settled_unknown_repeats_unknown),
         T(test_only_the_owner_drops),
+        T(test_drop_survives_lost_scripts),
         T(test_abandoned_claim_is_unknown_not_resent),
         T(test_drop_waits_for_redis),
     };
