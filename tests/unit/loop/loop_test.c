@@ -6,6 +6,7 @@
 #include <cmocka.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "core/error.h"
 #include "loop/loop.h"
@@ -124,9 +125,30 @@ static void test_thread_ownership(void **state)
     loop_free(&loop);
 }
 
+static void slow_mark(void *arg)
+{
+    usleep(50 * 1000);
+    *(int *)arg = loop_owns(loop_base(loop)) ? 1 : -1;
+}
+
+/* loop_call_wait returns only once fn ran, and ran on the loop thread. */
+static void test_call_wait(void **state)
+{
+    int mark = 0;
+    assert_int_equal(loop_new(&loop), CG_OK);
+    assert_int_equal(loop_call_wait(loop, slow_mark, &mark), CG_ESHUTDOWN); /* not running */
+    assert_int_equal(mark, 0);
+    assert_int_equal(loop_start(loop, "test-loop"), CG_OK);
+    assert_int_equal(loop_call_wait(loop, slow_mark, &mark), CG_OK);
+    assert_int_equal(mark, 1);
+    loop_stop(loop);
+    loop_free(&loop);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_call_wait),
         cmocka_unit_test(test_thread_ownership),
         cmocka_unit_test(test_many_posters),
         cmocka_unit_test(test_loop_call_and_free_null),
