@@ -54,10 +54,12 @@ int message_status_apply(struct redis_ctx *r, const char *sid, const char *statu
 void message_status_first(struct redis_ctx *r, const char *sid, const char *status)
 {
     char event[KEYS_MAX];
-    if (keys_make(event, sizeof(event), KEYS_EVENT, sid, status) ||
-        message_status_apply(r, sid, status, "", event, redis_on_write,
-                             (void *)"message status"))
-        log_warn("redis_write_skipped", "status of %s not recorded: Redis down", sid);
+    int rc = keys_make(event, sizeof(event), KEYS_EVENT, sid, status) ? CG_EINVAL
+             : message_status_apply(r, sid, status, "", event, redis_on_write,
+                                    (void *)"message status");
+    if (rc)
+        log_warn("redis_write_skipped", "first status '%s' of %s not recorded: %s", status, sid,
+                 error_message(rc));
 }
 
 static void on_hash(redisAsyncContext *ac, void *reply, void *privdata)
