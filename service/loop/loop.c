@@ -226,6 +226,8 @@ void loop_free(struct loop_ctx **loopp)
         log_warn("loop_free", "tasks left in the mailbox at exit");
     if (loop->wake)
         event_free(loop->wake);
+    if (owned_base == loop->base)
+        owned_base = NULL; /* a later base may get its address */
     if (loop->base)
         event_base_free(loop->base);
     pthread_mutex_destroy(&loop->lock);
