@@ -155,6 +155,57 @@ class SimTest(unittest.TestCase):
         got = self.sim.requests("Messages.json")
         self.assertEqual((got[-1]["status"], got[-1]["cut"]), (201, "reset"))
 
+    def get(self, path, params=(), user=ACCOUNT, password=harness.SIM_AUTH_TOKEN):
+        url = self.p.url + path + ("?" + urllib.parse.urlencode(params) if params else "")
+        h = {"Authorization": "Basic " + base64.b64encode(
+            ("%s:%s" % (user, password)).encode()).decode()}
+        req = urllib.request.Request(url, method="GET", headers=h)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, __import__("json").loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, __import__("json").loads(e.read())
+
+    def test_lists_filter_page_newest_first(self):
+        sids = [self.sms("+14155550100", body="m%d" % i)[1]["sid"] for i in range(5)]
+        self.sms("+14155550199", body="other recipient")
+        self.sms("+14155550100", frm="+15005550010", body="other sender")
+        status, page = self.get(MESSAGES, [("To", "+14155550100"), ("From", "+15005550006"),
+                                           ("PageSize", "2")])
+        self.assertEqual(status, 200)
+        self.assertEqual([m["sid"] for m in page["messages"]], sids[::-1][:2])
+        self.assertEqual((page["page"], page["page_size"], page["start"]), (0, 2, 0))
+        seen = [m["sid"] for m in page["messages"]]
+        while page["next_page_uri"]:
+            status, page = self.get(page["next_page_uri"])
+            self.assertEqual(status, 200)
+            seen += [m["sid"] for m in page["messages"]]
+        self.assertEqual(seen, sids[::-1])
+        self.assertEqual(len(self.get(MESSAGES, [("To", "+14155550100")])[1]["messages"]), 6)
+        self.assertEqual(self.get(MESSAGES, [("To", "+14155550100")], password="x")[0], 401)
+        status, call = self.post(CALLS, [("To", "+14155550100"), ("From", "+15005550006"),
+                                         ("Url", "http://127.0.0.1/twiml")])
+        status, calls = self.get(CALLS, [("To", "+14155550100")])
+        self.assertEqual([c["sid"] for c in calls["calls"]], [call["sid"]])
+        self.sim.reset()
+        self.assertEqual(self.get(MESSAGES)[1]["messages"], [])
+
+    def test_list_lag_and_get_faults(self):
+        self.sim.config(list_lag_ms=400)
+        sid = self.sms("+14155550100")[1]["sid"]
+        self.assertEqual(self.get(MESSAGES, [("To", "+14155550100")])[1]["messages"], [])
+        time.sleep(0.5)
+        self.assertEqual([m["sid"] for m in
+                          self.get(MESSAGES, [("To", "+14155550100")])[1]["messages"]], [sid])
+        # A fault aimed at the lists leaves the POSTs alone, and the reverse.
+        self.sim.fault(path_suffix="Messages.json", method="GET", status=503, code=20503)
+        self.assertEqual(self.sms("+14155550100")[0], 201)
+        self.assertEqual(self.get(MESSAGES)[0], 503)
+        self.assertEqual(self.get(MESSAGES)[0], 200)
+        self.sim.fault(path_suffix="Messages.json", status=503, code=20503)
+        self.assertEqual(self.get(MESSAGES)[0], 200)
+        self.assertEqual(self.sms("+14155550100")[0], 503)
+
     def test_latency_and_drop(self):
         self.sim.fault(path_suffix="Messages.json", latency_ms=400)
         t0 = time.monotonic()

@@ -12,7 +12,12 @@
  *   POST /__sim/faults                     queue a fault (JSON, see README)
  *   POST /__sim/config                     {"max_open": N}: like Twilio, refuse with
  *                                          429 / 20429 (not acted on) a request that
- *                                          arrives while N are open; 0: no limit
+ *                                          arrives while N are open; 0: no limit.
+ *                                          {"list_lag_ms": N}: the lists show a
+ *                                          message or call only N ms after it was made
+ * API: POST Messages.json, Calls.json, Verifications, VerificationCheck;
+ *      GET Messages.json and Calls.json (lists: To, From, PageSize, Page,
+ *      PageToken; newest first).
  *   GET  /__sim/health
  *   POST /__sim/inbound                    post a signed inbound message (JSON: url,
  *                                          from, to, body, num_media, token)
@@ -46,6 +51,8 @@
 #define MAX_RECORDED 100000
 #define MAX_VERIFICATIONS 10000
 #define MAX_FAULTS 1000
+#define MAX_RESOURCES 20000 /* messages, and calls, kept for the list endpoints */
+#define MAX_PAGE_SIZE 1000
 #define VERIFY_TTL_S 600
 #define VERIFY_MAX_SENDS 5
 #define VERIFY_MAX_CHECKS 5
@@ -62,6 +69,7 @@ struct fault {
     int status, code;
     int drop;
     int cut; /* after acting: CUT_CLOSE or CUT_RESET instead of the answer */
+    int get;  /* applies to GETs (the lists) instead of POSTs */
 };
 
 /* How a connection ends without its answer. */
@@ -79,6 +87,17 @@ struct verification {
     double created;
 };
 
+/* A message or call this simulator created, newest last, for the lists. */
+struct resource {
+    json_t *json;
+    double created; /* now_s() */
+};
+
+struct store {
+    struct resource all[MAX_RESOURCES]; /* ring */
+    size_t head, count;
+};
+
 static struct {
     struct event_base *base;
     const char *account_sid, *auth_token, *key_sid, *key_secret;
@@ -92,6 +111,8 @@ static struct {
     struct fault faults[MAX_FAULTS];
     size_t nfaults;
     int open, max_open; /* API requests not answered yet, and the cap (0: none) */
+    int list_lag_ms;    /* a resource shows in the lists only this long after it was made */
+    struct store messages, calls;
 } sim;
 
 static double now_s(void)
@@ -279,6 +300,29 @@ static void record(json_t *r)
     sim.recorded[slot] = r;
 }
 
+static void store_add(struct store *st, json_t *j)
+{
+    if (sim.no_record)
+        return; /* benchmarks: nothing lists what they sent */
+    struct resource *r;
+    if (st->count == MAX_RESOURCES) {
+        r = &st->all[st->head];
+        json_decref(r->json);
+        st->head = (st->head + 1) % MAX_RESOURCES;
+    } else {
+        r = &st->all[(st->head + st->count++) % MAX_RESOURCES];
+    }
+    r->json = json_incref(j);
+    r->created = now_s();
+}
+
+static void store_clear(struct store *st)
+{
+    for (size_t i = 0; i < st->count; i++)
+        json_decref(st->all[(st->head + i) % MAX_RESOURCES].json);
+    st->head = st->count = 0;
+}
+
 /* The first queued fault matching this request, consumed; or the header's. */
 static int take_fault(struct api_req *a, struct fault *out)
 {
@@ -298,8 +342,11 @@ static int take_fault(struct api_req *a, struct fault *out)
     }
     const char *to = param(a, "To");
     size_t plen = strlen(a->path);
+    int is_get = evhttp_request_get_command(a->req) == EVHTTP_REQ_GET;
     for (size_t i = 0; i < sim.nfaults; i++) {
         struct fault *f = &sim.faults[i];
+        if (f->get != is_get)
+            continue;
         size_t sl = strlen(f->path_suffix);
         if (sl && (sl > plen || strcmp(a->path + plen - sl, f->path_suffix) != 0))
             continue;
@@ -538,6 +585,7 @@ static int api_messages(struct api_req *a, int latency)
                           "num_media", nmedia, "direction", "outbound-api", "api_version",
                           "2010-04-01", "date_created", date, "date_updated", date,
                           "date_sent", "error_code", "error_message", "price", "uri", uri);
+    store_add(&sim.messages, j);
     const char *callback = param(a, "StatusCallback");
     if (callback && !sim.no_callbacks)
         status_callbacks(callback, sid, to, from, mss && !from);
@@ -570,6 +618,7 @@ static int api_calls(struct api_req *a, int latency)
                           "account_sid", sim.account_sid, "to", to, "from", from, "status",
                           "queued", "direction", "outbound-api", "date_created", date,
                           "api_version", "2010-04-01", "uri", uri);
+    store_add(&sim.calls, j);
     a->status = 201;
     answer(a->req, 201, dump(j), latency, a->cut);
     return 0;
@@ -670,6 +719,72 @@ static int api_verify_check(struct api_req *a, const char *service, int latency)
     return 0;
 }
 
+/* GET Messages.json or Calls.json: Twilio's list, newest first, filtered
+ * by To and From (exact), paged with PageSize, Page and PageToken (here
+ * the offset of the page's first entry; Twilio's tokens are opaque). A
+ * resource younger than the list lag is not listed yet, as on Twilio,
+ * whose lists catch up a little after the resource is made. */
+static int api_list(struct api_req *a, const char *account, const char *what,
+                    struct store *st, int latency)
+{
+    const char *to = param(a, "To"), *from = param(a, "From");
+    const char *size_s = param(a, "PageSize"), *page_s = param(a, "Page");
+    const char *token = param(a, "PageToken");
+    long size = size_s ? atol(size_s) : 50, page = page_s ? atol(page_s) : 0;
+    long skip = token && strncmp(token, "PA", 2) == 0 ? atol(token + 2) : page * size;
+    double newest = now_s() - sim.list_lag_ms / 1000.0;
+    char base[300], uri[1200], enc_to[200] = "", enc_from[200] = "";
+
+    if (size < 1 || size > MAX_PAGE_SIZE || page < 0 || skip < 0)
+        return fail_api(a, 400, 20001, "Invalid paging parameter", latency);
+    if (to) {
+        char *e = evhttp_encode_uri(to);
+        snprintf(enc_to, sizeof(enc_to), "&To=%s", e);
+        free(e);
+    }
+    if (from) {
+        char *e = evhttp_encode_uri(from);
+        snprintf(enc_from, sizeof(enc_from), "&From=%s", e);
+        free(e);
+    }
+    snprintf(base, sizeof(base), "/2010-04-01/Accounts/%s/%s.json", account, what);
+    json_t *items = json_array();
+    long matched = 0, more = 0;
+    for (size_t i = st->count; i-- > 0;) {
+        const struct resource *r = &st->all[(st->head + i) % MAX_RESOURCES];
+        if (r->created > newest)
+            continue;
+        if (to && strcmp(json_string_value(json_object_get(r->json, "to")), to) != 0)
+            continue;
+        const char *rf = json_string_value(json_object_get(r->json, "from"));
+        if (from && (!rf || strcmp(rf, from) != 0))
+            continue;
+        if (matched++ < skip)
+            continue;
+        if ((long)json_array_size(items) == size) {
+            more = 1;
+            break;
+        }
+        json_array_append(items, r->json);
+    }
+    snprintf(uri, sizeof(uri), "%s?PageSize=%ld%s%s&Page=%ld&PageToken=PA%ld", base, size,
+             enc_to, enc_from, page + 1, skip + size);
+    json_t *next = more ? json_string(uri) : json_null();
+    snprintf(uri, sizeof(uri), "%s?PageSize=%ld%s%s&Page=0", base, size, enc_to, enc_from);
+    json_t *first = json_string(uri);
+    snprintf(uri, sizeof(uri), "%s?PageSize=%ld%s%s&Page=%ld", base, size, enc_to, enc_from,
+             page);
+    json_t *j = json_pack("{s:o, s:i, s:o, s:o, s:i, s:i, s:n, s:i, s:s}", what[0] == 'M' ?
+                          "messages" : "calls", items, "end",
+                          (json_int_t)(skip + (long)json_array_size(items) - 1), "first_page_uri",
+                          first, "next_page_uri", next, "page", (json_int_t)page, "page_size",
+                          (json_int_t)size, "previous_page_uri", "start", (json_int_t)skip, "uri",
+                          uri);
+    a->status = 200;
+    answer(a->req, 200, dump(j), latency, a->cut);
+    return 0;
+}
+
 static void handle_api(struct evhttp_request *req, const char *path)
 {
     struct api_req a = {.req = req, .path = path};
@@ -686,9 +801,11 @@ static void handle_api(struct evhttp_request *req, const char *path)
     int authed = check_auth(req, user, sizeof(user));
     const char *ctype =
         evhttp_find_header(evhttp_request_get_input_headers(req), "Content-Type");
-    int form_ok = evhttp_parse_query_str(body, &a.params) == 0;
-
     const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
+    int is_get = evhttp_request_get_command(req) == EVHTTP_REQ_GET;
+    /* A GET's parameters are its query; a POST's its form body. */
+    int form_ok = evhttp_parse_query_str(is_get ? (query ? query : "") : body, &a.params) == 0;
+
     if (!sim.no_record)
         a.record = json_pack("{s:s, s:s, s:s?, s:s, s:s?, s:[], s:f}", "method",
                          evhttp_request_get_command(req) == EVHTTP_REQ_POST ? "POST" : "GET",
@@ -722,6 +839,18 @@ static void handle_api(struct evhttp_request *req, const char *path)
     }
     if (!authed) {
         fail_api(&a, 401, 20003, "Authenticate", latency);
+        goto done;
+    }
+    if (is_get && form_ok && sscanf(path, "/2010-04-01/Accounts/%63[^/]/", account) == 1) {
+        const char *rest = path + strlen("/2010-04-01/Accounts/") + strlen(account);
+        if (strcmp(account, sim.account_sid) != 0)
+            fail_api(&a, 404, 20404, "The requested resource was not found", latency);
+        else if (strcmp(rest, "/Messages.json") == 0)
+            api_list(&a, account, "Messages", &sim.messages, latency);
+        else if (strcmp(rest, "/Calls.json") == 0)
+            api_list(&a, account, "Calls", &sim.calls, latency);
+        else
+            fail_api(&a, 404, 20404, "The requested resource was not found", latency);
         goto done;
     }
     if (evhttp_request_get_command(req) != EVHTTP_REQ_POST || !form_ok ||
@@ -769,6 +898,9 @@ static void reset(void)
     sim.nverifs = 0;
     sim.nfaults = 0;
     sim.max_open = 0;
+    sim.list_lag_ms = 0;
+    store_clear(&sim.messages);
+    store_clear(&sim.calls);
 }
 
 /* A test endpoint's JSON body, or NULL. */
@@ -789,13 +921,18 @@ static void control(struct evhttp_request *req, const char *path)
         send_now(req, 200, "{\"ok\":true}");
     } else if (strcmp(path, "/__sim/config") == 0 && cmd == EVHTTP_REQ_POST) {
         json_t *j = body_json(req);
-        json_t *max_open = json_object_get(j, "max_open");
-        if (!json_is_integer(max_open) || json_integer_value(max_open) < 0) {
+        json_t *max_open = json_object_get(j, "max_open"), *lag = json_object_get(j, "list_lag_ms");
+        if ((!max_open && !lag) || (max_open && (!json_is_integer(max_open) ||
+                                                 json_integer_value(max_open) < 0)) ||
+            (lag && (!json_is_integer(lag) || json_integer_value(lag) < 0))) {
             json_decref(j);
-            send_now(req, 400, "{\"error\":\"expected {\\\"max_open\\\": N}\"}");
+            send_now(req, 400, "{\"error\":\"expected {\\\"max_open\\\": N, \\\"list_lag_ms\\\": N}\"}");
             return;
         }
-        sim.max_open = (int)json_integer_value(max_open);
+        if (max_open)
+            sim.max_open = (int)json_integer_value(max_open);
+        if (lag)
+            sim.list_lag_ms = (int)json_integer_value(lag);
         json_decref(j);
         send_now(req, 200, "{\"ok\":true}");
     } else if (strcmp(path, "/__sim/requests") == 0) {
@@ -876,6 +1013,8 @@ static void control(struct evhttp_request *req, const char *path)
         f->status = (int)json_integer_value(json_object_get(j, "status"));
         f->code = (int)json_integer_value(json_object_get(j, "code"));
         f->drop = json_is_true(json_object_get(j, "drop"));
+        const char *method = json_string_value(json_object_get(j, "method"));
+        f->get = method && strcmp(method, "GET") == 0;
         const char *after = json_string_value(json_object_get(j, "after"));
         f->cut = !after ? CUT_NONE : strcmp(after, "reset") == 0 ? CUT_RESET : CUT_CLOSE;
         json_decref(j);
