@@ -9,6 +9,7 @@ struct flow_ctx;
 struct idempotency_ctx;
 struct loop_ctx;
 struct redis_ctx;
+struct resolver;
 struct health_ctx;
 struct rpc_server;
 struct twilio_ctx;
@@ -22,6 +23,7 @@ struct app {
     struct flow_ctx *flows;    /* the calls' shared state; see rpc/flow.h */
     struct idempotency_ctx *idem; /* loop thread only */
     struct twilio_ctx *twilio; /* loop thread only */
+    struct resolver *resolver; /* loop thread only: unknown outcomes, resolve/ */
     struct webhook_ctx *webhook; /* loop thread only */
     struct health_ctx *health;
     struct rpc_server *server;

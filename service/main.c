@@ -16,6 +16,7 @@
 #include "loop/loop.h"
 #include "redis/account.h"
 #include "redis/idempotency.h"
+#include "resolve/resolver.h"
 #include "redis/policy.h"
 #include "redis/redis.h"
 #include "rpc/flow.h"
@@ -66,6 +67,8 @@ static void loop_open(void *arg)
     struct app *app = arg;
     if (redis_start(app->redis))
         log_error("redis_start_failed", "cannot arm the Redis timer");
+    if (resolver_start(app->resolver))
+        log_error("resolver_start_failed", "cannot arm the resolver's timer");
 }
 
 /* Loop thread, at shutdown: closing Redis fails its pending commands, which
@@ -74,6 +77,7 @@ static void loop_close(void *arg)
 {
     struct app *app = arg;
     flow_shutdown(app->flows);
+    resolver_free(&app->resolver); /* its entries go back to the queue for another replica */
     twilio_free(&app->twilio); /* fails requests in flight: their calls are answered */
     /* Pending Redis callbacks answer RPCs and webhooks, so the webhook
      * server (its requests and counters) must outlive this. */
@@ -200,6 +204,14 @@ int main(int argc, char **argv)
     rc = twilio_new(loop_base(app.loop), &cfg, &app.twilio);
     if (rc)
         goto fail;
+    struct resolver_deps rdeps = {.base = loop_base(app.loop),
+                                  .cfg = &cfg,
+                                  .redis = app.redis,
+                                  .idem = app.idem,
+                                  .twilio = app.twilio};
+    rc = resolver_new(&rdeps, &app.resolver);
+    if (rc)
+        goto fail;
     rc = webhook_new(&app, err, sizeof(err), &app.webhook);
     if (rc) {
         log_event(LOG_LEVEL_ERROR, "http_listen_failed", json_pack("{s:s}", "msg", err));
@@ -248,11 +260,12 @@ fail:
         log_event(LOG_LEVEL_ERROR, "startup_failed",
                   json_pack("{s:s, s:s}", "error", error_name(rc), "msg", error_message(rc)));
     if (app.loop) {
-        if (app.redis || app.account || app.twilio || app.webhook)
+        if (app.redis || app.account || app.twilio || app.webhook || app.resolver)
             loop_call(app.loop, loop_close, &app);
         loop_stop(app.loop);
     }
     webhook_free(&app.webhook); /* only if the loop never ran */
+    resolver_free(&app.resolver); /* only if the loop never ran: nothing in flight */
     twilio_free(&app.twilio);
     redis_free(&app.redis);
     idempotency_free(&app.idem);

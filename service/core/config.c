@@ -82,6 +82,11 @@ static const struct setting settings[] = {
      "Twilio requests in flight for the whole account (Twilio answers 20429 above its limit)"},
     {"COMMSGATE_IDEMPOTENCY_TTL_SECONDS", "86400", K_INT, 0, NUM(idempotency_ttl_s), NULL, 60,
      2592000, "how long an idempotency_key is remembered"},
+    {"COMMSGATE_RESOLVE_CATCHUP_SECONDS", "120", K_INT, 0, NUM(resolve_catchup_s), NULL, 1,
+     86400, "an unknown outcome absent from Twilio's lists this long after the request was "
+     "last possibly received counts as not sent (the key may send again)"},
+    {"COMMSGATE_RESOLVE_INTERVAL_MS", "1000", K_INT, 0, NUM(resolve_interval_ms), NULL, 50,
+     60000, "how often each replica takes unknown outcomes due for resolving"},
     {"COMMSGATE_VERIFY_MAX_SENDS", "3", K_INT, 0, NUM(verify_max_sends), NULL, 1, 1000,
      "StartVerification sends per number per window"},
     {"COMMSGATE_VERIFY_SEND_WINDOW_SECONDS", "600", K_INT, 0, NUM(verify_send_window_s), NULL,

@@ -46,6 +46,8 @@ struct config {
     int send_rate;               /* segments per second, whole account */
     int twilio_concurrency;      /* Twilio requests in flight, whole account */
     int idempotency_ttl_s;
+    int resolve_catchup_s;   /* resolve/: how long Twilio's lists are given to show a message */
+    int resolve_interval_ms; /* resolve/: the sweep */
     int verify_max_sends;
     int verify_send_window_s;
     int verify_cooldown_s;

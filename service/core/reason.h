@@ -31,7 +31,8 @@
     X(REASON_SHUTTING_DOWN,          "SHUTTING_DOWN",            UNAVAILABLE,         -1)        \
     X(REASON_TWILIO_ERROR,           "TWILIO_ERROR",             OK,                  -1)        \
     X(REASON_TWILIO_UNREACHABLE,     "TWILIO_UNREACHABLE",       UNAVAILABLE,         -1)        \
-    X(REASON_OUTCOME_UNKNOWN,        "OUTCOME_UNKNOWN",          UNKNOWN,             -1)
+    X(REASON_OUTCOME_UNKNOWN,        "OUTCOME_UNKNOWN",          UNKNOWN,             -1)        \
+    X(REASON_OUTCOME_RESOLVING,      "OUTCOME_RESOLVING",        ABORTED,           1000)
 
 enum reason {
 #define REASON_ENUM(v, name, status, retry) v,

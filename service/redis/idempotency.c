@@ -67,6 +67,22 @@ void idempotency_free(struct idempotency_ctx **cp)
     *cp = NULL;
 }
 
+/* {'found', sid, status}: an OK outcome with no packed body; the flow
+ * packs the response from sid and status. */
+static struct policy_outcome *found_of(const redisReply *r)
+{
+    size_t slen, tlen;
+    const char *sid = policy_reply_str(r, 1, &slen), *status = policy_reply_str(r, 2, &tlen);
+    struct policy_outcome *o = calloc(1, sizeof(*o) + slen + tlen + 2);
+    if (!o)
+        return NULL;
+    o->sid = (char *)(o + 1);
+    memcpy(o->sid, sid, slen);
+    o->status = o->sid + slen + 1;
+    memcpy(o->status, status, tlen);
+    return o;
+}
+
 /* {'repeat', code, body, msg, tw}: one allocation holds it all. */
 static struct policy_outcome *repeat_of(const redisReply *r)
 {
@@ -84,6 +100,7 @@ static struct policy_outcome *repeat_of(const redisReply *r)
     memcpy(o->msg, msg, mlen);
     o->msg[mlen] = '\0';
     o->twilio_code = (int)policy_reply_ll(r, 4);
+    o->sid = o->status = NULL;
     return o;
 }
 
@@ -97,6 +114,11 @@ static void parse(const redisReply *r, struct policy_result *res)
     } else if (strcmp(what, "repeat") == 0) {
         res->repeat = repeat_of(r);
         res->verdict = res->repeat ? POLICY_REPEAT : POLICY_LOST;
+    } else if (strcmp(what, "found") == 0) {
+        res->repeat = found_of(r);
+        res->verdict = res->repeat ? POLICY_FOUND : POLICY_LOST;
+    } else if (strcmp(what, "resolving") == 0) {
+        res->verdict = POLICY_RESOLVING;
     } else if (strcmp(what, "in_flight") == 0) {
         res->verdict = POLICY_IN_FLIGHT;
         res->ms = policy_reply_ll(r, 1);
@@ -111,15 +133,21 @@ static void parse(const redisReply *r, struct policy_result *res)
 }
 
 int idempotency_claim(struct idempotency_ctx *c, const char *key, const char *fp,
-                      const char *owner, int64_t lease_ms, struct policy_req *req)
+                      const char *owner, int64_t lease_ms, const struct idempotency_send *send,
+                      struct policy_req *req)
 {
     char lease[24], ttl[16];
     snprintf(lease, sizeof(lease), "%lld", (long long)lease_ms);
     snprintf(ttl, sizeof(ttl), "%d", c->cfg->idempotency_ttl_s);
-    const char *keys[] = {key};
-    const char *args[] = {"claim", fp, owner, lease, ttl};
+    const char *argv[12] = {NULL, NULL, NULL, key, "claim", fp, owner, lease, ttl,
+                            send && send->api ? send->api : "", send ? send->form : ""};
+    size_t lens[12];
+    for (int i = 3; i < 11; i++)
+        lens[i] = argv[i] ? strlen(argv[i]) : 0;
+    lens[10] = send && send->form ? send->form_len : 0;
+    argv[10] = send && send->form ? send->form : "";
     req->parse = parse;
-    return policy_run(c->redis, POLICY_IDEMPOTENCY, 1, keys, 5, args, req);
+    return policy_run_argv(c->redis, POLICY_IDEMPOTENCY, 1, 11, argv, lens, req);
 }
 
 void idempotency_settle(struct idempotency_ctx *c, const char *key,
@@ -219,4 +247,115 @@ void idempotency_redis_up(struct idempotency_ctx *c)
         if (send_drop(d))
             keep(d);
     }
+}
+
+void idempotency_unknown(struct idempotency_ctx *c, const char *key, const char *owner)
+{
+    const char *keys[] = {key};
+    const char *args[] = {"unknown", owner};
+    if (policy_eval(c->redis, POLICY_IDEMPOTENCY, 1, keys, 2, args, redis_on_write,
+                    (void *)"idempotency record"))
+        log_warn("redis_write_skipped", "idempotency record %s not marked unknown: Redis down",
+                 key);
+}
+
+struct reading {
+    idempotency_facts_fn *fn;
+    idempotency_written_fn *written;
+    void *data;
+};
+
+static struct reading *reading_new(idempotency_facts_fn *fn, idempotency_written_fn *written,
+                                   void *data)
+{
+    struct reading *rd = malloc(sizeof(*rd));
+    if (rd)
+        *rd = (struct reading){.fn = fn, .written = written, .data = data};
+    return rd;
+}
+
+static enum idempotency_state state_of(const char *s)
+{
+    if (!*s)
+        return IDEMPOTENCY_GONE;
+    if (strcmp(s, "pending") == 0)
+        return IDEMPOTENCY_PENDING;
+    if (strcmp(s, "done") == 0)
+        return IDEMPOTENCY_DONE;
+    if (strcmp(s, "found") == 0)
+        return IDEMPOTENCY_FOUND;
+    return IDEMPOTENCY_UNKNOWN;
+}
+
+static void on_read(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct reading rd = *(struct reading *)privdata;
+    const redisReply *r = reply;
+    struct idempotency_facts f = {.state = IDEMPOTENCY_LOST, .api = "", .form = ""};
+
+    free(privdata);
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements >= 6) {
+        f.state = state_of(policy_reply_str(r, 0, NULL));
+        f.api = policy_reply_str(r, 1, NULL);
+        f.form = policy_reply_str(r, 2, NULL);
+        f.t0 = policy_reply_ll(r, 3);
+        f.t1 = policy_reply_ll(r, 4);
+        f.lease_left_ms = policy_reply_ll(r, 5);
+    }
+    rd.fn(&f, rd.data);
+}
+
+int idempotency_read(struct idempotency_ctx *c, const char *key, idempotency_facts_fn *fn,
+                     void *data)
+{
+    struct reading *rd = reading_new(fn, NULL, data);
+    const char *keys[] = {key};
+    const char *args[] = {"read"};
+    if (!rd)
+        return CG_ENOMEM;
+    int rc = policy_eval(c->redis, POLICY_IDEMPOTENCY, 1, keys, 1, args, on_read, rd);
+    if (rc)
+        free(rd);
+    return rc;
+}
+
+static void on_written(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct reading rd = *(struct reading *)privdata;
+    const redisReply *r = reply;
+    int ok = -1;
+
+    free(privdata);
+    if (r && r->type == REDIS_REPLY_ARRAY)
+        ok = strcmp(policy_reply_str(r, 0, NULL), "kept") != 0;
+    rd.written(ok, rd.data);
+}
+
+static int write_op(struct idempotency_ctx *c, const char *key, int nargs, const char **args,
+                    idempotency_written_fn *fn, void *data)
+{
+    struct reading *rd = reading_new(NULL, fn, data);
+    const char *keys[] = {key};
+    if (!rd)
+        return CG_ENOMEM;
+    int rc = policy_eval(c->redis, POLICY_IDEMPOTENCY, 1, keys, nargs, args, on_written, rd);
+    if (rc)
+        free(rd);
+    return rc;
+}
+
+int idempotency_found(struct idempotency_ctx *c, const char *key, const char *sid,
+                      const char *status, idempotency_written_fn *fn, void *data)
+{
+    const char *args[] = {"found", sid, status};
+    return write_op(c, key, 3, args, fn, data);
+}
+
+int idempotency_absent(struct idempotency_ctx *c, const char *key, int64_t t0,
+                       idempotency_written_fn *fn, void *data)
+{
+    char t[24];
+    snprintf(t, sizeof(t), "%lld", (long long)t0);
+    const char *args[] = {"absent", t};
+    return write_op(c, key, 2, args, fn, data);
 }

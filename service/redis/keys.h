@@ -31,6 +31,8 @@ enum keys_record {
 #define KEYS_ACCOUNT_TAT "cg:{account}:tat_us"
 #define KEYS_ACCOUNT_LEASES "cg:{account}:leases"
 #define KEYS_ACCOUNT_SPARE "cg:{account}:spare"
+/* Unknown outcomes due for resolving, by due time (resolve_queue.c). */
+#define KEYS_RESOLVE_QUEUE "cg:{resolve}:queue"
 /* The events stream other services read (webhook/events.c). */
 #define KEYS_EVENTS "cg:events"
 

@@ -20,6 +20,7 @@ static const char *const script_names[POLICY_SCRIPT_COUNT] = {
     [POLICY_MESSAGE_STATUS] = "message_status",
     [POLICY_INBOUND] = "inbound",
     [POLICY_IDEMPOTENCY] = "idempotency",
+    [POLICY_RESOLVE_QUEUE] = "resolve_queue",
 };
 
 static const struct script_source *scripts[POLICY_SCRIPT_COUNT];
@@ -131,6 +132,12 @@ int policy_run(struct redis_ctx *r, enum policy_script s, int nkeys, const char 
                int nargs, const char *const *args, struct policy_req *req)
 {
     return policy_eval(r, s, nkeys, keys, nargs, args, on_decided, req);
+}
+
+int policy_run_argv(struct redis_ctx *r, enum policy_script s, int nkeys, int argc,
+                    const char **argv, size_t *lens, struct policy_req *req)
+{
+    return policy_eval_argv(r, s, nkeys, argc, argv, lens, on_decided, req);
 }
 
 const char *policy_reply_str(const redisReply *r, size_t i, size_t *len)

@@ -25,6 +25,7 @@ enum policy_script {
     POLICY_MESSAGE_STATUS, /* message_status.lua: webhook status callbacks */
     POLICY_INBOUND,      /* inbound.lua: inbound messages, keywords, window */
     POLICY_IDEMPOTENCY,  /* idempotency.lua: a key's record, claim and drop */
+    POLICY_RESOLVE_QUEUE, /* resolve_queue.lua: unknown outcomes due for resolving */
     POLICY_SCRIPT_COUNT
 };
 
@@ -35,6 +36,8 @@ enum policy_verdict {
     POLICY_REFUSE,    /* refused for `reason` */
     POLICY_REPEAT,    /* an idempotent repeat: answer with `repeat` */
     POLICY_IN_FLIGHT, /* the same idempotency key is being sent elsewhere */
+    POLICY_FOUND,     /* an unknown outcome resolved: Twilio has it (repeat->sid) */
+    POLICY_RESOLVING, /* an unknown outcome not resolved yet: being asked */
     POLICY_LOST,      /* Redis failed or went away: nothing is known to be held */
     POLICY_NOSCRIPT,  /* Redis lost the script: policy_reload and run again */
 };
@@ -46,6 +49,7 @@ struct policy_outcome {
     size_t body_len;
     char *msg;       /* the status message otherwise */
     int twilio_code; /* non-zero when Twilio refused */
+    char *sid, *status; /* POLICY_FOUND: what Twilio has; else NULL */
 };
 
 struct policy_result {
@@ -54,7 +58,7 @@ struct policy_result {
     /* POLICY_REFUSE: the wait in ms (verification limits), or when the
      * WhatsApp window closed (unix ms; 0: it never opened). */
     int64_t ms;
-    /* POLICY_REPEAT: the stored answer, in one allocation; the callback
+    /* POLICY_REPEAT, POLICY_FOUND: the stored answer, in one allocation; the callback
      * may take it (set it NULL), else it is freed after the callback. */
     struct policy_outcome *repeat;
 };
@@ -76,6 +80,10 @@ struct policy_req {
  * do not fit. Loop thread. */
 int policy_run(struct redis_ctx *r, enum policy_script s, int nkeys, const char *const *keys,
                int nargs, const char *const *args, struct policy_req *req);
+
+/* policy_run with policy_eval_argv's argument list (binary-safe with lens). */
+int policy_run_argv(struct redis_ctx *r, enum policy_script s, int nkeys, int argc,
+                    const char **argv, size_t *lens, struct policy_req *req);
 
 /* What an apply-once script ({'new'}, {'stale'} or {'dup'}) said. */
 enum policy_applied {

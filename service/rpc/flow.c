@@ -23,6 +23,7 @@
 #include "loop/loop.h"
 #include "redis/message_status.h"
 #include "redis/idempotency.h"
+#include "redis/resolve_queue.h"
 #include "redis/send_policy.h"
 #include "redis/verify_limits.h"
 #include "twilio/form.h"
@@ -32,6 +33,9 @@
 /* Polls of an idempotency key still in flight: first wait, growth, cap. */
 #define POLL_FIRST_MS 20
 #define POLL_CAP_MS 250
+/* Polls of a key whose outcome is being resolved: Twilio's lists are read
+ * about once a second (resolve/). */
+#define RESOLVING_POLL_MS 500
 /* Rounds run again after Redis lost the scripts, before giving up. */
 #define MAX_RELOADS 4
 #define RESPONSE_MAX 4096
@@ -47,7 +51,9 @@ enum { NEED_RECIPIENT = 1 << 0, NEED_ACCOUNT = 1 << 1, NEED_CLAIM = 1 << 2 };
 enum let_go {
     LET_GO_UNSENT,  /* nothing reached Twilio: everything goes back */
     LET_GO_REFUSED, /* Twilio saw it and did not act: all but the rate slot */
-    LET_GO_SENT,    /* Twilio acted, or may have: only the lease frees */
+    LET_GO_SENT,    /* Twilio acted: only the lease frees */
+    LET_GO_UNKNOWN, /* Twilio may have acted: like SENT, and the key is left to
+                       resolve/ (its queue entry made due now) */
 };
 
 struct flow_ctx {
@@ -260,9 +266,19 @@ static void let_go(struct flow *f, enum let_go how)
 {
     struct app *app = f->app;
 
-    if (how != LET_GO_SENT && (f->held & FLOW_HOLD_CLAIM))
+    int sent = how == LET_GO_SENT || how == LET_GO_UNKNOWN;
+
+    if (!sent && (f->held & FLOW_HOLD_CLAIM))
         idempotency_drop(app->idem, f->idem, f->id);
-    if (how != LET_GO_SENT && (f->held & FLOW_HOLD_PLACE))
+    if (how == LET_GO_UNKNOWN && (f->held & FLOW_HOLD_CLAIM)) {
+        idempotency_unknown(app->idem, f->idem, f->id);
+        if (f->kind->resolve_api &&
+            resolve_queue_add(app->redis, app->cfg, f->idem, 0, 0) == CG_OK)
+            f->held &= ~(unsigned)FLOW_HOLD_QUEUED; /* the entry stays, due now */
+    }
+    if (f->held & FLOW_HOLD_QUEUED)
+        resolve_queue_done(app->redis, f->idem);
+    if (!sent && (f->held & FLOW_HOLD_PLACE))
         verify_limits_give_back(app->redis, f->to, f->id);
     if ((f->held & FLOW_HOLD_LEASE) && how == LET_GO_UNSENT) {
         /* The lease, and the rate slot if it is still the last one booked. */
@@ -371,10 +387,14 @@ static int ask_claim(struct flow *f)
     int64_t left = rpc_call_ms_left(f->call);
     if (left > 2 * TWILIO_MAX_MS)
         left = 2 * TWILIO_MAX_MS; /* waits, then the Twilio request */
+    struct idempotency_send send = {.api = f->kind->resolve_api,
+                                    .form = f->form,
+                                    .form_len = f->form_len};
     f->claim_req.done = on_claim;
     f->claim_req.data = f;
-    return idempotency_claim(f->app->idem, f->idem, f->fp, f->id,
-                             left + IDEMPOTENCY_LEASE_MARGIN_MS, &f->claim_req);
+    f->lease_ms = left + IDEMPOTENCY_LEASE_MARGIN_MS;
+    return idempotency_claim(f->app->idem, f->idem, f->fp, f->id, f->lease_ms, &send,
+                             &f->claim_req);
 }
 
 static void on_account(struct account_req *req, enum account_result res, int64_t ms)
@@ -572,6 +592,29 @@ static void answer_repeat(struct flow *f)
     flow_free(f);
 }
 
+/* A repeat of a key whose unknown outcome was resolved: Twilio has it, so
+ * this request (the same, by its fingerprint) answers OK with its SID. */
+static void answer_found(struct flow *f)
+{
+    const struct policy_outcome *o = f->claim.repeat;
+    struct twilio_result res = {.outcome = TWILIO_OK,
+                                .message = "",
+                                .sid = o->sid,
+                                .status = o->status[0] ? o->status : NULL,
+                                .retry_after_ms = -1};
+    struct rpc_error e = {.retry_after_ms = -1};
+    uint8_t buf[RESPONSE_MAX];
+    size_t len = f->kind->respond(f, &res, buf, sizeof(buf), &e);
+
+    let_go(f, LET_GO_UNSENT); /* this round's account take */
+    set_state(f, FLOW_DONE);
+    if (len)
+        rpc_call_finish_packed(f->call, buf, len);
+    else
+        rpc_call_fail(f->call, &e);
+    flow_free(f);
+}
+
 /* A wait refused because commsgate is stopping is said so, not blamed on
  * the deadline or the budget. Returns 1 if it answered. */
 static int refused_for_shutdown(struct flow *f)
@@ -644,6 +687,21 @@ static void decide(struct flow *f)
             return;
         case POLICY_REPEAT:
             answer_repeat(f);
+            return;
+        case POLICY_FOUND:
+            answer_found(f);
+            return;
+        case POLICY_RESOLVING:
+            /* Resolution survives the replica that started it: this makes
+             * sure the key is queued (an entry already there stays). */
+            resolve_queue_add(f->app->redis, f->app->cfg, f->idem, 0, 1);
+            let_go(f, LET_GO_UNSENT);
+            f->need = NEED_ALL(f);
+            if (wait_for(f, RESOLVING_POLL_MS) && !refused_for_shutdown(f))
+                fail_for(f, REASON_OUTCOME_RESOLVING,
+                         "the request first made with this idempotency_key may have reached "
+                         "Twilio and commsgate is asking Twilio whether it did; nothing is "
+                         "sent meanwhile; repeat with the same key to get its outcome");
             return;
         case POLICY_IN_FLIGHT: {
             int64_t wait = POLL_FIRST_MS << (f->polls < 4 ? f->polls : 4);
@@ -721,6 +779,11 @@ static void send_to_twilio(struct flow *f)
         fail_for(f, REASON_INTERNAL, "cannot start the Twilio request");
         return;
     }
+    /* Should this replica die with the request out, its claim's entry falls
+     * due when the lease ends and any replica resolves it. */
+    if ((f->held & FLOW_HOLD_CLAIM) && f->kind->resolve_api &&
+        resolve_queue_add(f->app->redis, f->app->cfg, f->idem, f->lease_ms, 0) == CG_OK)
+        f->held |= FLOW_HOLD_QUEUED;
     set_state(f, FLOW_SENDING);
     list_add(f);
 }
@@ -750,7 +813,7 @@ static void twilio_refusal(struct flow *f, const struct twilio_result *res, stru
         snprintf(f->errmsg, sizeof(f->errmsg), f->kind->not_found_fmt, f->to);
 }
 
-/* Twilio acted (or may have): the key's record keeps this answer. */
+/* Twilio acted: the key's record keeps this answer. */
 static void settle(struct flow *f, const struct policy_outcome *o)
 {
     if (f->held & FLOW_HOLD_CLAIM)
@@ -759,19 +822,26 @@ static void settle(struct flow *f, const struct policy_outcome *o)
 }
 
 /* Twilio may have acted and no usable answer came: never give back, never
- * let a repeat of the key send again. */
+ * let a repeat of the key send again. With a key, its record is resolved
+ * by asking Twilio (resolve/), and a repeat learns the outcome; one that
+ * cannot be resolved keeps this answer. */
 static void answer_unknown(struct flow *f, const char *why)
 {
+    int resolves = (f->held & FLOW_HOLD_CLAIM) && f->kind->resolve_api;
     snprintf(f->errmsg, sizeof(f->errmsg),
-             "outcome unknown: Twilio may have accepted the request (%s); do not retry "
-             "without an idempotency_key",
-             why);
+             "outcome unknown: Twilio may have accepted the request (%s); %s", why,
+             resolves ? "repeat with the same idempotency_key to learn its outcome once "
+                        "commsgate has asked Twilio"
+                      : "do not retry without an idempotency_key");
     struct rpc_error e = {.code = reason_status(REASON_OUTCOME_UNKNOWN),
                           .msg = f->errmsg,
                           .reason = REASON_OUTCOME_UNKNOWN,
                           .retry_after_ms = -1};
     struct policy_outcome o = {.code = (int)e.code, .msg = f->errmsg};
-    settle(f, &o);
+    if (resolves)
+        let_go(f, LET_GO_UNKNOWN);
+    else
+        settle(f, &o);
     set_state(f, FLOW_DONE);
     rpc_call_fail(f->call, &e);
     flow_free(f);

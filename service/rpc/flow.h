@@ -55,6 +55,9 @@ struct flow_kind {
     const char *not_found_fmt;
     /* Sends a message: its accepted status is recorded for GetMessage. */
     int tracks_message;
+    /* The Twilio list an unknown outcome is resolved from (resolve/):
+     * "Messages" or "Calls"; NULL if it cannot be. */
+    const char *resolve_api;
 };
 
 enum flow_state { FLOW_PREPARED, FLOW_DECIDING, FLOW_WAITING, FLOW_SENDING, FLOW_DONE };
@@ -65,6 +68,8 @@ enum flow_hold {
     FLOW_HOLD_PLACE = 1 << 1, /* a place in the verification send limit */
     FLOW_HOLD_LEASE = 1 << 2, /* a place among the account's requests in flight */
     FLOW_HOLD_SLOT = 1 << 3,  /* a slot in the account's send rate */
+    FLOW_HOLD_QUEUED = 1 << 4, /* an entry in the resolve queue, due when its claim's
+                                  lease ends: a replica that dies mid-send leaves it */
 };
 
 struct flow {
@@ -98,6 +103,7 @@ struct flow {
     unsigned need;           /* what the next decision round asks Redis */
     int pending;             /* replies still due in this round */
     int reloads, polls;
+    int64_t lease_ms;        /* the claim's lease, as last asked */
     struct policy_req policy, claim_req;
     struct policy_result verdict;   /* this round's recipient answer */
     struct policy_result claim;     /* this round's answer from the key's record */

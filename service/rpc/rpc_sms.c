@@ -35,6 +35,7 @@ static const struct flow_kind sms_kind = {
     .respond = respond,
     .twilio_actions = TWILIO_ACTION_OPT_OUT,
     .tracks_message = 1,
+    .resolve_api = "Messages",
 };
 
 static int build_form(struct flow *f, const Commsgate__V1__SendSMSRequest *r, char *msg,

@@ -32,6 +32,7 @@ static const struct flow_kind call_kind = {
     /* An SMS STOP does not forbid calls; no window either. */
     .policy = FLOW_POLICY_SEND,
     .respond = respond,
+    .resolve_api = "Calls",
 };
 
 /* <Response><Say voice=".." language="..">text</Say></Response>, escaped. */

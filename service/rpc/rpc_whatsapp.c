@@ -35,6 +35,7 @@ static const struct flow_kind whatsapp_kind = {
     /* WhatsApp opt-outs are Meta's to handle: a 21610 records nothing. */
     .twilio_actions = TWILIO_ACTION_CLOSE_WINDOW,
     .tracks_message = 1,
+    .resolve_api = "Messages",
 };
 
 static int check(const Commsgate__V1__SendWhatsAppRequest *r, const struct config *cfg, char *msg,

@@ -43,6 +43,7 @@ struct twilio_stats {
 struct twilio_ctx {
     struct twilio_stats stats;
     struct event_base *base;
+    const struct config *cfg;
     struct http_ctx *http;
     char url[TWILIO_API_COUNT][600];
     char user[64];
@@ -71,8 +72,14 @@ struct twilio_req {
     char last_msg[200];
 };
 
-static const char *const api_names[TWILIO_API_COUNT] = {"Messages.json", "Calls.json",
-                                                        "Verifications", "VerificationCheck"};
+static const char *const api_names[TWILIO_API_COUNT] = {
+    "Messages.json", "Calls.json", "Verifications", "VerificationCheck",
+    "Messages.json (list)", "Calls.json (list)"};
+
+static int is_read(enum twilio_api api)
+{
+    return api == TWILIO_API_MESSAGES_LIST || api == TWILIO_API_CALLS_LIST;
+}
 
 const char *twilio_api_name(enum twilio_api api)
 {
@@ -107,6 +114,7 @@ int twilio_new(struct event_base *base, const struct config *cfg, struct twilio_
     if (!t)
         return CG_ENOMEM;
     t->base = base;
+    t->cfg = cfg;
     o.max_total_connections = cfg->twilio_concurrency;
     rc = http_new(base, &o, &t->http);
     if (rc) {
@@ -122,6 +130,8 @@ int twilio_new(struct event_base *base, const struct config *cfg, struct twilio_
     snprintf(t->url[TWILIO_API_VERIFY_CHECK], sizeof(t->url[0]),
              "%s/v2/Services/%s/VerificationCheck", cfg->verify_base_url,
              cfg->verify_service_sid);
+    memcpy(t->url[TWILIO_API_MESSAGES_LIST], t->url[TWILIO_API_MESSAGES], sizeof(t->url[0]));
+    memcpy(t->url[TWILIO_API_CALLS_LIST], t->url[TWILIO_API_CALLS], sizeof(t->url[0]));
     if (cfg->api_key_sid[0]) {
         snprintf(t->user, sizeof(t->user), "%s", cfg->api_key_sid);
         snprintf(t->pass, sizeof(t->pass), "%s", cfg->api_key_secret);
@@ -262,7 +272,7 @@ static void on_http(const struct http_result *h, void *data)
         snprintf(r->last_msg, sizeof(r->last_msg), "%s", h->error[0] ? h->error : "transfer failed");
         r->last_status = 0;
         r->last_code = 0;
-        if (!h->maybe_sent)
+        if (!h->maybe_sent || is_read(r->api)) /* a read acts on nothing */
             retry_or_fail(r, -1);
         else
             finish(r, TWILIO_UNKNOWN, 0, 0, r->last_msg, NULL);
@@ -292,7 +302,8 @@ static void on_http(const struct http_result *h, void *data)
     snprintf(r->last_msg, sizeof(r->last_msg), "%s", msg);
     /* A 429 is retried unless its code says waiting will not help (Verify's
      * 60202/60203 come as 429 too). */
-    if ((h->status == 429 && (!info || info->retryable)) || (info && info->retryable)) {
+    if ((h->status == 429 && (!info || info->retryable)) || (info && info->retryable) ||
+        (h->status >= 500 && is_read(r->api))) {
         json_decref(json);
         retry_or_fail(r, h->retry_after_ms);
     } else if (h->status >= 500) {
@@ -308,10 +319,16 @@ static void start_attempt(struct twilio_req *r)
 {
     struct twilio_ctx *t = r->t;
     long left = (long)(r->deadline_ms - now_ms());
-    struct http_request hr = {.method = "POST",
-                              .url = t->url[r->api],
-                              .body = r->form,
-                              .body_len = r->form_len,
+    char url[sizeof(t->url[0]) + 2048];
+    int read = is_read(r->api);
+    if (read && r->form[0] == '/') /* a page URI from Twilio: on the same host */
+        snprintf(url, sizeof(url), "%s%s", t->cfg->api_base_url, r->form);
+    else if (read)
+        snprintf(url, sizeof(url), "%s?%s", t->url[r->api], r->form);
+    struct http_request hr = {.method = read ? "GET" : "POST",
+                              .url = read ? url : t->url[r->api],
+                              .body = read ? NULL : r->form,
+                              .body_len = read ? 0 : r->form_len,
                               .content_type = "application/x-www-form-urlencoded",
                               .username = t->user,
                               .password = t->pass,
@@ -339,7 +356,7 @@ int twilio_request(struct twilio_ctx *t, enum twilio_api api, const char *form, 
     struct twilio_req *r;
     LOOP_ASSERT_OWNER(t->base);
 
-    if (api >= TWILIO_API_COUNT || !done || t->freeing)
+    if (api >= TWILIO_API_COUNT || !done || t->freeing || (is_read(api) && form_len > 2000))
         return CG_EINVAL;
     r = calloc(1, sizeof(*r));
     if (!r)

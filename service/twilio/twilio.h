@@ -32,6 +32,13 @@ enum twilio_api {
     TWILIO_API_CALLS,
     TWILIO_API_VERIFY_START,
     TWILIO_API_VERIFY_CHECK,
+    /* Reads, for resolving unknown outcomes (resolve/): a GET whose "form"
+     * is the list's query (To=..&From=..&PageSize=..), or a page URI Twilio
+     * gave (next_page_uri, starting with '/'). A GET acts on nothing, so
+     * every failure is retried within the time given, and one that never
+     * gets through ends FAILED, never UNKNOWN. */
+    TWILIO_API_MESSAGES_LIST,
+    TWILIO_API_CALLS_LIST,
     TWILIO_API_COUNT
 };
 
@@ -57,8 +64,9 @@ typedef void twilio_done_fn(const struct twilio_result *res, void *data);
 /* cfg must outlive the context. */
 int twilio_new(struct event_base *base, const struct config *cfg, struct twilio_ctx **out);
 
-/* Starts a request with a urlencoded body (copied). Every attempt and every
- * backoff fits in ms_left. On an error return done is never called. */
+/* Starts a request with a urlencoded body (copied; for a read, its query or
+ * page URI). Every attempt and every backoff fits in ms_left. On an error
+ * return done is never called. */
 int twilio_request(struct twilio_ctx *t, enum twilio_api api, const char *form, size_t form_len,
                    int64_t ms_left, twilio_done_fn *done, void *data, struct twilio_req **out);
 

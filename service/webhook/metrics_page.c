@@ -5,6 +5,7 @@
 
 #include "app.h"
 #include "redis/redis.h"
+#include "resolve/resolver.h"
 #include "rpc/flow.h"
 #include "rpc/server.h"
 #include "twilio/twilio.h"
@@ -24,6 +25,8 @@ void metrics_page(struct app *app, struct evbuffer *out)
     rpc_server_metrics(app->server, out);
     twilio_metrics(app->twilio, out);
     flow_metrics(app->flows, out);
+    if (app->resolver)
+        resolver_metrics(app->resolver, out);
     evbuffer_add_printf(out, "# HELP commsgate_message_status_total Message status callbacks "
                              "received, by status.\n# TYPE commsgate_message_status_total counter\n");
     for (int i = 0; i < MESSAGE_STATUS_COUNT; i++)

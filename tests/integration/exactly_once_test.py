@@ -9,6 +9,7 @@ import concurrent.futures
 import itertools
 import os
 import sys
+import time
 import unittest
 
 import grpc
@@ -19,6 +20,9 @@ import harness  # noqa: E402
 WHATSAPP_FROM = "+14155238886"
 # A fresh recipient per request: verifications to one number have a cool-down.
 NUMBERS = ("+1415555%04d" % n for n in itertools.count(1000))
+# How long Twilio's lists are given to show a message before its absence is
+# believed (COMMSGATE_RESOLVE_CATCHUP_SECONDS).
+CATCHUP_S = 2
 
 
 class ExactlyOnceTest(unittest.TestCase):
@@ -27,7 +31,10 @@ class ExactlyOnceTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.stack = harness.Stack(env={"TWILIO_WHATSAPP_NUMBER": WHATSAPP_FROM}, tls=cls.TLS)
+        cls.stack = harness.Stack(env={"TWILIO_WHATSAPP_NUMBER": WHATSAPP_FROM,
+                                       "COMMSGATE_RESOLVE_INTERVAL_MS": "100",
+                                       "COMMSGATE_RESOLVE_CATCHUP_SECONDS": str(CATCHUP_S)},
+                                  tls=cls.TLS)
         cls.stack.wait_serving(cls.stack.stubs.health_pb2.HealthCheckResponse.SERVING)
         cls.s = cls.stack.stubs
         cls.m = cls.s.messaging_pb2
@@ -147,17 +154,125 @@ class ExactlyOnceTest(unittest.TestCase):
                 self.assertEqual(acted.count(to), 1, to)
         self.assertGreater(ok, 5)  # retries got most of them through
 
-    def test_repeat_of_a_cut_key_is_not_sent_again(self):
-        self.s.SendSMS(self.m.SendSMSRequest(to="+14155552000", body="warm"), timeout=10)
-        self.sim.fault(path_suffix="Messages.json", after="reset", times=1)
-        req = self.m.SendSMSRequest(to="+14155552001", body="once", idempotency_key="cut-1")
-        for _ in range(2):
-            with self.assertRaises(grpc.RpcError) as cm:
-                self.s.SendSMS(req, timeout=10)
-            self.assert_outcome_unknown(cm.exception)
-        sent = [r for r in self.acted("Messages.json")
-                if self.sim.params(r).get("To") == "+14155552001"]
-        self.assertEqual(len(sent), 1)
+    # The keyed RPCs, as (list the simulator keeps, the call, a request
+    # for `to` with key `key`).
+    def keyed_cases(self):
+        m = self.m
+        return [
+            ("Messages", self.s.SendSMS,
+             lambda to, key: m.SendSMSRequest(to=to, body="once", idempotency_key=key)),
+            ("Messages", self.s.SendWhatsApp,
+             lambda to, key: m.SendWhatsAppRequest(to=to, content_sid="HX" + "0" * 32,
+                                                   idempotency_key=key)),
+            ("Calls", self.s.PlaceCall,
+             lambda to, key: m.PlaceCallRequest(to=to, say=m.Say(text="once"),
+                                                idempotency_key=key)),
+        ]
+
+    def repeat_until_settled(self, call, req, limit_s=15):
+        """Repeats req (same key) until it is answered other than "being
+        resolved"; returns (response or RpcError, how many said resolving)."""
+        deadline = time.monotonic() + limit_s
+        resolving = 0
+        while time.monotonic() < deadline:
+            try:
+                return call(req, timeout=2), resolving
+            except grpc.RpcError as e:
+                _, info, _ = harness.status_details(e)
+                if not info or info.reason != "OUTCOME_RESOLVING":
+                    return e, resolving
+                self.assertEqual(e.code(), grpc.StatusCode.ABORTED, e.details())
+                resolving += 1
+                time.sleep(0.05)
+        self.fail("still resolving after %d s" % limit_s)
+
+    def posts_to(self, suffix, to):
+        return [r for r in self.acted(suffix) if r["method"] == "POST" and
+                self.sim.params(r).get("To", "").endswith(to)]
+
+    def test_repeat_of_a_cut_key_learns_its_sid(self):
+        """Cut after Twilio acted: the caller hears outcome unknown; commsgate
+        finds the message (call) in Twilio's list, and a repeat of the key
+        answers OK with its SID, never sending it again."""
+        for n, (what, call, request) in enumerate(self.keyed_cases()):
+            with self.subTest(rpc=call):
+                self.sim.reset()
+                suffix = what + ".json"
+                call(request(next(NUMBERS), "warm-%d" % n), timeout=10)
+                to = next(NUMBERS)
+                req = request(to, "cut-%d-%s" % (n, self.TLS))
+                self.sim.fault(path_suffix=suffix, after="reset", times=1)
+                with self.assertRaises(grpc.RpcError) as cm:
+                    call(req, timeout=10)
+                self.assert_outcome_unknown(cm.exception)
+                self.assertIn("repeat with the same idempotency_key", cm.exception.details())
+                got, _ = self.repeat_until_settled(call, req)
+                self.assertNotIsInstance(got, grpc.RpcError)
+                made = self.sim.made(what, ("whatsapp:" if call == self.s.SendWhatsApp else "")
+                                     + to)
+                self.assertEqual(len(made), 1)
+                self.assertEqual(got.sid, made[0]["sid"])
+                self.assertEqual(len(self.posts_to(suffix, to)), 1)
+                # Found once, it stays: the next repeat is answered at once.
+                self.assertEqual(call(req, timeout=2).sid, got.sid)
+                if what == "Messages":
+                    status = self.s.GetMessage(self.m.GetMessageRequest(sid=got.sid), timeout=2)
+                    self.assertEqual(status.sid, got.sid)
+                self.assertEqual(len(self.posts_to(suffix, to)), 1)
+
+    def test_cut_before_twilio_acted_frees_the_key_after_catchup(self):
+        """The connection dies before Twilio acted (nothing was made): the
+        caller hears outcome unknown; once the catch-up time has passed with
+        nothing in Twilio's list, the key may send, and sends once."""
+        self.s.SendSMS(self.m.SendSMSRequest(to=next(NUMBERS), body="warm"), timeout=10)
+        to = next(NUMBERS)
+        req = self.m.SendSMSRequest(to=to, body="lost", idempotency_key="drop-%s" % self.TLS)
+        self.sim.fault(path_suffix="Messages.json", drop=True, times=1)
+        with self.assertRaises(grpc.RpcError) as cm:
+            self.s.SendSMS(req, timeout=10)
+        self.assert_outcome_unknown(cm.exception)
+        got, _ = self.repeat_until_settled(self.s.SendSMS, req)
+        self.assertNotIsInstance(got, grpc.RpcError)
+        made = self.sim.made("Messages", to)
+        self.assertEqual([m["sid"] for m in made], [got.sid])
+        self.assertEqual(len(self.posts_to("Messages.json", to)), 1)  # acted on once
+        received = [r for r in self.sim.requests("Messages.json") if r["method"] == "POST"
+                    and self.sim.params(r)["To"] == to]
+        self.assertEqual(len(received), 2)  # the lost one, then the repeat
+        # Not sent again before Twilio's list had its catch-up time.
+        self.assertGreaterEqual(received[1]["time"] - received[0]["time"], CATCHUP_S)
+
+    def test_lagging_list_is_waited_for(self):
+        """Twilio's list shows the message only after a while: it is not
+        taken for absent meanwhile (which would send it twice)."""
+        self.sim.config(list_lag_ms=1200)
+        self.s.SendSMS(self.m.SendSMSRequest(to=next(NUMBERS), body="warm"), timeout=10)
+        to = next(NUMBERS)
+        req = self.m.SendSMSRequest(to=to, body="lagging", idempotency_key="lag-%s" % self.TLS)
+        self.sim.fault(path_suffix="Messages.json", after="close", times=1)
+        with self.assertRaises(grpc.RpcError):
+            self.s.SendSMS(req, timeout=10)
+        got, _ = self.repeat_until_settled(self.s.SendSMS, req)
+        self.assertNotIsInstance(got, grpc.RpcError)
+        self.assertEqual([m["sid"] for m in self.sim.made("Messages", to)], [got.sid])
+        self.assertEqual(len(self.posts_to("Messages.json", to)), 1)
+        reads = [r for r in self.sim.requests("Messages.json") if r["method"] == "GET"]
+        self.assertGreater(len(reads), 1)  # the first read did not find it
+
+    def test_failed_list_read_is_tried_again(self):
+        self.s.SendSMS(self.m.SendSMSRequest(to=next(NUMBERS), body="warm"), timeout=10)
+        to = next(NUMBERS)
+        req = self.m.SendSMSRequest(to=to, body="x", idempotency_key="read-%s" % self.TLS)
+        self.sim.fault(path_suffix="Messages.json", after="close", times=1)
+        self.sim.fault(path_suffix="Messages.json", method="GET", status=503, code=20503,
+                       times=1)
+        self.sim.fault(path_suffix="Messages.json", method="GET", after="reset", times=1)
+        with self.assertRaises(grpc.RpcError):
+            self.s.SendSMS(req, timeout=10)
+        got, _ = self.repeat_until_settled(self.s.SendSMS, req)
+        self.assertNotIsInstance(got, grpc.RpcError)
+        self.assertEqual([m["sid"] for m in self.sim.made("Messages", to)], [got.sid])
+        self.assertEqual(len(self.posts_to("Messages.json", to)), 1)
 
 
 class ExactlyOnceHttpsTest(ExactlyOnceTest):

@@ -377,5 +377,16 @@ class Sim:
     def verifications(self):
         return http_json("GET", self.url + "/__sim/verifications")[1]
 
+    def made(self, what, to):
+        """What the simulator made for `to`, from its own list (what, one of
+        "Messages" and "Calls"), newest first."""
+        import base64
+        import urllib.parse
+        auth = base64.b64encode(("%s:%s" % (SIM_ACCOUNT_SID, SIM_AUTH_TOKEN)).encode()).decode()
+        url = "%s/2010-04-01/Accounts/%s/%s.json?%s" % (
+            self.url, SIM_ACCOUNT_SID, what, urllib.parse.urlencode({"To": to, "PageSize": 1000}))
+        page = http_json("GET", url, headers={"Authorization": "Basic " + auth})[1]
+        return page[what.lower()]
+
     def reset(self):
         http_json("POST", self.url + "/__sim/reset", {})

@@ -1,6 +1,7 @@
 /* idempotency.c against a real redis-server: a key's record claimed, settled
  * and replayed, refused for another request, dropped only by its owner,
- * abandoned after its lease, and drops kept while Redis is away. */
+ * abandoned after its lease, resolved found or absent, and drops kept while
+ * Redis is away. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -50,11 +51,66 @@ static int flush(void **state)
     return 0;
 }
 
-static enum policy_verdict claim(const char *fp, const char *owner, long lease_ms)
+static const struct idempotency_send sms = {.api = "Messages", .form = "To=%2B1&Body=hi",
+                                            .form_len = 15};
+
+static enum policy_verdict claim_for(const char *fp, const char *owner, long lease_ms,
+                                     const struct idempotency_send *send)
 {
-    assert_int_equal(idempotency_claim(idem, key, fp, owner, lease_ms, test_decision_arm(&d)), 0);
+    free(d.res.repeat);
+    d.res.repeat = NULL;
+    assert_int_equal(
+        idempotency_claim(idem, key, fp, owner, lease_ms, send, test_decision_arm(&d)), 0);
     test_decision_wait(rs.base, &d);
     return d.res.verdict;
+}
+
+static enum policy_verdict claim(const char *fp, const char *owner, long lease_ms)
+{
+    return claim_for(fp, owner, lease_ms, &sms);
+}
+
+/* What the resolver reads, and what it writes back. */
+static struct idempotency_facts facts;
+static char facts_form[64];
+static int written, answered;
+
+static void on_facts(const struct idempotency_facts *f, void *data)
+{
+    facts = *f;
+    snprintf(facts_form, sizeof(facts_form), "%s", f->form);
+    facts.form = facts_form;
+    facts.api = strcmp(f->api, "Messages") == 0 ? "Messages" : f->api[0] ? "?" : "";
+    answered = 1;
+}
+
+static void read_record(void)
+{
+    answered = 0;
+    assert_int_equal(idempotency_read(idem, key, on_facts, NULL), 0);
+    test_run_until(rs.base, &answered, 1, 3000);
+}
+
+static void on_written(int ok, void *data)
+{
+    written = ok;
+    answered = 1;
+}
+
+static int found(const char *sid)
+{
+    answered = 0;
+    assert_int_equal(idempotency_found(idem, key, sid, "sent", on_written, NULL), 0);
+    test_run_until(rs.base, &answered, 1, 3000);
+    return written;
+}
+
+static int absent(int64_t t0)
+{
+    answered = 0;
+    assert_int_equal(idempotency_absent(idem, key, t0, on_written, NULL), 0);
+    test_run_until(rs.base, &answered, 1, 3000);
+    return written;
 }
 
 static void test_key_is_caller_and_key(void **state)
@@ -120,11 +176,78 @@ static void test_drop_survives_lost_scripts(void **state)
 
 static void test_abandoned_claim_is_unknown_not_resent(void **state)
 {
-    assert_int_equal(claim("fp1", "owner-a", 100), POLICY_GO);
+    /* A claim that cannot be resolved (no list to read) stays unknown. */
+    assert_int_equal(claim_for("fp1", "owner-a", 100, NULL), POLICY_GO);
     usleep(150 * 1000);
-    assert_int_equal(claim("fp1", "owner-b", 10000), POLICY_REFUSE);
+    assert_int_equal(claim_for("fp1", "owner-b", 10000, NULL), POLICY_REFUSE);
     assert_int_equal(d.res.reason, REASON_OUTCOME_UNKNOWN);
     assert_string_equal(cmd("HGET", key, "owner", NULL), "owner-a"); /* nobody took it */
+}
+
+static void test_abandoned_claim_is_resolving(void **state)
+{
+    assert_int_equal(claim("fp1", "owner-a", 100), POLICY_GO);
+    read_record();
+    assert_int_equal(facts.state, IDEMPOTENCY_PENDING);
+    assert_true(facts.lease_left_ms > 0 && facts.lease_left_ms <= 100);
+    assert_string_equal(facts.api, "Messages");
+    assert_string_equal(facts.form, "To=%2B1&Body=hi");
+    int64_t t0 = facts.t0;
+    assert_true(facts.t1 >= t0 + 100 - 1 && facts.t1 <= t0 + 101);
+    usleep(150 * 1000);
+    /* Its owner is gone: a repeat hears "resolving", never goes ahead. */
+    assert_int_equal(claim("fp1", "owner-b", 10000), POLICY_RESOLVING);
+    assert_string_equal(cmd("HGET", key, "state", NULL), "unknown");
+    assert_int_equal(claim("fp1", "owner-c", 10000), POLICY_RESOLVING);
+    read_record();
+    assert_int_equal(facts.state, IDEMPOTENCY_UNKNOWN);
+    assert_int_equal(facts.t0, t0);
+}
+
+static void test_owner_marks_unknown_then_found(void **state)
+{
+    assert_int_equal(claim("fp1", "owner-a", 60000), POLICY_GO);
+    idempotency_unknown(idem, key, "owner-a");
+    assert_int_equal(claim("fp1", "owner-b", 10000), POLICY_RESOLVING);
+    assert_int_equal(found("SM123"), 1);
+    assert_int_equal(claim("fp1", "owner-b", 10000), POLICY_FOUND);
+    assert_string_equal(d.res.repeat->sid, "SM123");
+    assert_string_equal(d.res.repeat->status, "sent");
+    /* Found stays found whatever a late owner says. */
+    idempotency_unknown(idem, key, "owner-a");
+    assert_int_equal(claim("fp1", "owner-b", 10000), POLICY_FOUND);
+    /* Another request with the key is still refused. */
+    assert_int_equal(claim("fp2", "owner-b", 10000), POLICY_REFUSE);
+}
+
+static void test_found_before_the_owner_answers(void **state)
+{
+    /* The first status callback can come before Twilio's answer: the
+     * owner's answer still settles the record. */
+    assert_int_equal(claim("fp1", "owner-a", 60000), POLICY_GO);
+    assert_int_equal(found("SM123"), 1);
+    struct policy_outcome o = {.code = 0, .body = (uint8_t *)"\x0a", .body_len = 1};
+    idempotency_settle(idem, key, &o);
+    assert_int_equal(claim("fp1", "owner-b", 10000), POLICY_REPEAT);
+    assert_int_equal(found("SM999"), 1); /* a settled record keeps its answer */
+    assert_int_equal(claim("fp1", "owner-b", 10000), POLICY_REPEAT);
+    cmd("DEL", key, NULL, NULL);
+    assert_int_equal(found("SM123"), 1); /* no record: nothing is made up */
+    assert_string_equal(cmd("EXISTS", key, NULL, NULL), "0");
+}
+
+static void test_absent_frees_only_that_claim(void **state)
+{
+    assert_int_equal(claim("fp1", "owner-a", 60000), POLICY_GO);
+    read_record();
+    int64_t t0 = facts.t0;
+    /* Still pending under a live lease: not the resolver's to delete. */
+    assert_int_equal(absent(t0), 0);
+    idempotency_unknown(idem, key, "owner-a");
+    assert_int_equal(absent(t0 - 1), 0); /* another claim than the one read */
+    assert_int_equal(absent(t0), 1);
+    assert_string_equal(cmd("EXISTS", key, NULL, NULL), "0");
+    assert_int_equal(claim("fp1", "owner-b", 10000), POLICY_GO); /* may send again */
 }
 
 static void test_drop_waits_for_redis(void **state)
@@ -152,6 +275,10 @@ int main(void)
         T(test_only_the_owner_drops),
         T(test_drop_survives_lost_scripts),
         T(test_abandoned_claim_is_unknown_not_resent),
+        T(test_abandoned_claim_is_resolving),
+        T(test_owner_marks_unknown_then_found),
+        T(test_found_before_the_owner_answers),
+        T(test_absent_frees_only_that_claim),
         T(test_drop_waits_for_redis),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

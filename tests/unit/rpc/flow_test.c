@@ -50,6 +50,9 @@ static struct {
     void *twilio_data;
     int twilio_requests, twilio_cancels, on_wire;
     int drops, settles, settled_code, opt_outs, closes, give_backs, reloads, firsts;
+    int unknowns, queued, dequeued; /* resolve/'s part */
+    int64_t queued_in_ms;
+    const char *claim_api;
 } fx;
 
 static struct config cfg;
@@ -149,10 +152,14 @@ int idempotency_key(char *out, size_t cap, const char *caller, const char *key)
     return 0;
 }
 int idempotency_claim(struct idempotency_ctx *c, const char *key, const char *fp,
-                      const char *owner, int64_t lease_ms, struct policy_req *req)
+                      const char *owner, int64_t lease_ms, const struct idempotency_send *send,
+                      struct policy_req *req)
 {
     assert_true(fx.on_loop);
     assert_true(lease_ms > IDEMPOTENCY_LEASE_MARGIN_MS);
+    assert_non_null(send);
+    assert_true(send->form_len > 0 && strstr(send->form, "To=") == send->form);
+    fx.claim_api = send->api;
     fx.claim = req;
     fx.claims++;
     return 0;
@@ -172,6 +179,18 @@ void idempotency_drop(struct idempotency_ctx *c, const char *key, const char *ow
 {
     fx.drops++;
 }
+void idempotency_unknown(struct idempotency_ctx *c, const char *key, const char *owner)
+{
+    fx.unknowns++;
+}
+int resolve_queue_add(struct redis_ctx *r, const struct config *c, const char *key,
+                      int64_t in_ms, int keep_earlier)
+{
+    fx.queued++;
+    fx.queued_in_ms = in_ms;
+    return 0;
+}
+void resolve_queue_done(struct redis_ctx *r, const char *key) { fx.dequeued++; }
 void policy_reload(struct redis_ctx *r) { fx.reloads++; }
 void message_status_first(struct redis_ctx *r, const char *sid, const char *status)
 {
@@ -356,8 +375,13 @@ static void test_sent(void **state)
     reply_account(ACCOUNT_OK, 0);
     assert_int_equal(the_flow()->state, FLOW_SENDING);
     assert_int_equal(the_flow()->held,
-                     FLOW_HOLD_CLAIM | FLOW_HOLD_LEASE | FLOW_HOLD_SLOT);
+                     FLOW_HOLD_CLAIM | FLOW_HOLD_LEASE | FLOW_HOLD_SLOT | FLOW_HOLD_QUEUED);
+    assert_string_equal(fx.claim_api, "Messages");
+    /* Due when the claim's lease ends, should this replica die meanwhile. */
+    assert_int_equal(fx.queued, 1);
+    assert_int_equal(fx.queued_in_ms, the_flow()->lease_ms);
     reply_twilio(TWILIO_OK, 0, 201);
+    assert_int_equal(fx.dequeued, 1);
     assert_int_equal(call.code, GRPC_STATUS_OK);
     Commsgate__V1__SendSMSResponse *r =
         commsgate__v1__send_smsresponse__unpack(NULL, call.body_len, call.body);
@@ -612,9 +636,13 @@ static void test_shutdown_while_twilio_has_it(void **state)
     assert_int_equal(call.code, GRPC_STATUS_UNKNOWN); /* not gRPC's CANCELLED */
     assert_int_equal(call.reason, REASON_OUTCOME_UNKNOWN);
     assert_int_equal(fx.twilio_cancels, 1);
-    assert_int_equal(fx.settles, 1); /* a repeat of the key does not send again */
-    assert_int_equal(fx.settled_code, GRPC_STATUS_UNKNOWN);
+    /* The key is left to resolve/: a repeat does not send again. */
+    assert_int_equal(fx.unknowns, 1);
+    assert_int_equal(fx.settles, 0);
     assert_int_equal(fx.drops, 0);
+    assert_int_equal(fx.queued, 2); /* at sending, then due now */
+    assert_int_equal(fx.queued_in_ms, 0);
+    assert_int_equal(fx.dequeued, 0);
     assert_null(app.flows->sending);
 }
 
@@ -706,10 +734,86 @@ static void test_twilio_outcome_unknown(void **state)
     reply_twilio(TWILIO_UNKNOWN, 0, 0);
     assert_int_equal(call.code, GRPC_STATUS_UNKNOWN);
     assert_int_equal(call.reason, REASON_OUTCOME_UNKNOWN);
-    assert_int_equal(fx.settles, 1); /* a repeat never sends again */
-    assert_int_equal(fx.settled_code, GRPC_STATUS_UNKNOWN);
+    assert_non_null(strstr(call.msg, "repeat with the same idempotency_key"));
+    assert_int_equal(fx.unknowns, 1); /* a repeat never sends again */
+    assert_int_equal(fx.settles, 0);
+    assert_int_equal(fx.queued_in_ms, 0);
+    assert_int_equal(fx.dequeued, 0);
     assert_int_equal(fx.drops, 0);
     assert_int_equal(fx.releases, 1);
+}
+
+static void test_unkeyed_outcome_unknown(void **state)
+{
+    send_sms("+14155550123", "");
+    deliver();
+    reply_recipient(POLICY_GO, REASON_NONE);
+    reply_account(ACCOUNT_OK, 0);
+    assert_int_equal(the_flow()->held, FLOW_HOLD_LEASE | FLOW_HOLD_SLOT); /* nothing queued */
+    reply_twilio(TWILIO_UNKNOWN, 0, 0);
+    assert_int_equal(call.code, GRPC_STATUS_UNKNOWN);
+    assert_non_null(strstr(call.msg, "do not retry without an idempotency_key"));
+    assert_int_equal(fx.queued + fx.unknowns + fx.settles, 0);
+}
+
+static void test_repeat_of_a_found_key(void **state)
+{
+    send_sms("+14155550124", "k1");
+    deliver();
+    struct policy_outcome *o = calloc(1, sizeof(*o) + 64);
+    o->sid = (char *)(o + 1);
+    strcpy(o->sid, "SMfound");
+    o->status = o->sid + 8;
+    strcpy(o->status, "delivered");
+    struct policy_result res = {.verdict = POLICY_FOUND, .repeat = o};
+    struct policy_req *req = fx.claim;
+    req->done(&res, req);
+    reply_recipient(POLICY_GO, REASON_NONE);
+    reply_account(ACCOUNT_OK, 0);
+    assert_int_equal(call.code, GRPC_STATUS_OK);
+    Commsgate__V1__SendSMSResponse *r =
+        commsgate__v1__send_smsresponse__unpack(NULL, call.body_len, call.body);
+    assert_non_null(r);
+    assert_string_equal(r->sid, "SMfound");
+    assert_string_equal(r->status, "delivered");
+    assert_int_equal(r->segments, 1); /* from this request, the same as the first */
+    commsgate__v1__send_smsresponse__free_unpacked(r, NULL);
+    assert_int_equal(fx.gives, 1); /* a repeat is free */
+    assert_int_equal(fx.twilio_requests, 0);
+}
+
+static void test_resolving_then_found(void **state)
+{
+    send_sms("+14155550125", "k1");
+    deliver();
+    reply_claim(POLICY_RESOLVING, REASON_NONE);
+    reply_recipient(POLICY_GO, REASON_NONE);
+    reply_account(ACCOUNT_OK, 0);
+    assert_int_equal(the_flow()->state, FLOW_WAITING);
+    assert_int_equal(fx.queued, 1); /* made sure it is queued */
+    assert_int_equal(the_flow()->held, 0);
+    run_timers();
+    reply_claim(POLICY_RESOLVING, REASON_NONE);
+    reply_recipient(POLICY_GO, REASON_NONE);
+    reply_account(ACCOUNT_OK, 0);
+    assert_int_equal(the_flow()->state, FLOW_WAITING);
+    assert_int_equal(fx.twilio_requests, 0);
+}
+
+static void test_resolving_past_the_deadline(void **state)
+{
+    call.ms_left = 400; /* one poll does not fit */
+    send_sms("+14155550126", "k1");
+    deliver();
+    reply_claim(POLICY_RESOLVING, REASON_NONE);
+    reply_recipient(POLICY_GO, REASON_NONE);
+    reply_account(ACCOUNT_OK, 0);
+    assert_int_equal(call.code, GRPC_STATUS_ABORTED);
+    assert_int_equal(call.reason, REASON_OUTCOME_RESOLVING);
+    assert_int_equal(call.retry_ms, 1000);
+    assert_non_null(strstr(call.msg, "asking Twilio"));
+    assert_int_equal(fx.twilio_requests, 0);
+    assert_int_equal(fx.drops, 0);
 }
 
 static void test_verification_place_given_back(void **state)
@@ -779,6 +883,10 @@ int main(void)
         T(test_twilio_failed),
         T(test_twilio_429_past_the_deadline),
         T(test_twilio_outcome_unknown),
+        T(test_unkeyed_outcome_unknown),
+        T(test_repeat_of_a_found_key),
+        T(test_resolving_then_found),
+        T(test_resolving_past_the_deadline),
         T(test_verification_place_given_back),
         T(test_verification_limit),
         cmocka_unit_test(test_illegal_moves),

@@ -251,6 +251,57 @@ static void test_attempts_are_capped(void **state)
     assert_int_equal(fx.starts, 5);
 }
 
+/* A read (a list, for resolving unknown outcomes) acts on nothing: its
+ * failures are retried even after the request left, and it never ends
+ * UNKNOWN. */
+static void test_list_read_is_a_get_retried_on_any_failure(void **state)
+{
+    assert_int_equal(twilio_request(tw, TWILIO_API_MESSAGES_LIST, "To=%2B1&PageSize=100", 20,
+                                    5000, on_done, NULL, NULL),
+                     0);
+    event_base_loop(fx.base, EVLOOP_ONCE);
+    assert_string_equal(fx.last.method, "GET");
+    assert_non_null(strstr(fx.last.url, "/Messages.json?To=%2B1&PageSize=100"));
+    assert_null(fx.last.body);
+    transport_failure(1);
+    next_attempt();
+    assert_int_equal(fx.starts, 2);
+    answer(503, "{\"code\": 20503, \"message\": \"Service Unavailable\"}", -1);
+    next_attempt();
+    assert_int_equal(fx.starts, 3);
+    answer(200, "{\"messages\": [], \"next_page_uri\": null}", -1);
+    assert_int_equal(fx.outcome, TWILIO_OK);
+    assert_int_equal(fx.attempts, 3);
+}
+
+static void test_list_page_uri_is_on_the_api_host(void **state)
+{
+    const char *uri = "/2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Calls.json?Page=1";
+    assert_int_equal(twilio_request(tw, TWILIO_API_CALLS_LIST, uri, strlen(uri), 5000, on_done,
+                                    NULL, NULL),
+                     0);
+    event_base_loop(fx.base, EVLOOP_ONCE);
+    assert_string_equal(fx.last.method, "GET");
+    char want[300];
+    snprintf(want, sizeof(want), "https://api.twilio.com%s", uri);
+    assert_string_equal(fx.last.url, want);
+    answer(200, "{\"calls\": []}", -1);
+    assert_int_equal(fx.outcome, TWILIO_OK);
+}
+
+static void test_list_that_never_gets_through_fails(void **state)
+{
+    assert_int_equal(twilio_request(tw, TWILIO_API_MESSAGES_LIST, "To=%2B1", 6, 300, on_done,
+                                    NULL, NULL),
+                     0);
+    event_base_loop(fx.base, EVLOOP_ONCE);
+    while (!fx.finished) {
+        transport_failure(1);
+        next_attempt();
+    }
+    assert_int_equal(fx.outcome, TWILIO_FAILED); /* never UNKNOWN: nothing was acted on */
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -266,6 +317,9 @@ int main(void)
         T(test_retry_after_beyond_the_deadline_fails_at_once),
         T(test_retry_after_is_waited_for),
         T(test_attempts_are_capped),
+        T(test_list_read_is_a_get_retried_on_any_failure),
+        T(test_list_page_uri_is_on_the_api_host),
+        T(test_list_that_never_gets_through_fails),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
