@@ -328,7 +328,10 @@ static void on_written(redisAsyncContext *ac, void *reply, void *privdata)
     free(privdata);
     if (r && r->type == REDIS_REPLY_ARRAY)
         ok = strcmp(policy_reply_str(r, 0, NULL), "kept") != 0;
-    rd.written(ok, rd.data);
+    else if (r && r->type == REDIS_REPLY_ERROR)
+        log_warn("redis_write_failed", "idempotency record: %s", r->str);
+    if (rd.written)
+        rd.written(ok, rd.data);
 }
 
 static int write_op(struct idempotency_ctx *c, const char *key, int nargs, const char **args,

@@ -93,7 +93,11 @@ int idempotency_read(struct idempotency_ctx *c, const char *key, idempotency_fac
  * if it kept the record (absent: it changed since it was read), -1 if
  * Redis failed. */
 typedef void idempotency_written_fn(int ok, void *data);
-/* Resolved: Twilio has it as sid. A record not 'done' becomes 'found'. */
+/* Resolved: Twilio has it as sid. An unknown or abandoned record becomes
+ * 'found'; one whose owner may still answer keeps the SID aside, used
+ * only if that owner ends unknown or stops; 'done' and 'found' records are
+ * left as they are (every repeat gets the same answer). fn may be NULL
+ * (fire-and-forget). */
 int idempotency_found(struct idempotency_ctx *c, const char *key, const char *sid,
                       const char *status, idempotency_written_fn *fn, void *data);
 /* Resolved: Twilio has nothing. Deletes the record if it is still the

@@ -7,6 +7,7 @@
 #include <assert.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
+#include <event2/http.h>
 #include <openssl/sha.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -236,6 +237,19 @@ void flow_set_idempotency(struct flow *f, const char *key, const uint8_t *req, s
     SHA256(inner, n + SHA256_DIGEST_LENGTH, digest);
     for (int i = 0; i < 16; i++)
         snprintf(f->fp + 2 * i, 3, "%02x", digest[i]);
+}
+
+int flow_status_callback(const struct flow *f, const char *path, char *out, size_t cap)
+{
+    char *key = f->idem[0] ? evhttp_encode_uri(f->idem) : NULL;
+    int n = snprintf(out, cap, "%s%s%s%s", f->app->cfg->public_url, path, key ? "?cg=" : "",
+                     key ? key : "");
+    free(key);
+    if (n >= 0 && (size_t)n < cap)
+        return CG_OK;
+    /* A key too long for the URL: the lists alone resolve it. */
+    n = snprintf(out, cap, "%s%s", f->app->cfg->public_url, path);
+    return n < 0 || (size_t)n >= cap ? CG_EINVAL : CG_OK;
 }
 
 int flow_set_form(struct flow *f, const struct form *form)

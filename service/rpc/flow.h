@@ -151,6 +151,12 @@ void flow_metrics(struct flow_ctx *ctx, struct evbuffer *out);
  * call's caller (request metadata `commsgate-caller`, else "default") to
  * f->to through this RPC, and the request's fingerprint. Queue thread. */
 void flow_set_idempotency(struct flow *f, const char *key, const uint8_t *req, size_t req_len);
+/* For prepare, after flow_set_idempotency: the StatusCallback URL for
+ * `path` (public URL + path). With an idempotency key it carries the key's
+ * record (?cg=...), so the first status callback resolves an unknown
+ * outcome at once (webhook/handlers.c); without it when that does not fit
+ * in cap. CG_EINVAL if even the bare URL does not fit. */
+int flow_status_callback(const struct flow *f, const char *path, char *out, size_t cap);
 /* For prepare: copies a built form into the flow; CG_EINVAL if it
  * overflowed its buffer, CG_ENOMEM. Queue thread. */
 int flow_set_form(struct flow *f, const struct form *form);

@@ -56,7 +56,7 @@ static int build_form(struct flow *f, const Commsgate__V1__SendSMSRequest *r, ch
     else
         form_add(&form, "MessagingServiceSid", cfg->messaging_service_sid);
     form_add(&form, "Body", r->body);
-    snprintf(callback, sizeof(callback), "%s/webhooks/twilio/messages/status", cfg->public_url);
+    flow_status_callback(f, "/webhooks/twilio/messages/status", callback, sizeof(callback));
     form_add(&form, "StatusCallback", callback);
     if (flow_set_form(f, &form)) {
         snprintf(msg, msglen, "request too large");

@@ -125,7 +125,7 @@ static int build_form(struct flow *f, const Commsgate__V1__PlaceCallRequest *r, 
         form_add(&form, "Twiml", twiml);
         break;
     }
-    snprintf(callback, sizeof(callback), "%s/webhooks/twilio/calls/status", cfg->public_url);
+    flow_status_callback(f, "/webhooks/twilio/calls/status", callback, sizeof(callback));
     form_add(&form, "StatusCallback", callback);
     for (size_t i = 0; i < sizeof(events) / sizeof(events[0]); i++)
         form_add(&form, "StatusCallbackEvent", events[i]);

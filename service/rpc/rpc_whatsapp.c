@@ -95,7 +95,7 @@ static int build_form(struct flow *f, const Commsgate__V1__SendWhatsAppRequest *
 
     snprintf(to, sizeof(to), "whatsapp:%s", r->to);
     snprintf(from, sizeof(from), "whatsapp:%s", cfg->whatsapp_number);
-    snprintf(callback, sizeof(callback), "%s/webhooks/twilio/messages/status", cfg->public_url);
+    flow_status_callback(f, "/webhooks/twilio/messages/status", callback, sizeof(callback));
     form_init(&form, buf, sizeof(buf));
     form_add(&form, "To", to);
     form_add(&form, "From", from);

@@ -3,12 +3,16 @@
  * the WhatsApp window (inbound.c), call status; each event applied once and
  * appended once to the events stream. */
 #include <ctype.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/queue.h>
 
 #include "app.h"
 #include "core/config.h"
 #include "core/log.h"
+#include "redis/idempotency.h"
 #include "redis/inbound.h"
 #include "redis/keys.h"
 #include "redis/message_status.h"
@@ -102,6 +106,43 @@ static int answered_early(struct webhook_req *w, enum policy_applied applied, co
     return 1;
 }
 
+/* --- resolving unknown outcomes from status callbacks --- */
+
+/* A status callback of a keyed send names its idempotency record in the
+ * URL (rpc/flow.c, flow_status_callback), which the signature covers. */
+static void note_resolves(struct webhook_req *w)
+{
+    static const char prefix[] = "cg:{key:", suffix[] = "}:idem";
+    const char *query = w->req ? evhttp_uri_get_query(evhttp_request_get_evhttp_uri(w->req))
+                               : NULL;
+    struct evkeyvalq q;
+
+    w->resolves[0] = '\0';
+    if (!query)
+        return;
+    TAILQ_INIT(&q);
+    if (evhttp_parse_query_str(query, &q) == 0) {
+        const char *key = evhttp_find_header(&q, "cg");
+        size_t n = key ? strlen(key) : 0;
+        if (n > sizeof(prefix) + sizeof(suffix) && n < sizeof(w->resolves) &&
+            strncmp(key, prefix, sizeof(prefix) - 1) == 0 &&
+            strcmp(key + n - (sizeof(suffix) - 1), suffix) == 0)
+            memcpy(w->resolves, key, n + 1);
+    }
+    evhttp_clear_headers(&q);
+}
+
+/* A new status of a keyed send: Twilio has it, whatever its sender heard.
+ * Fire-and-forget: a record already settled keeps its answer, and one lost
+ * here is still found in Twilio's list. */
+static void resolve_by_callback(struct webhook_req *w, const char *sid, const char *status)
+{
+    if (w->resolves[0] &&
+        idempotency_found(w->app->idem, w->resolves, sid, status, NULL, NULL) != 0)
+        log_warn("redis_write_skipped", "%s not resolved from its callback: Redis down",
+                 w->resolves);
+}
+
 /* --- message status --- */
 
 static void on_status_applied(redisAsyncContext *ac, void *reply, void *privdata)
@@ -112,6 +153,7 @@ static void on_status_applied(redisAsyncContext *ac, void *reply, void *privdata
         return;
     const char *status = webhook_param(w, "MessageStatus");
     webhook_metrics(w->ctx)->statuses[message_status_index(status)]++;
+    resolve_by_callback(w, webhook_param(w, "MessageSid"), status);
     const char *fields[] = {"type", "message_status", "sid", webhook_param(w, "MessageSid"),
                             "status", status, "error_code", param_or_empty(w, "ErrorCode"),
                             "from", param_or_empty(w, "From"), "to", param_or_empty(w, "To"),
@@ -131,6 +173,7 @@ void handlers_message_status(struct webhook_req *w)
         webhook_reply(w, 400, "text/plain", "MessageSid, MessageStatus or ErrorCode malformed");
         return;
     }
+    note_resolves(w);
     if (message_status_apply(w->app->redis, sid, status, err, w->dedupe, on_status_applied, w))
         fail_503(w, "Redis is unreachable");
 }
@@ -198,6 +241,7 @@ static void on_call_seen(redisAsyncContext *ac, void *reply, void *privdata)
         reply_done(w);
         return;
     }
+    resolve_by_callback(w, webhook_param(w, "CallSid"), webhook_param(w, "CallStatus"));
     const char *fields[] = {"type", "call_status", "sid", webhook_param(w, "CallSid"),
                             "status", webhook_param(w, "CallStatus"),
                             "duration", param_or_empty(w, "CallDuration"),
@@ -216,6 +260,7 @@ void handlers_call_status(struct webhook_req *w)
         webhook_reply(w, 400, "text/plain", "CallSid or CallStatus malformed");
         return;
     }
+    note_resolves(w);
     snprintf(keep, sizeof(keep), "%d", MESSAGE_STATUS_KEEP_S);
     const char *argv[] = {"SET", w->dedupe, "1", "NX", "EX", keep};
     if (redis_command_argv(w->app->redis, on_call_seen, w, 6, argv, NULL))

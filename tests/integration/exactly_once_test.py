@@ -193,10 +193,12 @@ class ExactlyOnceTest(unittest.TestCase):
     def test_repeat_of_a_cut_key_learns_its_sid(self):
         """Cut after Twilio acted: the caller hears outcome unknown; commsgate
         finds the message (call) in Twilio's list, and a repeat of the key
-        answers OK with its SID, never sending it again."""
+        answers OK with its SID, never sending it again. (No status
+        callbacks here: the lists alone resolve it.)"""
         for n, (what, call, request) in enumerate(self.keyed_cases()):
             with self.subTest(rpc=call):
                 self.sim.reset()
+                self.sim.config(callbacks=False)
                 suffix = what + ".json"
                 call(request(next(NUMBERS), "warm-%d" % n), timeout=10)
                 to = next(NUMBERS)
@@ -224,6 +226,8 @@ class ExactlyOnceTest(unittest.TestCase):
         """The connection dies before Twilio acted (nothing was made): the
         caller hears outcome unknown; once the catch-up time has passed with
         nothing in Twilio's list, the key may send, and sends once."""
+        self.sim.reset()
+        self.sim.config(callbacks=False)  # the lists alone resolve it
         self.s.SendSMS(self.m.SendSMSRequest(to=next(NUMBERS), body="warm"), timeout=10)
         to = next(NUMBERS)
         req = self.m.SendSMSRequest(to=to, body="lost", idempotency_key="drop-%s" % self.TLS)
@@ -245,6 +249,8 @@ class ExactlyOnceTest(unittest.TestCase):
     def test_lagging_list_is_waited_for(self):
         """Twilio's list shows the message only after a while: it is not
         taken for absent meanwhile (which would send it twice)."""
+        self.sim.reset()
+        self.sim.config(callbacks=False)  # the lists alone resolve it
         self.sim.config(list_lag_ms=1200)
         self.s.SendSMS(self.m.SendSMSRequest(to=next(NUMBERS), body="warm"), timeout=10)
         to = next(NUMBERS)
@@ -254,12 +260,47 @@ class ExactlyOnceTest(unittest.TestCase):
             self.s.SendSMS(req, timeout=10)
         got, _ = self.repeat_until_settled(self.s.SendSMS, req)
         self.assertNotIsInstance(got, grpc.RpcError)
+        self.sim.config(list_lag_ms=0)
         self.assertEqual([m["sid"] for m in self.sim.made("Messages", to)], [got.sid])
         self.assertEqual(len(self.posts_to("Messages.json", to)), 1)
         reads = [r for r in self.sim.requests("Messages.json") if r["method"] == "GET"]
         self.assertGreater(len(reads), 1)  # the first read did not find it
 
+    def test_status_callback_resolves_without_the_list(self):
+        """Twilio's lists unreadable (every GET 503): the message's first
+        status callback, whose URL names the key's record, resolves it."""
+        for n, (what, call, request) in enumerate(self.keyed_cases()):
+            with self.subTest(rpc=call):
+                self.sim.reset()
+                suffix = what + ".json"
+                call(request(next(NUMBERS), "warm-cb-%d" % n), timeout=10)
+                to = next(NUMBERS)
+                req = request(to, "cb-%d-%s" % (n, self.TLS))
+                self.sim.fault(path_suffix=suffix, method="GET", status=503, code=20503,
+                               times=0)
+                self.sim.fault(path_suffix=suffix, after="reset", times=1)
+                with self.assertRaises(grpc.RpcError) as cm:
+                    call(req, timeout=10)
+                self.assert_outcome_unknown(cm.exception)
+                posted = self.posts_to(suffix, to)[0]
+                callback = self.sim.params(posted)["StatusCallback"]
+                self.assertIn("?cg=", callback)
+                got, _ = self.repeat_until_settled(call, req)
+                self.assertNotIsInstance(got, grpc.RpcError)
+                reads = [r for r in self.sim.requests(suffix) if r["method"] == "GET"]
+                self.assertTrue(all(r["status"] == 503 for r in reads), reads)
+                self.sim.clear_faults()  # so the test itself can read the list
+                bare = ("whatsapp:" if call == self.s.SendWhatsApp else "") + to
+                self.assertEqual([m["sid"] for m in self.sim.made(what, bare)], [got.sid])
+                self.assertEqual(len(self.posts_to(suffix, to)), 1)
+        # An unkeyed send's callback names no record.
+        self.s.SendSMS(self.m.SendSMSRequest(to=next(NUMBERS), body="plain"), timeout=10)
+        last = [r for r in self.sim.requests("Messages.json") if r["method"] == "POST"][-1]
+        self.assertNotIn("?cg=", self.sim.params(last)["StatusCallback"])
+
     def test_failed_list_read_is_tried_again(self):
+        self.sim.reset()
+        self.sim.config(callbacks=False)  # the lists alone resolve it
         self.s.SendSMS(self.m.SendSMSRequest(to=next(NUMBERS), body="warm"), timeout=10)
         to = next(NUMBERS)
         req = self.m.SendSMSRequest(to=to, body="x", idempotency_key="read-%s" % self.TLS)

@@ -374,6 +374,10 @@ class Sim:
     def config(self, **kw):
         http_json("POST", self.url + "/__sim/config", kw)
 
+    def clear_faults(self):
+        """Forgets the queued faults only (reset forgets everything)."""
+        http_json("POST", self.url + "/__sim/faults/clear", {})
+
     def verifications(self):
         return http_json("GET", self.url + "/__sim/verifications")[1]
 

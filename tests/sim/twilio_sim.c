@@ -10,11 +10,13 @@
  *   POST /__sim/reset                      forget requests, verifications, faults
  *   GET  /__sim/verifications              codes "sent", for tests to type in
  *   POST /__sim/faults                     queue a fault (JSON, see README)
+ *   POST /__sim/faults/clear               forget the queued faults, keep the rest
  *   POST /__sim/config                     {"max_open": N}: like Twilio, refuse with
  *                                          429 / 20429 (not acted on) a request that
  *                                          arrives while N are open; 0: no limit.
  *                                          {"list_lag_ms": N}: the lists show a
- *                                          message or call only N ms after it was made
+ *                                          message or call only N ms after it was made.
+ *                                          {"callbacks": false}: send no status callbacks
  * API: POST Messages.json, Calls.json, Verifications, VerificationCheck;
  *      GET Messages.json and Calls.json (lists: To, From, PageSize, Page,
  *      PageToken; newest first).
@@ -28,7 +30,9 @@
  * Like a real account (and unlike Twilio's test credentials), an accepted
  * message with a StatusCallback gets signed callbacks: (queued, after
  * accepted,) sent, then delivered;
- * To +15005550020 ends undelivered (30003), +15005550021 failed (30006). */
+ * To +15005550020 ends undelivered (30003), +15005550021 failed (30006).
+ * A call with a StatusCallback gets the StatusCallbackEvent events it asked
+ * for, as if answered. */
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
@@ -103,6 +107,7 @@ static struct {
     const char *account_sid, *auth_token, *key_sid, *key_secret;
     int latency_ms;
     int no_callbacks; /* --no-callbacks: benchmarks measure RPCs, not webhooks */
+    int cli_no_callbacks; /* as given on the command line: reset goes back to it */
     int no_record;    /* --no-record: benchmarks keep no request log (GET /__sim/requests is empty) */
     json_t *recorded[MAX_RECORDED]; /* ring */
     size_t rec_head, rec_count;
@@ -594,6 +599,31 @@ static int api_messages(struct api_req *a, int latency)
     return 0;
 }
 
+/* Like Twilio: a call's StatusCallback gets the events it asked for
+ * (StatusCallbackEvent; completed alone when none), as if answered. */
+static void call_callbacks(struct api_req *a, const char *url, const char *sid, const char *to,
+                           const char *from)
+{
+    static const char *const events[][2] = {{"initiated", "initiated"}, {"ringing", "ringing"},
+                                            {"answered", "in-progress"},
+                                            {"completed", "completed"}};
+    int asked[4] = {0}, any = 0;
+    for (struct evkeyval *kv = a->params.tqh_first; kv; kv = kv->next.tqe_next)
+        for (int i = 0; i < 4; i++)
+            if (strcmp(kv->key, "StatusCallbackEvent") == 0 && strcmp(kv->value, events[i][0]) == 0)
+                asked[i] = any = 1;
+    if (!any)
+        asked[3] = 1;
+    for (int i = 0; i < 4; i++) {
+        if (!asked[i])
+            continue;
+        const char *kv[] = {"CallSid", sid, "CallStatus", events[i][1], "AccountSid",
+                            sim.account_sid, "From", from, "To", to, "ApiVersion", "2010-04-01",
+                            "CallDuration", i == 3 ? "1" : NULL};
+        post_webhook(url, kv, sizeof(kv) / sizeof(kv[0]), 10 * i, NULL);
+    }
+}
+
 /* Calls.json */
 static int api_calls(struct api_req *a, int latency)
 {
@@ -619,6 +649,9 @@ static int api_calls(struct api_req *a, int latency)
                           "queued", "direction", "outbound-api", "date_created", date,
                           "api_version", "2010-04-01", "uri", uri);
     store_add(&sim.calls, j);
+    const char *callback = param(a, "StatusCallback");
+    if (callback && !sim.no_callbacks)
+        call_callbacks(a, callback, sid, to, from);
     a->status = 201;
     answer(a->req, 201, dump(j), latency, a->cut);
     return 0;
@@ -899,6 +932,7 @@ static void reset(void)
     sim.nfaults = 0;
     sim.max_open = 0;
     sim.list_lag_ms = 0;
+    sim.no_callbacks = sim.cli_no_callbacks;
     store_clear(&sim.messages);
     store_clear(&sim.calls);
 }
@@ -922,7 +956,10 @@ static void control(struct evhttp_request *req, const char *path)
     } else if (strcmp(path, "/__sim/config") == 0 && cmd == EVHTTP_REQ_POST) {
         json_t *j = body_json(req);
         json_t *max_open = json_object_get(j, "max_open"), *lag = json_object_get(j, "list_lag_ms");
-        if ((!max_open && !lag) || (max_open && (!json_is_integer(max_open) ||
+        json_t *callbacks = json_object_get(j, "callbacks");
+        if (json_is_boolean(callbacks))
+            sim.no_callbacks = !json_is_true(callbacks);
+        if ((!max_open && !lag && !json_is_boolean(callbacks)) || (max_open && (!json_is_integer(max_open) ||
                                                  json_integer_value(max_open) < 0)) ||
             (lag && (!json_is_integer(lag) || json_integer_value(lag) < 0))) {
             json_decref(j);
@@ -994,6 +1031,9 @@ static void control(struct evhttp_request *req, const char *path)
         json_decref(j);
         send_now(req, 201, out);
         free(out);
+    } else if (strcmp(path, "/__sim/faults/clear") == 0 && cmd == EVHTTP_REQ_POST) {
+        sim.nfaults = 0;
+        send_now(req, 200, "{\"ok\":true}");
     } else if (strcmp(path, "/__sim/faults") == 0 && cmd == EVHTTP_REQ_POST) {
         json_t *j = body_json(req);
         if (!json_is_object(j) || sim.nfaults == MAX_FAULTS) {
@@ -1060,7 +1100,7 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--latency-ms") && i + 1 < argc)
             sim.latency_ms = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--no-callbacks"))
-            sim.no_callbacks = 1;
+            sim.no_callbacks = sim.cli_no_callbacks = 1;
         else if (!strcmp(argv[i], "--no-record"))
             sim.no_record = 1;
         else if (!strcmp(argv[i], "--help")) {

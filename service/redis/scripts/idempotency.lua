@@ -35,8 +35,10 @@
 -- unknown: ARGV[2] owner: the owner does not know whether Twilio acted. A
 --          'pending' record becomes 'unknown' (t1 now); one already
 --          'found' stays so. {'ok'}, or {'gone'} without a record.
--- found:   ARGV[2] sid, ARGV[3] status: Twilio has it. Any record not
---          'done' becomes 'found'. {'ok'} or {'gone'}.
+-- found:   ARGV[2] sid, ARGV[3] status: Twilio has it. An 'unknown' or
+--          abandoned record becomes 'found'; one whose owner may still
+--          answer keeps it aside for when it does not; 'done' and 'found'
+--          records keep theirs. {'ok'} or {'gone'}.
 -- read:    for the resolver: {state ('' without a record), api, form, t0,
 --          t1 (for a pending record, its lease end), ms left of the lease}.
 -- absent:  ARGV[2] t0 the resolver read: Twilio has nothing; the record is
@@ -59,19 +61,32 @@ if op == 'read' then
           tostring(lease - now)}
 end
 
+-- A pending record whose status callback came first keeps the SID aside
+-- (cb_sid, cb_status): its live owner's answer is the one repeats replay;
+-- an owner that ends unknown, or stops, leaves it found.
+local function found_from_callback(rec_key)
+  local cb = redis.call('HMGET', rec_key, 'cb_sid', 'cb_status')
+  if not cb[1] then return false end
+  redis.call('HSET', rec_key, 'state', 'found', 'sid', cb[1], 'status', cb[2] or '')
+  return true
+end
+
 if op == 'unknown' then
   local state = redis.call('HGET', KEYS[1], 'state')
   if not state then return {'gone'} end
-  if state == 'pending' then
+  if state == 'pending' and not found_from_callback(KEYS[1]) then
     redis.call('HSET', KEYS[1], 'state', 'unknown', 't1', tostring(now))
   end
   return {'ok'}
 end
 
 if op == 'found' then
-  local state = redis.call('HGET', KEYS[1], 'state')
-  if not state then return {'gone'} end
-  if state ~= 'done' then
+  local rec = redis.call('HMGET', KEYS[1], 'state', 'lease_until')
+  if not rec[1] then return {'gone'} end
+  if rec[1] == 'pending' and tonumber(rec[2] or '0') > now then
+    redis.call('HSET', KEYS[1], 'cb_sid', ARGV[2], 'cb_status', ARGV[3])
+  elseif rec[1] == 'pending' or rec[1] == 'unknown' then
+    -- Found once, it stays as found: every repeat gets the same answer.
     redis.call('HSET', KEYS[1], 'state', 'found', 'sid', ARGV[2], 'status', ARGV[3])
   end
   return {'ok'}
@@ -82,6 +97,8 @@ if op == 'absent' then
   local unsettled = rec[1] == 'unknown' or
                     (rec[1] == 'pending' and tonumber(rec[3] or '0') <= now)
   if unsettled and rec[2] == ARGV[2] then
+    -- A status callback saw it, whatever the lists say.
+    if found_from_callback(KEYS[1]) then return {'kept'} end
     redis.call('DEL', KEYS[1])
     return {'ok'}
   end
@@ -100,6 +117,10 @@ if rec[1] then
   if state == 'pending' then
     local left = tonumber(rec[3] or '0') - now
     if left > 0 then return {'in_flight', tostring(left)} end
+    if found_from_callback(KEYS[1]) then
+      local f = redis.call('HMGET', KEYS[1], 'sid', 'status')
+      return {'found', f[1], f[2] or ''}
+    end
     if not rec[8] or rec[8] == '' then return {'expired'} end
     -- Its holder stopped (crashed, hung, lost Redis) before settling it.
     redis.call('HSET', KEYS[1], 'state', 'unknown', 't1', rec[3])

@@ -223,9 +223,11 @@ static void test_owner_marks_unknown_then_found(void **state)
 static void test_found_before_the_owner_answers(void **state)
 {
     /* The first status callback can come before Twilio's answer: the
-     * owner's answer still settles the record. */
+     * owner's answer still settles the record, and meanwhile repeats wait
+     * for it rather than answer from the callback. */
     assert_int_equal(claim("fp1", "owner-a", 60000), POLICY_GO);
     assert_int_equal(found("SM123"), 1);
+    assert_int_equal(claim("fp1", "owner-b", 10000), POLICY_IN_FLIGHT);
     struct policy_outcome o = {.code = 0, .body = (uint8_t *)"\x0a", .body_len = 1};
     idempotency_settle(idem, key, &o);
     assert_int_equal(claim("fp1", "owner-b", 10000), POLICY_REPEAT);
@@ -234,6 +236,25 @@ static void test_found_before_the_owner_answers(void **state)
     cmd("DEL", key, NULL, NULL);
     assert_int_equal(found("SM123"), 1); /* no record: nothing is made up */
     assert_string_equal(cmd("EXISTS", key, NULL, NULL), "0");
+}
+
+static void test_callback_sid_used_when_the_owner_cannot_tell(void **state)
+{
+    assert_int_equal(claim("fp1", "owner-a", 60000), POLICY_GO);
+    assert_int_equal(found("SMcb"), 1); /* kept aside */
+    idempotency_unknown(idem, key, "owner-a");
+    assert_int_equal(claim("fp1", "owner-b", 10000), POLICY_FOUND);
+    assert_string_equal(d.res.repeat->sid, "SMcb");
+    assert_int_equal(found("SMlater"), 1); /* found stays as found */
+    assert_int_equal(claim("fp1", "owner-b", 10000), POLICY_FOUND);
+    assert_string_equal(d.res.repeat->sid, "SMcb");
+    /* An owner that stops: the callback's SID once its lease is over. */
+    cmd("DEL", key, NULL, NULL);
+    assert_int_equal(claim("fp1", "owner-a", 100), POLICY_GO);
+    assert_int_equal(found("SMcb2"), 1);
+    usleep(150 * 1000);
+    assert_int_equal(claim("fp1", "owner-b", 10000), POLICY_FOUND);
+    assert_string_equal(d.res.repeat->sid, "SMcb2");
 }
 
 static void test_absent_frees_only_that_claim(void **state)
@@ -278,6 +299,7 @@ int main(void)
         T(test_abandoned_claim_is_resolving),
         T(test_owner_marks_unknown_then_found),
         T(test_found_before_the_owner_answers),
+        T(test_callback_sid_used_when_the_owner_cannot_tell),
         T(test_absent_frees_only_that_claim),
         T(test_drop_waits_for_redis),
     };
