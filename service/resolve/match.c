@@ -24,6 +24,8 @@ int match_send_parse(struct match_send *s, const char *api, const char *form, in
         s->list = MATCH_MESSAGES;
     else if (strcmp(api, "Calls") == 0)
         s->list = MATCH_CALLS;
+    else if (strcmp(api, "Attempts") == 0)
+        s->list = MATCH_ATTEMPTS;
     else
         return CG_EINVAL;
     TAILQ_INIT(&q);
@@ -32,10 +34,13 @@ int match_send_parse(struct match_send *s, const char *api, const char *form, in
     const char *to = evhttp_find_header(&q, "To"), *from = evhttp_find_header(&q, "From");
     const char *service = evhttp_find_header(&q, "MessagingServiceSid");
     const char *body = evhttp_find_header(&q, "Body");
+    const char *channel = evhttp_find_header(&q, "Channel");
     if (!to || !*to || (size_t)snprintf(s->to, sizeof(s->to), "%s", to) >= sizeof(s->to) ||
         (size_t)snprintf(s->from, sizeof(s->from), "%s", from ? from : "") >= sizeof(s->from) ||
         (size_t)snprintf(s->service, sizeof(s->service), "%s", service ? service : "") >=
-            sizeof(s->service))
+            sizeof(s->service) ||
+        (size_t)snprintf(s->channel, sizeof(s->channel), "%s", channel ? channel : "sms") >=
+            sizeof(s->channel))
         goto done;
     rc = CG_OK;
     if (s->list == MATCH_MESSAGES && !evhttp_find_header(&q, "ContentSid")) {
@@ -82,6 +87,25 @@ int match_query(const struct match_send *s, char *out, size_t cap)
         return CG_EINVAL;
     out[0] = '\0';
     snprintf(size, sizeof(size), "%d", MATCH_PAGE_SIZE);
+    if (s->list == MATCH_ATTEMPTS) {
+        /* Attempts are made when the code is sent: a date filter hides
+         * nothing looked for here. */
+        char after[32];
+        time_t t = (time_t)((s->t0_ms - MATCH_SKEW_MS) / 1000);
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        strftime(after, sizeof(after), "%Y-%m-%dT%H:%M:%SZ", &tm);
+        rc = add_param(out, cap, &at, "VerifyServiceSid", s->service);
+        if (!rc)
+            rc = add_param(out, cap, &at, "ChannelData.To", s->to);
+        if (!rc)
+            rc = add_param(out, cap, &at, "Channel", s->channel);
+        if (!rc)
+            rc = add_param(out, cap, &at, "DateCreatedAfter", after);
+        if (!rc)
+            rc = add_param(out, cap, &at, "PageSize", size);
+        return rc;
+    }
     rc = add_param(out, cap, &at, "To", s->to);
     if (!rc && s->from[0])
         rc = add_param(out, cap, &at, "From", s->from);
@@ -95,6 +119,15 @@ int64_t match_date_ms(const char *date)
     struct tm tm;
     memset(&tm, 0, sizeof(tm));
     const char *end = date ? strptime(date, "%a, %d %b %Y %H:%M:%S %z", &tm) : NULL;
+    if (!end && date) {
+        /* ISO 8601, in UTC as Twilio writes it: Z or +00:00. */
+        memset(&tm, 0, sizeof(tm));
+        end = strptime(date, "%Y-%m-%dT%H:%M:%S", &tm);
+        if (end && *end == '.')
+            end += 1 + strspn(end + 1, "0123456789");
+        if (end && (strcmp(end, "Z") == 0 || strcmp(end, "+00:00") == 0))
+            end += strlen(end);
+    }
     if (!end || *end)
         return -1;
     long off = tm.tm_gmtoff;
@@ -120,6 +153,9 @@ static int matches(const struct match_send *s, const json_t *e)
     int64_t created = match_date_ms(str_of(e, "date_created"));
     if (created < 0 || created < s->t0_ms - MATCH_SKEW_MS || created > s->t1_ms + MATCH_SKEW_MS)
         return 0;
+    if (s->list == MATCH_ATTEMPTS)
+        return same(str_of(json_object_get(e, "channel_data"), "to"), s->to) &&
+               same(str_of(e, "channel"), s->channel) && str_of(e, "verification_sid");
     if (!same(str_of(e, "to"), s->to))
         return 0;
     if (s->from[0] && !same(str_of(e, "from"), s->from))
@@ -139,22 +175,29 @@ static int matches(const struct match_send *s, const json_t *e)
  * opened means every later entry is older still. */
 static int older_than_window(const struct match_send *s, const json_t *e)
 {
-    int64_t at = match_date_ms(str_of(e, s->list == MATCH_MESSAGES ? "date_sent" : "start_time"));
+    static const char *const sorted_by[] = {"date_sent", "start_time", "date_created"};
+    int64_t at = match_date_ms(str_of(e, sorted_by[s->list]));
     return at >= 0 && at < s->t0_ms - MATCH_SKEW_MS;
 }
 
 enum match_verdict match_page(const struct match_send *s, const json_t *page, const char **sid,
                               const char **status, const char **next)
 {
-    const json_t *items =
-        json_object_get(page, s->list == MATCH_MESSAGES ? "messages" : "calls");
+    static const char *const item_names[] = {"messages", "calls", "attempts"};
+    const json_t *items = json_object_get(page, item_names[s->list]);
     size_t i;
     const json_t *e;
 
     if (!json_is_array(items))
         return MATCH_BAD;
     json_array_foreach(items, i, e) {
-        if (matches(s, e) && str_of(e, "sid")) {
+        if (s->list == MATCH_ATTEMPTS && matches(s, e)) {
+            /* The attempt's verification, as StartVerification answers it. */
+            *sid = str_of(e, "verification_sid");
+            *status = same(str_of(e, "conversion_status"), "converted") ? "approved" : "pending";
+            return MATCH_FOUND;
+        }
+        if (s->list != MATCH_ATTEMPTS && matches(s, e) && str_of(e, "sid")) {
             *sid = str_of(e, "sid");
             *status = str_of(e, "status") ? str_of(e, "status") : "";
             return MATCH_FOUND;
@@ -162,7 +205,12 @@ enum match_verdict match_page(const struct match_send *s, const json_t *page, co
         if (older_than_window(s, e))
             return MATCH_END;
     }
-    *next = str_of(page, "next_page_uri");
-    /* Only a path on Twilio's own host is followed. */
-    return *next && (*next)[0] == '/' ? MATCH_NEXT : MATCH_END;
+    /* The 2010 API links its next page by path, Verify by full URL. */
+    *next = s->list == MATCH_ATTEMPTS ? str_of(json_object_get(page, "meta"), "next_page_url")
+                                      : str_of(page, "next_page_uri");
+    if (!*next)
+        return MATCH_END;
+    if (s->list == MATCH_ATTEMPTS)
+        return strncmp(*next, "http", 4) == 0 ? MATCH_NEXT : MATCH_END;
+    return (*next)[0] == '/' ? MATCH_NEXT : MATCH_END;
 }

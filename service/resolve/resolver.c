@@ -244,8 +244,9 @@ static void on_page(const struct twilio_result *res, void *data)
 
 static int list(struct job *j, const char *query)
 {
-    enum twilio_api api =
-        j->send.list == MATCH_MESSAGES ? TWILIO_API_MESSAGES_LIST : TWILIO_API_CALLS_LIST;
+    static const enum twilio_api apis[] = {TWILIO_API_MESSAGES_LIST, TWILIO_API_CALLS_LIST,
+                                           TWILIO_API_VERIFY_ATTEMPTS_LIST};
+    enum twilio_api api = apis[j->send.list];
     set_state(j, JOB_LISTING);
     return twilio_request(j->r->d.twilio, api, query, strlen(query), LIST_MS, on_page, j,
                           &j->twilio);
@@ -285,6 +286,9 @@ static void on_facts(const struct idempotency_facts *f, void *data)
     }
     j->have_send = 1;
     j->t0 = f->t0;
+    if (j->send.list == MATCH_ATTEMPTS) /* the form does not name the service */
+        snprintf(j->send.service, sizeof(j->send.service), "%s",
+                 j->r->d.cfg->verify_service_sid);
     if (match_query(&j->send, query, sizeof(query)) || list(j, query)) {
         later(j, AGAIN_MAX_MS, RESULT_FAILED);
         return;

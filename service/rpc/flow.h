@@ -56,7 +56,7 @@ struct flow_kind {
     /* Sends a message: its accepted status is recorded for GetMessage. */
     int tracks_message;
     /* The Twilio list an unknown outcome is resolved from (resolve/):
-     * "Messages" or "Calls"; NULL if it cannot be. */
+     * "Messages", "Calls" or "Attempts" (Verify); NULL if it cannot be. */
     const char *resolve_api;
 };
 

@@ -67,6 +67,7 @@ static const struct flow_kind start_kind = {
     .api = TWILIO_API_VERIFY_START,
     .policy = FLOW_POLICY_VERIFY_START,
     .respond = start_respond,
+    .resolve_api = "Attempts",
 };
 
 static int is_email(const char *s)
@@ -96,7 +97,9 @@ static int start_prepare(struct flow *f, const ProtobufCMessage *msg, const uint
     struct form form;
 
     if (validate_utf8("to", r->to, f->errmsg, sizeof(f->errmsg)) ||
-        validate_utf8("locale", r->locale, f->errmsg, sizeof(f->errmsg)))
+        validate_utf8("locale", r->locale, f->errmsg, sizeof(f->errmsg)) ||
+        validate_utf8("idempotency_key", r->idempotency_key, f->errmsg, sizeof(f->errmsg)) ||
+        validate_idempotency_key(r->idempotency_key, f->errmsg, sizeof(f->errmsg)))
         return -1;
     int channel = r->channel ? (int)r->channel : COMMSGATE__V1__CHANNEL__SMS;
     if (channel < COMMSGATE__V1__CHANNEL__SMS || channel > COMMSGATE__V1__CHANNEL__WHATSAPP) {
@@ -122,6 +125,7 @@ static int start_prepare(struct flow *f, const ProtobufCMessage *msg, const uint
     }
     f->u.channel = channel;
     snprintf(f->to, sizeof(f->to), "%s", r->to);
+    flow_set_idempotency(f, r->idempotency_key, raw, raw_len);
     form_init(&form, buf, sizeof(buf));
     form_add(&form, "To", r->to);
     form_add(&form, "Channel", channel_name(channel));

@@ -74,11 +74,31 @@ struct twilio_req {
 
 static const char *const api_names[TWILIO_API_COUNT] = {
     "Messages.json", "Calls.json", "Verifications", "VerificationCheck",
-    "Messages.json (list)", "Calls.json (list)"};
+    "Messages.json (list)", "Calls.json (list)", "Attempts (list)"};
 
 static int is_read(enum twilio_api api)
 {
-    return api == TWILIO_API_MESSAGES_LIST || api == TWILIO_API_CALLS_LIST;
+    return api == TWILIO_API_MESSAGES_LIST || api == TWILIO_API_CALLS_LIST ||
+           api == TWILIO_API_VERIFY_ATTEMPTS_LIST;
+}
+
+/* The base URL of an API's host, for the pages a list links to. */
+static const char *base_of(const struct twilio_ctx *t, enum twilio_api api)
+{
+    return api == TWILIO_API_VERIFY_START || api == TWILIO_API_VERIFY_CHECK ||
+                   api == TWILIO_API_VERIFY_ATTEMPTS_LIST
+               ? t->cfg->verify_base_url
+               : t->cfg->api_base_url;
+}
+
+/* A read's page: a path on the API's host, or a full URL on it (never
+ * another host, whatever a page links to). */
+static int page_ok(const struct twilio_ctx *t, enum twilio_api api, const char *page)
+{
+    const char *base = base_of(t, api);
+    size_t n = strlen(base);
+    return strncmp(page, "http", 4) != 0 ||
+           (strncmp(page, base, n) == 0 && (page[n] == '/' || page[n] == '?'));
 }
 
 const char *twilio_api_name(enum twilio_api api)
@@ -132,6 +152,8 @@ int twilio_new(struct event_base *base, const struct config *cfg, struct twilio_
              cfg->verify_service_sid);
     memcpy(t->url[TWILIO_API_MESSAGES_LIST], t->url[TWILIO_API_MESSAGES], sizeof(t->url[0]));
     memcpy(t->url[TWILIO_API_CALLS_LIST], t->url[TWILIO_API_CALLS], sizeof(t->url[0]));
+    snprintf(t->url[TWILIO_API_VERIFY_ATTEMPTS_LIST], sizeof(t->url[0]), "%s/v2/Attempts",
+             cfg->verify_base_url);
     if (cfg->api_key_sid[0]) {
         snprintf(t->user, sizeof(t->user), "%s", cfg->api_key_sid);
         snprintf(t->pass, sizeof(t->pass), "%s", cfg->api_key_secret);
@@ -322,7 +344,9 @@ static void start_attempt(struct twilio_req *r)
     char url[sizeof(t->url[0]) + 2048];
     int read = is_read(r->api);
     if (read && r->form[0] == '/') /* a page URI from Twilio: on the same host */
-        snprintf(url, sizeof(url), "%s%s", t->cfg->api_base_url, r->form);
+        snprintf(url, sizeof(url), "%s%s", base_of(t, r->api), r->form);
+    else if (read && strncmp(r->form, "http", 4) == 0) /* a page URL, checked by twilio_request */
+        snprintf(url, sizeof(url), "%s", r->form);
     else if (read)
         snprintf(url, sizeof(url), "%s?%s", t->url[r->api], r->form);
     struct http_request hr = {.method = read ? "GET" : "POST",
@@ -356,7 +380,8 @@ int twilio_request(struct twilio_ctx *t, enum twilio_api api, const char *form, 
     struct twilio_req *r;
     LOOP_ASSERT_OWNER(t->base);
 
-    if (api >= TWILIO_API_COUNT || !done || t->freeing || (is_read(api) && form_len > 2000))
+    if (api >= TWILIO_API_COUNT || !done || t->freeing ||
+        (is_read(api) && (form_len > 2000 || !page_ok(t, api, form))))
         return CG_EINVAL;
     r = calloc(1, sizeof(*r));
     if (!r)

@@ -33,12 +33,14 @@ enum twilio_api {
     TWILIO_API_VERIFY_START,
     TWILIO_API_VERIFY_CHECK,
     /* Reads, for resolving unknown outcomes (resolve/): a GET whose "form"
-     * is the list's query (To=..&From=..&PageSize=..), or a page URI Twilio
-     * gave (next_page_uri, starting with '/'). A GET acts on nothing, so
+     * is the list's query (To=..&From=..&PageSize=..), or a page Twilio
+     * gave: a path (next_page_uri, starting with '/') or a full URL on the
+     * same API's base (next_page_url). A GET acts on nothing, so
      * every failure is retried within the time given, and one that never
      * gets through ends FAILED, never UNKNOWN. */
     TWILIO_API_MESSAGES_LIST,
     TWILIO_API_CALLS_LIST,
+    TWILIO_API_VERIFY_ATTEMPTS_LIST, /* Verify's attempts (a next page is a full URL) */
     TWILIO_API_COUNT
 };
 

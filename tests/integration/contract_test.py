@@ -110,7 +110,10 @@ class ContractTest(unittest.TestCase):
                  m.SendSMSRequest(to="+14155550104", body="cut", idempotency_key="c-1")),
                 ("Calls.json", s.PlaceCall,
                  m.PlaceCallRequest(to="+14155550105", twiml="<Response/>",
-                                    idempotency_key="c-2"))):
+                                    idempotency_key="c-2")),
+                ("Verifications", s.StartVerification,
+                 m.StartVerificationRequest(to="+14155550106", channel=m.WHATSAPP,
+                                            idempotency_key="c-3"))):
             sim.fault(path_suffix=suffix, after="close", times=1)
             try:
                 call(req, timeout=5)
@@ -126,10 +129,10 @@ class ContractTest(unittest.TestCase):
                     assert time.monotonic() < deadline, "not resolved"
         reqs = sim.requests()
         posts = [r for r in reqs if r["method"] == "POST"]
-        assert len(posts) == 14, posts
+        assert len(posts) == 15, posts
         cls.reads = [r for r in reqs if r["method"] == "GET"]
-        assert {r["path"].rsplit("/", 1)[1] for r in cls.reads} == {"Messages.json",
-                                                                    "Calls.json"}, cls.reads
+        assert {r["path"].rsplit("/", 1)[1] for r in cls.reads} == {
+            "Messages.json", "Calls.json", "Attempts"}, cls.reads
         return posts
 
     def replay(self, req):
@@ -167,7 +170,8 @@ class ContractTest(unittest.TestCase):
     def read(self, path, query):
         auth = base64.b64encode(("%s:%s" % (harness.SIM_ACCOUNT_SID,
                                             harness.SIM_AUTH_TOKEN)).encode()).decode()
-        r = urllib.request.Request(self.prism_api.url + path + "?" + query, method="GET",
+        prism = self.prism_verify if path.startswith("/v2/") else self.prism_api
+        r = urllib.request.Request(prism.url + path + "?" + query, method="GET",
                                    headers={"Authorization": "Basic " + auth})
         try:
             with urllib.request.urlopen(r, timeout=10) as resp:
@@ -178,7 +182,8 @@ class ContractTest(unittest.TestCase):
     def test_every_list_read_validates_in_prism(self):
         for req in self.reads:
             with self.subTest(path=req["path"], query=req["query"]):
-                template, op = operation(self.api, req["path"], "get")
+                spec = self.verify if req["path"].startswith("/v2/") else self.api
+                template, op = operation(spec, req["path"], "get")
                 self.assertIsNotNone(op, req["path"])
                 names = {p["name"] for p in op["parameters"] if p["in"] == "query"}
                 for name, _ in urllib.parse.parse_qsl(req["query"]):

@@ -154,20 +154,33 @@ class ExactlyOnceTest(unittest.TestCase):
                 self.assertEqual(acted.count(to), 1, to)
         self.assertGreater(ok, 5)  # retries got most of them through
 
-    # The keyed RPCs, as (list the simulator keeps, the call, a request
-    # for `to` with key `key`).
-    def keyed_cases(self):
-        m = self.m
-        return [
-            ("Messages", self.s.SendSMS,
-             lambda to, key: m.SendSMSRequest(to=to, body="once", idempotency_key=key)),
-            ("Messages", self.s.SendWhatsApp,
+    # The keyed RPCs, as (path the simulator sees, the call, a request for
+    # `to` with key `key`, the SIDs the simulator made for `to`).
+    def keyed_cases(self, verifications=True):
+        m, sim = self.m, self.sim
+
+        def made(what, prefix=""):
+            return lambda to: [x["sid"] for x in sim.made(what, prefix + to)]
+
+        cases = [
+            ("Messages.json", self.s.SendSMS,
+             lambda to, key: m.SendSMSRequest(to=to, body="once", idempotency_key=key),
+             made("Messages")),
+            ("Messages.json", self.s.SendWhatsApp,
              lambda to, key: m.SendWhatsAppRequest(to=to, content_sid="HX" + "0" * 32,
-                                                   idempotency_key=key)),
-            ("Calls", self.s.PlaceCall,
+                                                   idempotency_key=key),
+             made("Messages", "whatsapp:")),
+            ("Calls.json", self.s.PlaceCall,
              lambda to, key: m.PlaceCallRequest(to=to, say=m.Say(text="once"),
-                                                idempotency_key=key)),
+                                                idempotency_key=key),
+             made("Calls")),
         ]
+        if verifications:  # Verify sends no status callbacks
+            cases.append(
+                ("Verifications", self.s.StartVerification,
+                 lambda to, key: m.StartVerificationRequest(to=to, idempotency_key=key),
+                 lambda to: [v["sid"] for v in sim.verifications() if v["to"] == to]))
+        return cases
 
     def repeat_until_settled(self, call, req, limit_s=15):
         """Repeats req (same key) until it is answered other than "being
@@ -195,11 +208,10 @@ class ExactlyOnceTest(unittest.TestCase):
         finds the message (call) in Twilio's list, and a repeat of the key
         answers OK with its SID, never sending it again. (No status
         callbacks here: the lists alone resolve it.)"""
-        for n, (what, call, request) in enumerate(self.keyed_cases()):
+        for n, (suffix, call, request, made) in enumerate(self.keyed_cases()):
             with self.subTest(rpc=call):
                 self.sim.reset()
                 self.sim.config(callbacks=False)
-                suffix = what + ".json"
                 call(request(next(NUMBERS), "warm-%d" % n), timeout=10)
                 to = next(NUMBERS)
                 req = request(to, "cut-%d-%s" % (n, self.TLS))
@@ -210,17 +222,17 @@ class ExactlyOnceTest(unittest.TestCase):
                 self.assertIn("repeat with the same idempotency_key", cm.exception.details())
                 got, _ = self.repeat_until_settled(call, req)
                 self.assertNotIsInstance(got, grpc.RpcError)
-                made = self.sim.made(what, ("whatsapp:" if call == self.s.SendWhatsApp else "")
-                                     + to)
-                self.assertEqual(len(made), 1)
-                self.assertEqual(got.sid, made[0]["sid"])
+                self.assertEqual(made(to), [got.sid])
                 self.assertEqual(len(self.posts_to(suffix, to)), 1)
                 # Found once, it stays: the next repeat is answered at once.
                 self.assertEqual(call(req, timeout=2).sid, got.sid)
-                if what == "Messages":
+                if suffix == "Messages.json":
                     status = self.s.GetMessage(self.m.GetMessageRequest(sid=got.sid), timeout=2)
                     self.assertEqual(status.sid, got.sid)
                 self.assertEqual(len(self.posts_to(suffix, to)), 1)
+        # A verification found is answered as StartVerification answers.
+        self.assertEqual(got.status, "pending")
+        self.assertEqual([v["sends"] for v in self.sim.verifications() if v["to"] == to], [1])
 
     def test_cut_before_twilio_acted_frees_the_key_after_catchup(self):
         """The connection dies before Twilio acted (nothing was made): the
@@ -269,15 +281,13 @@ class ExactlyOnceTest(unittest.TestCase):
     def test_status_callback_resolves_without_the_list(self):
         """Twilio's lists unreadable (every GET 503): the message's first
         status callback, whose URL names the key's record, resolves it."""
-        for n, (what, call, request) in enumerate(self.keyed_cases()):
+        for n, (suffix, call, request, made) in enumerate(self.keyed_cases(False)):
             with self.subTest(rpc=call):
                 self.sim.reset()
-                suffix = what + ".json"
                 call(request(next(NUMBERS), "warm-cb-%d" % n), timeout=10)
                 to = next(NUMBERS)
                 req = request(to, "cb-%d-%s" % (n, self.TLS))
-                self.sim.fault(path_suffix=suffix, method="GET", status=503, code=20503,
-                               times=0)
+                self.sim.fault(method="GET", status=503, code=20503, times=0)
                 self.sim.fault(path_suffix=suffix, after="reset", times=1)
                 with self.assertRaises(grpc.RpcError) as cm:
                     call(req, timeout=10)
@@ -287,11 +297,10 @@ class ExactlyOnceTest(unittest.TestCase):
                 self.assertIn("?cg=", callback)
                 got, _ = self.repeat_until_settled(call, req)
                 self.assertNotIsInstance(got, grpc.RpcError)
-                reads = [r for r in self.sim.requests(suffix) if r["method"] == "GET"]
+                reads = [r for r in self.sim.requests() if r["method"] == "GET"]
                 self.assertTrue(all(r["status"] == 503 for r in reads), reads)
                 self.sim.clear_faults()  # so the test itself can read the list
-                bare = ("whatsapp:" if call == self.s.SendWhatsApp else "") + to
-                self.assertEqual([m["sid"] for m in self.sim.made(what, bare)], [got.sid])
+                self.assertEqual(made(to), [got.sid])
                 self.assertEqual(len(self.posts_to(suffix, to)), 1)
         # An unkeyed send's callback names no record.
         self.s.SendSMS(self.m.SendSMSRequest(to=next(NUMBERS), body="plain"), timeout=10)

@@ -190,6 +190,38 @@ class SimTest(unittest.TestCase):
         self.sim.reset()
         self.assertEqual(self.get(MESSAGES)[1]["messages"], [])
 
+    def test_verify_attempts_list(self):
+        sids = []
+        for ch in ("sms", "whatsapp"):
+            status, v = self.post(VERIFY + "/Verifications", [("To", "+14155550100"),
+                                                                ("Channel", ch)])
+            self.assertEqual(status, 201)
+            sids.append(v["sid"])
+        self.post(VERIFY + "/Verifications", [("To", "+14155550199"), ("Channel", "sms")])
+        status, page = self.get("/v2/Attempts", [("ChannelData.To", "+14155550100"),
+                                                 ("VerifyServiceSid", harness.SIM_VERIFY_SID),
+                                                 ("PageSize", "1")])
+        self.assertEqual(status, 200)
+        self.assertEqual([a["channel"] for a in page["attempts"]], ["whatsapp"])
+        self.assertTrue(page["attempts"][0]["sid"].startswith("VL"))
+        self.assertEqual(page["attempts"][0]["verification_sid"], sids[1])
+        self.assertEqual(page["attempts"][0]["conversion_status"], "unconverted")
+        nxt = page["meta"]["next_page_url"]
+        self.assertTrue(nxt.startswith("http://"))
+        status, page = self.get(nxt[nxt.index("/v2/"):])
+        self.assertEqual([a["channel"] for a in page["attempts"]], ["sms"])
+        self.assertIsNone(page["meta"]["next_page_url"])
+        status, page = self.get("/v2/Attempts", [("Channel", "sms"),
+                                                 ("DateCreatedAfter", "2000-01-01T00:00:00Z")])
+        self.assertEqual(len(page["attempts"]), 2)
+        status, page = self.get("/v2/Attempts", [("DateCreatedAfter", "2999-01-01T00:00:00Z")])
+        self.assertEqual(page["attempts"], [])
+        # A code typed right converts the verification's attempts.
+        code = [v["code"] for v in self.sim.verifications() if v["sid"] == sids[1]][0]
+        self.post(VERIFY + "/VerificationCheck", [("To", "+14155550100"), ("Code", code)])
+        status, page = self.get("/v2/Attempts", [("ChannelData.To", "+14155550100")])
+        self.assertEqual({a["conversion_status"] for a in page["attempts"]}, {"converted"})
+
     def test_list_lag_and_get_faults(self):
         self.sim.config(list_lag_ms=400)
         sid = self.sms("+14155550100")[1]["sid"]

@@ -19,7 +19,8 @@
  *                                          {"callbacks": false}: send no status callbacks
  * API: POST Messages.json, Calls.json, Verifications, VerificationCheck;
  *      GET Messages.json and Calls.json (lists: To, From, PageSize, Page,
- *      PageToken; newest first).
+ *      PageToken; newest first), GET /v2/Attempts (Verify's: VerifyServiceSid,
+ *      ChannelData.To, Channel, DateCreatedAfter, PageSize, PageToken).
  *   GET  /__sim/health
  *   POST /__sim/inbound                    post a signed inbound message (JSON: url,
  *                                          from, to, body, num_media, token)
@@ -117,7 +118,7 @@ static struct {
     size_t nfaults;
     int open, max_open; /* API requests not answered yet, and the cap (0: none) */
     int list_lag_ms;    /* a resource shows in the lists only this long after it was made */
-    struct store messages, calls;
+    struct store messages, calls, attempts;
 } sim;
 
 static double now_s(void)
@@ -683,6 +684,113 @@ static json_t *verification_json(const struct verification *v, const char *servi
                      "date_updated", date);
 }
 
+static void iso8601(double t, char *out, size_t len)
+{
+    time_t secs = (time_t)t;
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    strftime(out, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* Like Verify: every code sent is an attempt, listed by GET /v2/Attempts. */
+static void add_attempt(const struct verification *v, const char *service)
+{
+    char sid[35], date[32], url[80];
+    random_sid(sid, "VL");
+    iso8601(now_s(), date, sizeof(date));
+    snprintf(url, sizeof(url), "https://verify.twilio.com/v2/Attempts/%s", sid);
+    json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:n, s:{s:s}, s:s}", "sid",
+                          sid, "account_sid", sim.account_sid, "service_sid", service,
+                          "verification_sid", v->sid, "date_created", date, "date_updated", date,
+                          "conversion_status", "unconverted", "channel", v->channel, "price",
+                          "channel_data", "to", v->to, "url", url);
+    store_add(&sim.attempts, j);
+    json_decref(j);
+}
+
+/* A verification approved: its attempts are converted. */
+static void convert_attempts(const struct verification *v)
+{
+    for (size_t i = 0; i < sim.attempts.count; i++) {
+        json_t *j = sim.attempts.all[(sim.attempts.head + i) % MAX_RESOURCES].json;
+        if (strcmp(json_string_value(json_object_get(j, "verification_sid")), v->sid) == 0)
+            json_object_set_new(j, "conversion_status", json_string("converted"));
+    }
+}
+
+/* GET /v2/Attempts: newest first, filtered by VerifyServiceSid,
+ * ChannelData.To, Channel and DateCreatedAfter (ISO 8601), paged like
+ * Verify with full URLs in meta. */
+static int api_attempts(struct api_req *a, int latency)
+{
+    const char *service = param(a, "VerifyServiceSid"), *to = param(a, "ChannelData.To");
+    const char *channel = param(a, "Channel"), *after_s = param(a, "DateCreatedAfter");
+    const char *size_s = param(a, "PageSize"), *token = param(a, "PageToken");
+    const char *host = evhttp_find_header(evhttp_request_get_input_headers(a->req), "Host");
+    const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(a->req));
+    long size = size_s ? atol(size_s) : 50;
+    long skip = token && strncmp(token, "PA", 2) == 0 ? atol(token + 2) : 0;
+    double after = 0;
+    char url[2048], base[300];
+
+    if (size < 1 || size > MAX_PAGE_SIZE || skip < 0)
+        return fail_api(a, 400, 20001, "Invalid paging parameter", latency);
+    if (after_s) {
+        struct tm tm;
+        memset(&tm, 0, sizeof(tm));
+        const char *end = strptime(after_s, "%Y-%m-%dT%H:%M:%SZ", &tm);
+        if (!end || *end)
+            return fail_api(a, 400, 20001, "Invalid DateCreatedAfter", latency);
+        after = (double)timegm(&tm);
+    }
+    snprintf(base, sizeof(base), "http://%s/v2/Attempts", host ? host : "127.0.0.1");
+    json_t *items = json_array();
+    long matched = 0, more = 0;
+    for (size_t i = sim.attempts.count; i-- > 0;) {
+        const struct resource *r = &sim.attempts.all[(sim.attempts.head + i) % MAX_RESOURCES];
+        json_t *j = r->json;
+        if (r->created < after)
+            continue;
+        if (service && strcmp(json_string_value(json_object_get(j, "service_sid")), service))
+            continue;
+        if (channel && strcmp(json_string_value(json_object_get(j, "channel")), channel))
+            continue;
+        if (to && strcmp(json_string_value(json_object_get(json_object_get(j, "channel_data"),
+                                                            "to")), to))
+            continue;
+        if (matched++ < skip)
+            continue;
+        if ((long)json_array_size(items) == size) {
+            more = 1;
+            break;
+        }
+        json_array_append(items, j);
+    }
+    /* The next page's URL: this query with the PageToken moved on. */
+    struct evkeyvalq q;
+    TAILQ_INIT(&q);
+    if (query)
+        evhttp_parse_query_str(query, &q);
+    evhttp_remove_header(&q, "PageToken");
+    size_t at = (size_t)snprintf(url, sizeof(url), "%s?", base);
+    for (struct evkeyval *kv = q.tqh_first; kv && at < sizeof(url); kv = kv->next.tqe_next) {
+        char *k = evhttp_encode_uri(kv->key), *v = evhttp_encode_uri(kv->value);
+        at += (size_t)snprintf(url + at, sizeof(url) - at, "%s=%s&", k, v);
+        free(k);
+        free(v);
+    }
+    evhttp_clear_headers(&q);
+    if (at < sizeof(url))
+        snprintf(url + at, sizeof(url) - at, "PageToken=PA%ld", skip + size);
+    json_t *j = json_pack("{s:o, s:{s:s, s:s, s:o, s:i, s:i, s:n, s:s}}", "attempts", items,
+                          "meta", "first_page_url", base, "key", "attempts", "next_page_url",
+                          more ? json_string(url) : json_null(), "page", (json_int_t)(skip / size),
+                          "page_size", (json_int_t)size, "previous_page_url", "url", base);
+    a->status = 200;
+    answer(a->req, 200, dump(j), latency, a->cut);
+    return 0;
+}
+
 /* POST /v2/Services/{VA}/Verifications */
 static int api_verify_start(struct api_req *a, const char *service, int latency)
 {
@@ -719,6 +827,7 @@ static int api_verify_start(struct api_req *a, const char *service, int latency)
     }
     snprintf(v->channel, sizeof(v->channel), "%s", channel);
     v->sends[v->nsends < VERIFY_MAX_SENDS ? v->nsends++ : VERIFY_MAX_SENDS - 1] = now;
+    add_attempt(v, service);
     json_t *j = verification_json(v, service);
     json_t *attempts = json_array();
     for (int i = 0; i < v->nsends; i++)
@@ -745,8 +854,10 @@ static int api_verify_check(struct api_req *a, const char *service, int latency)
         return fail_api(a, 429, 60202, "Max check attempts reached", latency);
     /* Like Twilio: five attempts per verification, the sixth is refused. */
     v->checks++;
-    if (strcmp(code, v->code) == 0)
+    if (strcmp(code, v->code) == 0) {
         strcpy(v->status, "approved");
+        convert_attempts(v);
+    }
     a->status = 200;
     answer(a->req, 200, dump(verification_json(v, service)), latency, a->cut);
     return 0;
@@ -874,6 +985,10 @@ static void handle_api(struct evhttp_request *req, const char *path)
         fail_api(&a, 401, 20003, "Authenticate", latency);
         goto done;
     }
+    if (is_get && form_ok && strcmp(path, "/v2/Attempts") == 0) {
+        api_attempts(&a, latency);
+        goto done;
+    }
     if (is_get && form_ok && sscanf(path, "/2010-04-01/Accounts/%63[^/]/", account) == 1) {
         const char *rest = path + strlen("/2010-04-01/Accounts/") + strlen(account);
         if (strcmp(account, sim.account_sid) != 0)
@@ -935,6 +1050,7 @@ static void reset(void)
     sim.no_callbacks = sim.cli_no_callbacks;
     store_clear(&sim.messages);
     store_clear(&sim.calls);
+    store_clear(&sim.attempts);
 }
 
 /* A test endpoint's JSON body, or NULL. */

@@ -33,7 +33,10 @@ static void test_dates(void **state)
 {
     assert_int_equal(match_date_ms(DATE), T0);
     assert_int_equal(match_date_ms("Tue, 01 Dec 2026 23:53:14 +0100"), T0);
-    assert_int_equal(match_date_ms("2026-12-01T22:53:14Z"), -1);
+    assert_int_equal(match_date_ms("2026-12-01T22:53:14Z"), T0);
+    assert_int_equal(match_date_ms("2026-12-01T22:53:14+00:00"), T0);
+    assert_int_equal(match_date_ms("2026-12-01T22:53:14.123Z"), T0);
+    assert_int_equal(match_date_ms("2026-12-01T22:53:14+02:00"), -1); /* not how Twilio writes */
     assert_int_equal(match_date_ms(""), -1);
     assert_int_equal(match_date_ms(NULL), -1);
 }
@@ -137,6 +140,40 @@ static void test_calls(void **state)
     json_decref(p);
 }
 
+static void test_verification_attempts(void **state)
+{
+    char q[400];
+    const char *sid = NULL, *status = NULL, *next = NULL;
+    assert_int_equal(match_send_parse(&s, "Attempts", "To=%2B1415&Channel=whatsapp&Locale=en", T0,
+                                      T0 + 1000),
+                     CG_OK);
+    assert_string_equal(s.channel, "whatsapp");
+    snprintf(s.service, sizeof(s.service), "VA1");
+    assert_int_equal(match_query(&s, q, sizeof(q)), CG_OK);
+    /* Created after the window opened, less the clock allowance. */
+    assert_string_equal(q, "VerifyServiceSid=VA1&ChannelData.To=%2B1415&Channel=whatsapp"
+                           "&DateCreatedAfter=2026-12-01T22%3A52%3A14Z&PageSize=100");
+    json_t *p = json_loads(
+        "{\"attempts\":[{\"sid\":\"VL1\",\"verification_sid\":\"VE0\",\"channel\":\"sms\","
+        "\"channel_data\":{\"to\":\"+1415\"},\"date_created\":\"2026-12-01T22:53:14Z\"},"
+        "{\"sid\":\"VL2\",\"verification_sid\":\"VE1\",\"channel\":\"whatsapp\","
+        "\"conversion_status\":\"unconverted\",\"channel_data\":{\"to\":\"+1415\"},"
+        "\"date_created\":\"2026-12-01T22:53:14Z\"}],"
+        "\"meta\":{\"next_page_url\":null}}",
+        0, NULL);
+    assert_non_null(p);
+    assert_int_equal(match_page(&s, p, &sid, &status, &next), MATCH_FOUND);
+    assert_string_equal(sid, "VE1"); /* the verification, not the attempt */
+    assert_string_equal(status, "pending");
+    json_decref(p);
+    p = json_loads("{\"attempts\":[],\"meta\":{\"next_page_url\":"
+                   "\"https://verify.twilio.com/v2/Attempts?PageToken=PA100\"}}",
+                   0, NULL);
+    assert_int_equal(match_page(&s, p, &sid, &status, &next), MATCH_NEXT);
+    assert_string_equal(next, "https://verify.twilio.com/v2/Attempts?PageToken=PA100");
+    json_decref(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -144,6 +181,7 @@ int main(void)
         cmocka_unit_test_teardown(test_form_read_back_and_query, teardown),
         cmocka_unit_test_teardown(test_pages, teardown),
         cmocka_unit_test_teardown(test_calls, teardown),
+        cmocka_unit_test_teardown(test_verification_attempts, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "core/config.h"
+#include "core/error.h"
 #include "loop/loop.h"
 #include "twilio/http.h"
 #include "twilio/twilio.h"
@@ -289,6 +290,25 @@ static void test_list_page_uri_is_on_the_api_host(void **state)
     assert_int_equal(fx.outcome, TWILIO_OK);
 }
 
+static void test_attempts_pages_stay_on_verify(void **state)
+{
+    const char *good = "https://verify.twilio.com/v2/Attempts?PageToken=PA100";
+    const char *other = "https://verify.twilio.com.example/v2/Attempts";
+    assert_int_equal(twilio_request(tw, TWILIO_API_VERIFY_ATTEMPTS_LIST, other, strlen(other),
+                                    5000, on_done, NULL, NULL),
+                     CG_EINVAL);
+    assert_int_equal(twilio_request(tw, TWILIO_API_MESSAGES_LIST, good, strlen(good), 5000,
+                                    on_done, NULL, NULL),
+                     CG_EINVAL); /* not the 2010 API's host */
+    assert_int_equal(twilio_request(tw, TWILIO_API_VERIFY_ATTEMPTS_LIST, good, strlen(good),
+                                    5000, on_done, NULL, NULL),
+                     0);
+    event_base_loop(fx.base, EVLOOP_ONCE);
+    assert_string_equal(fx.last.url, good);
+    answer(200, "{\"attempts\": []}", -1);
+    assert_int_equal(fx.outcome, TWILIO_OK);
+}
+
 static void test_list_that_never_gets_through_fails(void **state)
 {
     assert_int_equal(twilio_request(tw, TWILIO_API_MESSAGES_LIST, "To=%2B1", 6, 300, on_done,
@@ -320,6 +340,7 @@ int main(void)
         T(test_list_read_is_a_get_retried_on_any_failure),
         T(test_list_page_uri_is_on_the_api_host),
         T(test_list_that_never_gets_through_fails),
+        T(test_attempts_pages_stay_on_verify),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
