@@ -71,6 +71,7 @@ struct http_req {
     char *body; /* our copy of the POST body; curl reads it in place */
     size_t body_cap;
     int sends;  /* times curl was about to send the request (on_prereq) */
+    int post;   /* a POST: on_prereq counts its sends */
     char *resp; /* the response body, NUL-terminated at the end */
     size_t resp_len, resp_cap, resp_max;
     int too_big;
@@ -505,6 +506,7 @@ static int req_setup(struct http_ctx *c, struct http_req *req, const struct http
         max = RESPONSE_LIMIT;
     req->resp_len = 0;
     req->sends = 0;
+    req->post = post;
     req->resp_max = max;
     req->too_big = 0;
     req->retry_after_ms = -1;
@@ -795,6 +797,11 @@ int http_start(struct http_ctx *c, const struct http_request *r, http_done_fn *d
 fail:
     recycle(c, req);
     return rc;
+}
+
+int http_req_may_have_sent(const struct http_req *req)
+{
+    return req->sends > 0 || !req->post;
 }
 
 void http_cancel(struct http_req *req)

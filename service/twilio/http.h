@@ -91,6 +91,12 @@ int http_new(struct event_base *base, const struct http_ctx_opts *opts, struct h
 int http_start(struct http_ctx *ctx, const struct http_request *r, http_done_fn *done, void *data,
                struct http_req **out);
 
+/* True once curl was about to write a POST's request (its connection up,
+ * TLS included, and reused or new): from then on the server may have it.
+ * False while it resolves, connects or handshakes: cancelling it then
+ * sends nothing. Always true for a GET (nobody needs to know). */
+int http_req_may_have_sent(const struct http_req *req);
+
 /* Abandons a request: `done` is not called, and the handle is invalid.
  * NULL, or a request whose `done` is running, is a no-op. */
 void http_cancel(struct http_req *req);

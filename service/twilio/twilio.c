@@ -426,7 +426,7 @@ void twilio_cancel(struct twilio_req *r)
 
 int twilio_on_wire(const struct twilio_req *r)
 {
-    return r && r->http != NULL;
+    return r && r->http != NULL && http_req_may_have_sent(r->http);
 }
 
 void twilio_free(struct twilio_ctx **tp)

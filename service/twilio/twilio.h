@@ -74,8 +74,9 @@ int twilio_request(struct twilio_ctx *t, enum twilio_api api, const char *form, 
 
 /* done is not called. NULL is a no-op. */
 void twilio_cancel(struct twilio_req *req);
-/* True while an attempt of req is on the wire (Twilio may be acting on
- * it); false between attempts, when every attempt so far was answered. */
+/* True while an attempt of req may have reached Twilio (Twilio may be
+ * acting on it); false between attempts, when every attempt so far was
+ * answered, and while an attempt is still connecting (TLS included). */
 int twilio_on_wire(const struct twilio_req *req);
 
 /* Ends every request in flight through done (FAILED or UNKNOWN, by whether

@@ -178,11 +178,19 @@ class RunningDaemonTest(unittest.TestCase):
         self.assertIn('"event":"stopped"', stack.daemon.output())
 
     def test_sigterm_with_requests_at_twilio(self):
+        self.sigterm_with_requests_at_twilio(tls=False)
+
+    def test_sigterm_with_requests_at_twilio_over_https(self):
+        """The same over HTTPS: a call whose TLS handshake is still going
+        when the grace ends sent nothing, and is told so."""
+        self.sigterm_with_requests_at_twilio(tls=True)
+
+    def sigterm_with_requests_at_twilio(self, tls):
         """Calls whose request is at Twilio when the grace ends are told the
         outcome is unknown, never gRPC's CANCELLED; calls still waiting for
         their rate slot are told nothing was sent. The simulator counts which
         is which."""
-        stack = harness.Stack(env={"COMMSGATE_SHUTDOWN_GRACE_MS": "500"})
+        stack = harness.Stack(env={"COMMSGATE_SHUTDOWN_GRACE_MS": "500"}, tls=tls)
         try:
             stack.wait_serving(stack.stubs.health_pb2.HealthCheckResponse.SERVING)
             sim = harness.Sim(stack.sim.url)

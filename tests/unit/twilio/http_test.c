@@ -641,6 +641,42 @@ static void test_refused_not_sent(void **state)
     assert_string_not_equal(g.error, "");
 }
 
+/* Shutdown's question (twilio_on_wire): may the server have this POST? Not
+ * while its TLS handshake is still going; yes once the server got it. */
+static void test_may_have_sent(void **state)
+{
+    /* Listening but never answering: the TCP connect succeeds (the kernel
+     * accepts it), the TLS handshake waits for a ServerHello forever. */
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(a);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    char tls[128], u[128] = "";
+    struct http_request r = get_req(u);
+    struct got hs = {0}, sent = {0};
+    struct http_req *req_hs = NULL, *req_sent = NULL;
+
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(fd, 8), 0);
+    getsockname(fd, (struct sockaddr *)&a, &len);
+    snprintf(tls, sizeof(tls), "https://127.0.0.1:%d/x", ntohs(a.sin_port));
+    r.method = "POST";
+    r.body = "To=1";
+    r.body_len = 4;
+    r.url = tls;
+    assert_int_equal(start(&r, on_done, &hs, &req_hs), CG_OK);
+    url(u, sizeof(u), "/slow?ms=2000");
+    r.url = u;
+    assert_int_equal(start(&r, on_done, &sent, &req_sent), CG_OK);
+    assert_true(run_until_srv(&srv.requests, 1, 3000));
+    run_for(100); /* the handshake's ClientHello is out, unanswered */
+    assert_false(http_req_may_have_sent(req_hs));
+    assert_true(http_req_may_have_sent(req_sent));
+    http_cancel(req_hs);
+    http_cancel(req_sent);
+    close(fd);
+    assert_int_equal(hs.calls + sent.calls, 0);
+}
+
 static void test_cancel(void **state)
 {
     char u[128] = "";
@@ -925,6 +961,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_timeout_maybe_sent, client_setup, client_teardown),
         cmocka_unit_test_setup_teardown(test_refused_not_sent, client_setup, client_teardown),
         cmocka_unit_test_setup_teardown(test_cancel, client_setup, client_teardown),
+        cmocka_unit_test_setup_teardown(test_may_have_sent, client_setup, client_teardown),
         cmocka_unit_test_setup_teardown(test_free_in_flight, client_setup, client_teardown),
         cmocka_unit_test_setup_teardown(test_burst_then_reuse, client_setup, client_teardown),
         cmocka_unit_test_setup_teardown(test_limit_shared_over_handles, client_setup_64,

@@ -20,6 +20,7 @@
 static struct {
     struct event_base *base;
     int starts, cancels;
+    int connecting; /* the attempt in flight has not written its request yet */
     http_done_fn *done;
     void *data;
     struct http_request last;
@@ -61,6 +62,7 @@ int http_start(struct http_ctx *ctx, const struct http_request *r, http_done_fn 
 }
 
 void http_cancel(struct http_req *req) { fx.cancels++; }
+int http_req_may_have_sent(const struct http_req *req) { return !fx.connecting; }
 void http_free(struct http_ctx **ctx) { *ctx = NULL; }
 
 /* --- driving it --- */
@@ -322,6 +324,25 @@ static void test_list_that_never_gets_through_fails(void **state)
     assert_int_equal(fx.outcome, TWILIO_FAILED); /* never UNKNOWN: nothing was acted on */
 }
 
+/* Shutdown asks whether Twilio may have the request: not while the attempt
+ * is still connecting, nor between attempts. */
+static void test_on_wire_only_once_the_request_may_have_left(void **state)
+{
+    struct twilio_req *r = NULL;
+    assert_int_equal(twilio_request(tw, TWILIO_API_MESSAGES, "To=%2B1", 6, 5000, on_done, NULL,
+                                    &r),
+                     0);
+    assert_false(twilio_on_wire(r)); /* the first attempt has not started */
+    event_base_loop(fx.base, EVLOOP_ONCE);
+    fx.connecting = 1;
+    assert_false(twilio_on_wire(r));
+    fx.connecting = 0;
+    assert_true(twilio_on_wire(r));
+    answer(429, "{\"code\": 20429, \"message\": \"Too Many Requests\"}", -1);
+    assert_false(twilio_on_wire(r)); /* waiting for the retry */
+    twilio_cancel(r);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -341,6 +362,7 @@ int main(void)
         T(test_list_page_uri_is_on_the_api_host),
         T(test_list_that_never_gets_through_fails),
         T(test_attempts_pages_stay_on_verify),
+        T(test_on_wire_only_once_the_request_may_have_left),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
