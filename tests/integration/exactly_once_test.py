@@ -128,31 +128,36 @@ class ExactlyOnceTest(unittest.TestCase):
         before acting: those are retried within the deadline (at most five
         attempts), and each caller is told the truth: OK and acted on once,
         or RESOURCE_EXHAUSTED 20429 and not acted on at all."""
-        self.sim.config(max_open=5)
-        self.sim.fault(path_suffix="Messages.json", latency_ms=300, times=0)
-        numbers = [next(NUMBERS) for _ in range(20)]
+        for suffix, call, request in self.cases():
+            with self.subTest(rpc=call):
+                self.sim.reset()
+                self.sim.config(max_open=5)
+                self.sim.fault(path_suffix=suffix, latency_ms=300, times=0)
+                reqs = [request() for _ in range(20)]
 
-        def send(to):
-            try:
-                return to, self.s.SendSMS(self.m.SendSMSRequest(to=to, body="x"), timeout=15)
-            except grpc.RpcError as e:
-                return to, e
+                def send(req):
+                    try:
+                        return req.to, call(req, timeout=15)
+                    except grpc.RpcError as e:
+                        return req.to, e
 
-        with concurrent.futures.ThreadPoolExecutor(20) as pool:
-            results = list(pool.map(send, numbers))
-        got = self.sim.requests("Messages.json")
-        self.assertGreater(len([r for r in got if r["status"] == 429]), 0)  # the limit was hit
-        acted = [self.sim.params(r)["To"] for r in self.acted("Messages.json")]
-        ok = 0
-        for to, r in results:
-            if isinstance(r, grpc.RpcError):
-                self.assertEqual(r.code(), grpc.StatusCode.RESOURCE_EXHAUSTED, r.details())
-                self.assertEqual(harness.trailer(r, "twilio-error-code"), "20429")
-                self.assertEqual(acted.count(to), 0, to)
-            else:
-                ok += 1
-                self.assertEqual(acted.count(to), 1, to)
-        self.assertGreater(ok, 5)  # retries got most of them through
+                with concurrent.futures.ThreadPoolExecutor(20) as pool:
+                    results = list(pool.map(send, reqs))
+                got = self.sim.requests(suffix)
+                self.assertGreater(len([r for r in got if r["status"] == 429]), 0)  # hit
+                acted = [self.sim.params(r)["To"].replace("whatsapp:", "")
+                         for r in self.acted(suffix)]
+                ok = 0
+                for to, r in results:
+                    if isinstance(r, grpc.RpcError):
+                        self.assertEqual(r.code(), grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                         r.details())
+                        self.assertEqual(harness.trailer(r, "twilio-error-code"), "20429")
+                        self.assertEqual(acted.count(to), 0, to)
+                    else:
+                        ok += 1
+                        self.assertEqual(acted.count(to), 1, to)
+                self.assertGreater(ok, 5)  # retries got most of them through
 
     # The keyed RPCs, as (path the simulator sees, the call, a request for
     # `to` with key `key`, the SIDs the simulator made for `to`).
