@@ -606,6 +606,19 @@ static void answer_repeat(struct flow *f)
     flow_free(f);
 }
 
+/* Ends the call with the family's packed response, or, when it could not
+ * pack one (len 0), with e. What it held is already let go. */
+static void answer_packed(struct flow *f, const uint8_t *buf, size_t len,
+                          const struct rpc_error *e)
+{
+    set_state(f, FLOW_DONE);
+    if (len)
+        rpc_call_finish_packed(f->call, buf, len);
+    else
+        rpc_call_fail(f->call, e);
+    flow_free(f);
+}
+
 /* A repeat of a key whose unknown outcome was resolved: Twilio has it, so
  * this request (the same, by its fingerprint) answers OK with its SID. */
 static void answer_found(struct flow *f)
@@ -621,12 +634,7 @@ static void answer_found(struct flow *f)
     size_t len = f->kind->respond(f, &res, buf, sizeof(buf), &e);
 
     let_go(f, LET_GO_UNSENT); /* this round's account take */
-    set_state(f, FLOW_DONE);
-    if (len)
-        rpc_call_finish_packed(f->call, buf, len);
-    else
-        rpc_call_fail(f->call, &e);
-    flow_free(f);
+    answer_packed(f, buf, len, &e);
 }
 
 /* A wait refused because commsgate is stopping is said so, not blamed on
@@ -881,12 +889,7 @@ static void on_twilio(const struct twilio_result *res, void *data)
                                    .msg = len ? NULL : (char *)e.msg,
                                    .twilio_code = len ? 0 : e.twilio_code};
         settle(f, &o);
-        set_state(f, FLOW_DONE);
-        if (len)
-            rpc_call_finish_packed(f->call, buf, len);
-        else
-            rpc_call_fail(f->call, &e);
-        flow_free(f);
+        answer_packed(f, buf, len, &e);
         return;
     }
     case TWILIO_UNKNOWN:

@@ -329,6 +329,27 @@ static void store_clear(struct store *st)
     st->head = st->count = 0;
 }
 
+/* One page of st, newest first: the entries `keep` takes, past the first
+ * `skip` of them, at most `size`; *more says whether another page follows. */
+static json_t *page_of(const struct store *st, int (*keep)(const json_t *j, void *arg),
+                       void *arg, double newest, long skip, long size, int *more)
+{
+    json_t *items = json_array();
+    long matched = 0;
+    *more = 0;
+    for (size_t i = st->count; i-- > 0;) {
+        const struct resource *r = &st->all[(st->head + i) % MAX_RESOURCES];
+        if (r->created > newest || !keep(r->json, arg) || matched++ < skip)
+            continue;
+        if ((long)json_array_size(items) == size) {
+            *more = 1;
+            break;
+        }
+        json_array_append(items, r->json);
+    }
+    return items;
+}
+
 /* The first queued fault matching this request, consumed; or the header's. */
 static int take_fault(struct api_req *a, struct fault *out)
 {
@@ -684,6 +705,15 @@ static json_t *verification_json(const struct verification *v, const char *servi
                      "date_updated", date);
 }
 
+/* An ISO 8601 UTC date ("2026-12-01T22:53:14Z") as unix seconds; -1 if not one. */
+static double match_date_s(const char *s)
+{
+    struct tm tm;
+    memset(&tm, 0, sizeof(tm));
+    const char *end = s ? strptime(s, "%Y-%m-%dT%H:%M:%SZ", &tm) : NULL;
+    return end && !*end ? (double)timegm(&tm) : -1;
+}
+
 static void iso8601(double t, char *out, size_t len)
 {
     time_t secs = (time_t)t;
@@ -718,6 +748,22 @@ static void convert_attempts(const struct verification *v)
     }
 }
 
+struct attempt_filter {
+    const char *service, *to, *channel;
+    double after; /* unix s */
+};
+
+static int keep_attempt(const json_t *j, void *arg)
+{
+    const struct attempt_filter *f = arg;
+    const char *to = json_string_value(json_object_get(json_object_get(j, "channel_data"), "to"));
+    return (!f->service ||
+            strcmp(json_string_value(json_object_get(j, "service_sid")), f->service) == 0) &&
+           (!f->channel || strcmp(json_string_value(json_object_get(j, "channel")), f->channel) == 0) &&
+           (!f->to || strcmp(to, f->to) == 0) &&
+           match_date_s(json_string_value(json_object_get(j, "date_created"))) >= f->after;
+}
+
 /* GET /v2/Attempts: newest first, filtered by VerifyServiceSid,
  * ChannelData.To, Channel and DateCreatedAfter (ISO 8601), paged like
  * Verify with full URLs in meta. */
@@ -735,37 +781,12 @@ static int api_attempts(struct api_req *a, int latency)
 
     if (size < 1 || size > MAX_PAGE_SIZE || skip < 0)
         return fail_api(a, 400, 20001, "Invalid paging parameter", latency);
-    if (after_s) {
-        struct tm tm;
-        memset(&tm, 0, sizeof(tm));
-        const char *end = strptime(after_s, "%Y-%m-%dT%H:%M:%SZ", &tm);
-        if (!end || *end)
-            return fail_api(a, 400, 20001, "Invalid DateCreatedAfter", latency);
-        after = (double)timegm(&tm);
-    }
+    if (after_s && (after = match_date_s(after_s)) < 0)
+        return fail_api(a, 400, 20001, "Invalid DateCreatedAfter", latency);
     snprintf(base, sizeof(base), "http://%s/v2/Attempts", host ? host : "127.0.0.1");
-    json_t *items = json_array();
-    long matched = 0, more = 0;
-    for (size_t i = sim.attempts.count; i-- > 0;) {
-        const struct resource *r = &sim.attempts.all[(sim.attempts.head + i) % MAX_RESOURCES];
-        json_t *j = r->json;
-        if (r->created < after)
-            continue;
-        if (service && strcmp(json_string_value(json_object_get(j, "service_sid")), service))
-            continue;
-        if (channel && strcmp(json_string_value(json_object_get(j, "channel")), channel))
-            continue;
-        if (to && strcmp(json_string_value(json_object_get(json_object_get(j, "channel_data"),
-                                                            "to")), to))
-            continue;
-        if (matched++ < skip)
-            continue;
-        if ((long)json_array_size(items) == size) {
-            more = 1;
-            break;
-        }
-        json_array_append(items, j);
-    }
+    struct attempt_filter filter = {service, to, channel, after};
+    int more;
+    json_t *items = page_of(&sim.attempts, keep_attempt, &filter, now_s(), skip, size, &more);
     /* The next page's URL: this query with the PageToken moved on. */
     struct evkeyvalq q;
     TAILQ_INIT(&q);
@@ -863,6 +884,18 @@ static int api_verify_check(struct api_req *a, const char *service, int latency)
     return 0;
 }
 
+struct list_filter {
+    const char *to, *from;
+};
+
+static int keep_listed(const json_t *j, void *arg)
+{
+    const struct list_filter *f = arg;
+    const char *rf = json_string_value(json_object_get(j, "from"));
+    return (!f->to || strcmp(json_string_value(json_object_get(j, "to")), f->to) == 0) &&
+           (!f->from || (rf && strcmp(rf, f->from) == 0));
+}
+
 /* GET Messages.json or Calls.json: Twilio's list, newest first, filtered
  * by To and From (exact), paged with PageSize, Page and PageToken (here
  * the offset of the page's first entry; Twilio's tokens are opaque). A
@@ -892,25 +925,9 @@ static int api_list(struct api_req *a, const char *account, const char *what,
         free(e);
     }
     snprintf(base, sizeof(base), "/2010-04-01/Accounts/%s/%s.json", account, what);
-    json_t *items = json_array();
-    long matched = 0, more = 0;
-    for (size_t i = st->count; i-- > 0;) {
-        const struct resource *r = &st->all[(st->head + i) % MAX_RESOURCES];
-        if (r->created > newest)
-            continue;
-        if (to && strcmp(json_string_value(json_object_get(r->json, "to")), to) != 0)
-            continue;
-        const char *rf = json_string_value(json_object_get(r->json, "from"));
-        if (from && (!rf || strcmp(rf, from) != 0))
-            continue;
-        if (matched++ < skip)
-            continue;
-        if ((long)json_array_size(items) == size) {
-            more = 1;
-            break;
-        }
-        json_array_append(items, r->json);
-    }
+    struct list_filter filter = {to, from};
+    int more;
+    json_t *items = page_of(st, keep_listed, &filter, newest, skip, size, &more);
     snprintf(uri, sizeof(uri), "%s?PageSize=%ld%s%s&Page=%ld&PageToken=PA%ld", base, size,
              enc_to, enc_from, page + 1, skip + size);
     json_t *next = more ? json_string(uri) : json_null();
