@@ -31,6 +31,7 @@ struct redis_ctx *test_policy_redis_open(struct event_base *base, int port, int 
                            .on_health = on_health, .health_data = up,
                            .on_connect = policy_load};
     assert_int_equal(policy_init(), CG_OK);
+    *up = 0; /* a fixture opened again must not see the last connection's health */
     assert_int_equal(redis_new(base, &o, &r), CG_OK);
     assert_int_equal(redis_start(r), CG_OK);
     test_run_until(base, up, 1, 5000);
