@@ -113,8 +113,7 @@ static int answered_early(struct webhook_req *w, enum policy_applied applied, co
 static void note_resolves(struct webhook_req *w)
 {
     static const char prefix[] = "cg:{key:", suffix[] = "}:idem";
-    const char *query = w->req ? evhttp_uri_get_query(evhttp_request_get_evhttp_uri(w->req))
-                               : NULL;
+    const char *query = w->query;
     struct evkeyvalq q;
 
     w->resolves[0] = '\0';

@@ -169,6 +169,7 @@ static int on_webhook(struct webhook_ctx *ctx, struct evhttp_request *req, enum 
     w->ctx = ctx;
     w->app = ctx->app;
     w->route = route_names[r];
+    w->query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
     evbuffer_copyout(in, scratch, len);
     scratch[len] = '\0';
 

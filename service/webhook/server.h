@@ -30,6 +30,7 @@ struct webhook_req {
     char dedupe[KEYS_MAX]; /* the key marking this event applied */
     int keyword;           /* inbound: enum inbound_keyword */
     int whatsapp;          /* inbound: from a whatsapp: sender */
+    const char *query;     /* the URL's query, or NULL; borrowed from the request */
     char resolves[KEYS_MAX]; /* status: the idempotency record named by ?cg=, or "" */
 };
 

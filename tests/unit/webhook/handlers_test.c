@@ -1,4 +1,5 @@
-/* handlers.c: what each webhook changes, against a real redis-server and the
+/* handlers.c: what each webhook changes (and the key a keyed send's callback
+ * resolves), against a real redis-server and the
  * real record modules; only the HTTP side (webhook_param, webhook_reply,
  * webhook_metrics of server.c) is faked here, so each test sees the code
  * Twilio would get and reads Redis to see what was applied. */
@@ -14,6 +15,7 @@
 #include "app.h"
 #include "core/config.h"
 #include "loop/loop.h"
+#include "redis/idempotency.h"
 #include "redis/policy.h"
 #include "redis/redis.h"
 #include "support/policy_redis.h"
@@ -66,12 +68,14 @@ static int setup(void **state)
     cfg.events_maxlen = 1000;
     app.cfg = &cfg;
     app.redis = rs.r;
+    assert_int_equal(idempotency_new(rs.r, &cfg, &app.idem), 0);
     return 0;
 }
 
 static int teardown(void **state)
 {
     test_redis_close(&rs);
+    idempotency_free(&app.idem);
     loop_free(&app.loop);
     return 0;
 }
@@ -83,6 +87,8 @@ static int flush(void **state)
     return 0;
 }
 
+static const char *query; /* the next hook's URL query */
+
 /* One webhook with `n` name/value pairs, run until it is answered. */
 static int hook(void (*handler)(struct webhook_req *), const char *route,
                 const char *const *kv, size_t n)
@@ -90,6 +96,7 @@ static int hook(void (*handler)(struct webhook_req *), const char *route,
     struct webhook_req *w = calloc(1, sizeof(*w));
     w->app = &app;
     w->route = route;
+    w->query = query;
     for (size_t i = 0; i < n; i++) {
         w->params[i].name = kv[2 * i];
         w->params[i].value = kv[2 * i + 1];
@@ -131,6 +138,28 @@ static void test_status_applied_once_and_never_backwards(void **state)
     assert_int_equal(metrics.statuses[message_status_index("delivered")], 1);
     assert_true(atoll(cmd("TTL", "cg:{" SID "}:msg", NULL)) > 0);
     assert_true(atoll(cmd("TTL", "cg:{" SID "}:ev:sent", NULL)) > 0);
+}
+
+/* A keyed send's callback names its idempotency record (?cg=): its first
+ * status resolves an unknown outcome. Only an idempotency record is ever
+ * touched, and only one that exists. */
+static void test_status_callback_resolves_its_key(void **state)
+{
+    const char *rec = "cg:{key:billing:o-1}:idem";
+    test_redis_cmd(&rs, "HSET", rec, "state", "unknown");
+    query = "cg=cg%3A%7Bkey%3Abilling%3Ao-1%7D%3Aidem";
+    assert_int_equal(status("sent"), 200);
+    assert_string_equal(cmd("HGET", rec, "state"), "found");
+    assert_string_equal(cmd("HGET", rec, "sid"), SID);
+    /* Another key's name, or none that exists: nothing written. */
+    test_redis_cmd(&rs, "SET", "cg:{+1}:optout", "1", NULL);
+    query = "cg=cg%3A%7B%2B1%7D%3Aoptout";
+    assert_int_equal(status("delivered"), 200);
+    assert_string_equal(cmd("TYPE", "cg:{+1}:optout", NULL), "string");
+    query = "cg=cg%3A%7Bkey%3Abilling%3Agone%7D%3Aidem";
+    assert_int_equal(status("undelivered"), 200);
+    assert_string_equal(cmd("EXISTS", "cg:{key:billing:gone}:idem", NULL), "0");
+    query = NULL;
 }
 
 static void test_status_malformed(void **state)
@@ -214,6 +243,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         T(test_status_applied_once_and_never_backwards),
+        T(test_status_callback_resolves_its_key),
         T(test_status_malformed),
         T(test_inbound_stop_then_start),
         T(test_inbound_whatsapp_opens_the_window_and_stop_is_metas),
