@@ -9,6 +9,7 @@ struct flow_ctx;
 struct idempotency_ctx;
 struct loop_ctx;
 struct redis_ctx;
+struct resolve_queue;
 struct resolver;
 struct health_ctx;
 struct rpc_server;
@@ -23,6 +24,7 @@ struct app {
     struct flow_ctx *flows;    /* the calls' shared state; see rpc/flow.h */
     struct idempotency_ctx *idem; /* loop thread only */
     struct twilio_ctx *twilio; /* loop thread only */
+    struct resolve_queue *rqueue; /* loop thread only: unknown outcomes due, shared */
     struct resolver *resolver; /* loop thread only: unknown outcomes, resolve/ */
     struct webhook_ctx *webhook; /* loop thread only */
     struct health_ctx *health;

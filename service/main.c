@@ -16,6 +16,7 @@
 #include "loop/loop.h"
 #include "redis/account.h"
 #include "redis/idempotency.h"
+#include "redis/resolve_queue.h"
 #include "resolve/resolver.h"
 #include "redis/policy.h"
 #include "redis/redis.h"
@@ -79,6 +80,7 @@ static void loop_close(void *arg)
     flow_shutdown(app->flows);
     resolver_free(&app->resolver); /* its entries go back to the queue for another replica */
     twilio_free(&app->twilio); /* fails requests in flight: their calls are answered */
+    resolve_queue_free(&app->rqueue); /* what their answers queued goes out, Redis still here */
     /* Pending Redis callbacks answer RPCs and webhooks, so the webhook
      * server (its requests and counters) must outlive this. */
     redis_free(&app->redis);
@@ -204,10 +206,14 @@ int main(int argc, char **argv)
     rc = twilio_new(loop_base(app.loop), &cfg, &app.twilio);
     if (rc)
         goto fail;
+    rc = resolve_queue_new(loop_base(app.loop), app.redis, &cfg, &app.rqueue);
+    if (rc)
+        goto fail;
     struct resolver_deps rdeps = {.base = loop_base(app.loop),
                                   .cfg = &cfg,
                                   .redis = app.redis,
                                   .idem = app.idem,
+                                  .queue = app.rqueue,
                                   .twilio = app.twilio};
     rc = resolver_new(&rdeps, &app.resolver);
     if (rc)
@@ -260,12 +266,14 @@ fail:
         log_event(LOG_LEVEL_ERROR, "startup_failed",
                   json_pack("{s:s, s:s}", "error", error_name(rc), "msg", error_message(rc)));
     if (app.loop) {
-        if (app.redis || app.account || app.twilio || app.webhook || app.resolver)
+        if (app.redis || app.account || app.twilio || app.webhook || app.resolver ||
+            app.rqueue)
             loop_call(app.loop, loop_close, &app);
         loop_stop(app.loop);
     }
     webhook_free(&app.webhook); /* only if the loop never ran */
     resolver_free(&app.resolver); /* only if the loop never ran: nothing in flight */
+    resolve_queue_free(&app.rqueue);
     twilio_free(&app.twilio);
     redis_free(&app.redis);
     idempotency_free(&app.idem);

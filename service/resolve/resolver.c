@@ -143,7 +143,7 @@ static void end(struct job *j, enum result res)
 /* Look again later: the entry, still leased to us, is made due then. */
 static void later(struct job *j, int64_t in_ms, enum result res)
 {
-    resolve_queue_add(j->r->d.redis, j->r->d.cfg, j->key, in_ms, 0);
+    resolve_queue_add(j->r->d.queue, j->key, in_ms, 0);
     end(j, res);
 }
 
@@ -158,7 +158,7 @@ static void on_written(int ok, void *data)
     }
     /* Absent but kept: the record changed since it was read (a status
      * callback found it, or it settled); it is no longer ours either way. */
-    resolve_queue_done(j->r->d.redis, j->key);
+    resolve_queue_done(j->r->d.queue, j->key);
     end(j, ok ? j->writing : RESULT_SETTLED);
 }
 
@@ -266,7 +266,7 @@ static void on_facts(const struct idempotency_facts *f, void *data)
     case IDEMPOTENCY_GONE:
     case IDEMPOTENCY_DONE:
     case IDEMPOTENCY_FOUND:
-        resolve_queue_done(j->r->d.redis, j->key);
+        resolve_queue_done(j->r->d.queue, j->key);
         end(j, RESULT_SETTLED);
         return;
     case IDEMPOTENCY_PENDING:
@@ -280,7 +280,7 @@ static void on_facts(const struct idempotency_facts *f, void *data)
     }
     if (!f->api[0] || match_send_parse(&j->send, f->api, f->form, f->t0, f->t1)) {
         log_warn("resolve_unresolvable", "%s: the record does not say what was sent", j->key);
-        resolve_queue_done(j->r->d.redis, j->key);
+        resolve_queue_done(j->r->d.queue, j->key);
         end(j, RESULT_UNRESOLVABLE);
         return;
     }
@@ -336,7 +336,7 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
     struct resolver *r = arg;
     int room = MAX_JOBS - r->njobs;
     if (!r->taking && room > 0 &&
-        resolve_queue_take(r->d.redis, room, LEASE_MS, on_taken, r) == CG_OK) {
+        resolve_queue_take(r->d.queue, room, LEASE_MS, on_taken, r) == CG_OK) {
         r->taking = 1;
         r->in_redis++;
     }

@@ -22,6 +22,7 @@ struct evbuffer;
 struct event_base;
 struct idempotency_ctx;
 struct redis_ctx;
+struct resolve_queue;
 struct resolver;
 struct twilio_ctx;
 
@@ -30,6 +31,7 @@ struct resolver_deps {
     const struct config *cfg;
     struct redis_ctx *redis;
     struct idempotency_ctx *idem;
+    struct resolve_queue *queue;
     struct twilio_ctx *twilio;
 };
 

@@ -286,12 +286,13 @@ static void let_go(struct flow *f, enum let_go how)
         idempotency_drop(app->idem, f->idem, f->id);
     if (how == LET_GO_UNKNOWN && (f->held & FLOW_HOLD_CLAIM)) {
         idempotency_unknown(app->idem, f->idem, f->id);
-        if (f->kind->resolve_api &&
-            resolve_queue_add(app->redis, app->cfg, f->idem, 0, 0) == CG_OK)
+        if (f->kind->resolve_api) {
+            resolve_queue_add(app->rqueue, f->idem, 0, 0);
             f->held &= ~(unsigned)FLOW_HOLD_QUEUED; /* the entry stays, due now */
+        }
     }
     if (f->held & FLOW_HOLD_QUEUED)
-        resolve_queue_done(app->redis, f->idem);
+        resolve_queue_done(app->rqueue, f->idem);
     if (!sent && (f->held & FLOW_HOLD_PLACE))
         verify_limits_give_back(app->redis, f->to, f->id);
     if ((f->held & FLOW_HOLD_LEASE) && how == LET_GO_UNSENT) {
@@ -716,7 +717,7 @@ static void decide(struct flow *f)
         case POLICY_RESOLVING:
             /* Resolution survives the replica that started it: this makes
              * sure the key is queued (an entry already there stays). */
-            resolve_queue_add(f->app->redis, f->app->cfg, f->idem, 0, 1);
+            resolve_queue_add(f->app->rqueue, f->idem, 0, 1);
             let_go(f, LET_GO_UNSENT);
             f->need = NEED_ALL(f);
             if (wait_for(f, RESOLVING_POLL_MS) && !refused_for_shutdown(f))
@@ -803,9 +804,10 @@ static void send_to_twilio(struct flow *f)
     }
     /* Should this replica die with the request out, its claim's entry falls
      * due when the lease ends and any replica resolves it. */
-    if ((f->held & FLOW_HOLD_CLAIM) && f->kind->resolve_api &&
-        resolve_queue_add(f->app->redis, f->app->cfg, f->idem, f->lease_ms, 0) == CG_OK)
+    if ((f->held & FLOW_HOLD_CLAIM) && f->kind->resolve_api) {
+        resolve_queue_add(f->app->rqueue, f->idem, f->lease_ms, 0);
         f->held |= FLOW_HOLD_QUEUED;
+    }
     set_state(f, FLOW_SENDING);
     list_add(f);
 }

@@ -5,25 +5,34 @@
 -- Records live on other slots: this script never touches them.
 --
 -- KEYS[1] the queue   cg:{resolve}:queue
--- add:   ARGV[2] member, ARGV[3] due in this many ms (Redis's clock, the
---        one take reads), ARGV[4] 'nx' (keep an
---        earlier entry as it is) or 'set', ARGV[5] lifetime, s. {'ok'}
+-- batch: ARGV[2] lifetime, s; then triples, applied in order:
+--        'set' | 'nx' (keep an earlier entry as it is), member, due in ms
+--        (Redis's clock, the one take reads); or 'done', member, ''.
+--        {'ok'}
 -- take:  ARGV[2] at most this many, ARGV[3] lease ms. {members...}
--- done:  ARGV[2] member. {'ok'}
 
 local q = KEYS[1]
 local op = ARGV[1]
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 
-if op == 'add' then
-  local due = now + tonumber(ARGV[3])
-  if ARGV[4] == 'nx' then
-    redis.call('ZADD', q, 'NX', due, ARGV[2])
-  else
-    redis.call('ZADD', q, due, ARGV[2])
+if op == 'batch' then
+  local added = false
+  for i = 3, #ARGV, 3 do
+    local kind, member = ARGV[i], ARGV[i + 1]
+    if kind == 'done' then
+      redis.call('ZREM', q, member)
+    else
+      local due = now + tonumber(ARGV[i + 2])
+      if kind == 'nx' then
+        redis.call('ZADD', q, 'NX', due, member)
+      else
+        redis.call('ZADD', q, due, member)
+      end
+      added = true
+    end
   end
-  redis.call('EXPIRE', q, ARGV[5])
+  if added then redis.call('EXPIRE', q, ARGV[2]) end
   return {'ok'}
 end
 
@@ -33,11 +42,6 @@ if op == 'take' then
     redis.call('ZADD', q, now + tonumber(ARGV[3]), m)
   end
   return due
-end
-
-if op == 'done' then
-  redis.call('ZREM', q, ARGV[2])
-  return {'ok'}
 end
 
 return redis.error_reply('resolve_queue.lua: unknown op ' .. tostring(op))

@@ -52,6 +52,7 @@ static struct test_redis rs;
 static struct config cfg;
 static struct idempotency_ctx *idem;
 static struct resolver *res;
+static struct resolve_queue *queue;
 static char key[KEYS_MAX];
 
 static const char *cmd(const char *a0, const char *a1, const char *a2, const char *a3)
@@ -69,8 +70,9 @@ static int setup(void **state)
     test_redis_open(&rs, NULL);
     loop_own_base(rs.base);
     assert_int_equal(idempotency_new(rs.r, &cfg, &idem), 0);
+    assert_int_equal(resolve_queue_new(rs.base, rs.r, &cfg, &queue), 0);
     struct resolver_deps d = {.base = rs.base, .cfg = &cfg, .redis = rs.r, .idem = idem,
-                              .twilio = (struct twilio_ctx *)&fx};
+                              .queue = queue, .twilio = (struct twilio_ctx *)&fx};
     assert_int_equal(resolver_new(&d, &res), 0);
     assert_int_equal(idempotency_key(key, sizeof(key), "billing", "order-7"), 0);
     return 0;
@@ -79,6 +81,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     resolver_free(&res);
+    resolve_queue_free(&queue);
     test_redis_close(&rs); /* replies still due end the resolver's jobs */
     idempotency_free(&idem);
     return 0;
@@ -98,7 +101,7 @@ static void claim(long lease_ms, int unknown)
     assert_int_equal(d.res.verdict, POLICY_GO);
     if (unknown)
         idempotency_unknown(idem, key, "owner-a");
-    assert_int_equal(resolve_queue_add(rs.r, &cfg, key, 0, 0), 0);
+    resolve_queue_add(queue, key, 0, 0);
 }
 
 static void now_rfc2822(char *out, size_t len)

@@ -183,14 +183,13 @@ void idempotency_unknown(struct idempotency_ctx *c, const char *key, const char 
 {
     fx.unknowns++;
 }
-int resolve_queue_add(struct redis_ctx *r, const struct config *c, const char *key,
-                      int64_t in_ms, int keep_earlier)
+void resolve_queue_add(struct resolve_queue *q, const char *key, int64_t in_ms,
+                       int keep_earlier)
 {
     fx.queued++;
     fx.queued_in_ms = in_ms;
-    return 0;
 }
-void resolve_queue_done(struct redis_ctx *r, const char *key) { fx.dequeued++; }
+void resolve_queue_done(struct resolve_queue *q, const char *key) { fx.dequeued++; }
 void policy_reload(struct redis_ctx *r) { fx.reloads++; }
 void message_status_first(struct redis_ctx *r, const char *sid, const char *status)
 {
