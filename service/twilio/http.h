@@ -29,7 +29,10 @@ struct http_ctx_opts {
     long max_total_connections;
     long max_host_connections;
     const char *user_agent;     /* copied; NULL sends none */
-    const char *ca_file;        /* copied; trusted instead of the system's CAs; NULL: those */
+    const char *ca_file;        /* copied; trusted instead of the system's CAs; NULL: those
+                                   (the bundle libcurl was built with). Parsed once, at the
+                                   first HTTPS connection, and shared by all of them, as
+                                   are TLS sessions */
     unsigned idle_handles;      /* finished requests kept for reuse; 0: the default */
 };
 

@@ -16,7 +16,9 @@
  *                                          arrives while N are open; 0: no limit.
  *                                          {"list_lag_ms": N}: the lists show a
  *                                          message or call only N ms after it was made.
- *                                          {"callbacks": false}: send no status callbacks
+ *                                          {"callbacks": false}: send no status callbacks.
+ *                                          {"keepalive": false}: close every connection
+ *                                          after its answer
  * API: POST Messages.json, Calls.json, Verifications, VerificationCheck;
  *      GET Messages.json and Calls.json (lists: To, From, PageSize, Page,
  *      PageToken; newest first), GET /v2/Attempts (Verify's: VerifyServiceSid,
@@ -118,6 +120,7 @@ static struct {
     size_t nfaults;
     int open, max_open; /* API requests not answered yet, and the cap (0: none) */
     int list_lag_ms;    /* a resource shows in the lists only this long after it was made */
+    int close_connections; /* config keepalive false: "Connection: close" on every answer */
     struct store messages, calls, attempts;
 } sim;
 
@@ -185,6 +188,8 @@ static void send_now(struct evhttp_request *req, int status, const char *body)
 {
     struct evbuffer *b = evbuffer_new();
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
+    if (sim.close_connections) /* every request on a new connection */
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
     if (status == 429)
         evhttp_add_header(evhttp_request_get_output_headers(req), "Twilio-Concurrent-Requests", "101");
     evbuffer_add(b, body, strlen(body));
@@ -1064,6 +1069,7 @@ static void reset(void)
     sim.nfaults = 0;
     sim.max_open = 0;
     sim.list_lag_ms = 0;
+    sim.close_connections = 0;
     sim.no_callbacks = sim.cli_no_callbacks;
     store_clear(&sim.messages);
     store_clear(&sim.calls);
@@ -1090,9 +1096,12 @@ static void control(struct evhttp_request *req, const char *path)
         json_t *j = body_json(req);
         json_t *max_open = json_object_get(j, "max_open"), *lag = json_object_get(j, "list_lag_ms");
         json_t *callbacks = json_object_get(j, "callbacks");
+        json_t *keepalive = json_object_get(j, "keepalive");
         if (json_is_boolean(callbacks))
             sim.no_callbacks = !json_is_true(callbacks);
-        if ((!max_open && !lag && !json_is_boolean(callbacks)) || (max_open && (!json_is_integer(max_open) ||
+        if (json_is_boolean(keepalive))
+            sim.close_connections = !json_is_true(keepalive);
+        if ((!max_open && !lag && !json_is_boolean(callbacks) && !json_is_boolean(keepalive)) || (max_open && (!json_is_integer(max_open) ||
                                                  json_integer_value(max_open) < 0)) ||
             (lag && (!json_is_integer(lag) || json_integer_value(lag) < 0))) {
             json_decref(j);
