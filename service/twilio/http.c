@@ -774,6 +774,12 @@ int http_new(struct event_base *base, const struct http_ctx_opts *opts, struct h
     c->idle_max = opts->idle_handles ? opts->idle_handles : HTTP_DEFAULT_IDLE_HANDLES;
     if (opts->ca_file && *opts->ca_file && !(c->ca_file = strdup(opts->ca_file)))
         goto fail;
+    /* A CA file given is read now, so a bad one stops startup; the system
+     * bundle waits for the first HTTPS connection. */
+    if (c->ca_file && !(c->cas = load_cas(c->ca_file))) {
+        rc = CG_ECONFIG;
+        goto fail;
+    }
     c->share = curl_share_init();
     if (!c->share || curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) ||
         curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS))
@@ -802,6 +808,7 @@ fail:
         shard_close(&c->shards[i]);
     if (c->share)
         curl_share_cleanup(c->share);
+    X509_STORE_free(c->cas);
     free(c->ca_file);
     free(c->user_agent);
     free(c);

@@ -30,8 +30,10 @@ struct http_ctx_opts {
     long max_host_connections;
     const char *user_agent;     /* copied; NULL sends none */
     const char *ca_file;        /* copied; trusted instead of the system's CAs; NULL: those
-                                   (the bundle libcurl was built with). Parsed once, at the
-                                   first HTTPS connection, and shared by all of them, as
+                                   (the bundle libcurl was built with). Parsed once (a
+                                   file given: by http_new, which fails with CG_ECONFIG if
+                                   it holds no certificate; the system's: at the first
+                                   HTTPS connection) and shared by every connection, as
                                    are TLS sessions */
     unsigned idle_handles;      /* finished requests kept for reuse; 0: the default */
 };

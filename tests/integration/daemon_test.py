@@ -82,6 +82,20 @@ class ConfigTest(unittest.TestCase):
         msg = self.assert_one_line_naming(env, "REDIS_URL")
         self.assertNotIn("Sup3rSecretPw", msg)
 
+    def test_ca_file_without_a_certificate_stops_startup(self):
+        import tempfile
+        with tempfile.NamedTemporaryFile("w", suffix=".pem") as f:
+            f.write("not a certificate\n")
+            f.flush()
+            env = dict(GOOD)
+            env["COMMSGATE_TWILIO_CA_FILE"] = f.name
+            r = run(env)
+        self.assertNotEqual(r.returncode, 0)
+        events = [json.loads(l) for l in r.stderr.strip().splitlines() if l.startswith("{")]
+        bad = [e for e in events if e["event"] == "tls_cas_unreadable"]
+        self.assertEqual(len(bad), 1, r.stderr)
+        self.assertIn(f.name, bad[0]["msg"])
+
     def test_port_in_use_is_one_clear_line(self):
         import socket
         s = socket.socket()

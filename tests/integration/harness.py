@@ -112,16 +112,26 @@ def start_redis(port=None):
     return Proc("redis", argv, port=port)
 
 
-def start_sim(extra_args=(), env=None):
+def start_sim(extra_args=(), env=None, tls=None):
+    """The simulator; with tls (a TestCA) it serves HTTPS only."""
     port = free_port()
     sim_env = {"TWILIO_ACCOUNT_SID": SIM_ACCOUNT_SID, "TWILIO_AUTH_TOKEN": SIM_AUTH_TOKEN}
     if env:
         sim_env.update(env)
     argv = [os.path.join(BIN_DIR, "twilio-sim"), "--listen", "127.0.0.1:%d" % port]
+    if tls:
+        argv += ["--tls-cert", tls.cert_file, "--tls-key", tls.key_file]
     argv += list(extra_args)
     p = Proc("sim", argv, env=sim_env, port=port)
-    p.url = "http://127.0.0.1:%d" % port
+    p.url = "%s://127.0.0.1:%d" % ("https" if tls else "http", port)
+    p.tls = tls
+    if tls:
+        _CA_FOR[p.url] = tls.ca_file  # so http_json (and Sim) trust it
     return p
+
+
+# The test CA of each simulator serving HTTPS, by its base URL.
+_CA_FOR = {}
 
 
 def daemon_env(redis_port, sim_url, grpc_port, http_port, extra=None):
@@ -182,7 +192,12 @@ def http_json(method, url, body=None, headers=None, timeout=5.0):
         data = json.dumps(body).encode()
         hdrs.setdefault("Content-Type", "application/json")
     req = urllib.request.Request(url, data=data, method=method, headers=hdrs)
-    with urllib.request.urlopen(req, timeout=timeout) as r:
+    ctx = None
+    for base, ca in _CA_FOR.items():
+        if url.startswith(base + "/"):
+            import ssl
+            ctx = ssl.create_default_context(cafile=ca)
+    with urllib.request.urlopen(req, timeout=timeout, context=ctx) as r:
         raw = r.read()
         return r.status, (json.loads(raw) if raw else None)
 
@@ -243,12 +258,12 @@ def _statuses():
     OUTCOME_UNKNOWN_STATUS = grpc.StatusCode.UNKNOWN
 
 
-class TlsFront:
-    """HTTPS in front of a plain HTTP server, as Twilio is reached: stunnel4
-    with a certificate for 127.0.0.1 signed by a CA made now (OpenSSL). Give
-    commsgate `ca_file` as COMMSGATE_TWILIO_CA_FILE."""
+class TestCA:
+    """A CA made now (OpenSSL) and a certificate for 127.0.0.1 it signed, for
+    the simulator's HTTPS. Give commsgate `ca_file` as
+    COMMSGATE_TWILIO_CA_FILE."""
 
-    def __init__(self, backend_port):
+    def __init__(self):
         self.dir = tempfile.mkdtemp(prefix="commsgate-tls-")
         d = lambda name: os.path.join(self.dir, name)
         ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
@@ -262,47 +277,48 @@ class TlsFront:
         run("x509", "-req", "-in", d("server.csr"), "-CA", d("ca.pem"), "-CAkey", d("ca.key"),
             "-CAcreateserial", "-out", d("server.pem"), "-days", "1", "-extfile", d("san.ext"))
         self.ca_file = d("ca.pem")
-        self.port = free_port()
-        with open(d("stunnel.conf"), "w") as f:
-            f.write("foreground = yes\npid =\ndebug = 3\n[twilio]\n"
-                    "accept = 127.0.0.1:%d\nconnect = 127.0.0.1:%d\n"
-                    "cert = %s\nkey = %s\n"
-                    % (self.port, backend_port, d("server.pem"), d("server.key")))
-        self.proc = Proc("stunnel", ["stunnel4", d("stunnel.conf")], port=self.port)
-        self.url = "https://127.0.0.1:%d" % self.port
+        self.cert_file, self.key_file = d("server.pem"), d("server.key")
 
-    def stop(self):
-        self.proc.stop()
+    def bundle(self):
+        """The system's CA bundle with this CA added: what commsgate parses on
+        its default path, trusting the simulator too."""
+        out = os.path.join(self.dir, "bundle.pem")
+        with open("/etc/ssl/certs/ca-certificates.crt") as sysf, open(self.ca_file) as ca, \
+                open(out, "w") as f:
+            f.write(sysf.read() + ca.read())
+        return out
+
+    def remove(self):
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class Stack:
     """redis-server + simulator (when built) + commsgate, all on loopback;
-    with tls=True the simulator is reached over HTTPS (TlsFront)."""
+    with tls=True the simulator serves HTTPS with a CA made now, which
+    commsgate is given as COMMSGATE_TWILIO_CA_FILE."""
 
     def __init__(self, env=None, with_sim=True, tls=False):
         import grpc
         _statuses()
         self.redis = start_redis()
-        self.sim = self.tls = None
+        self.sim = self.ca = None
         sim_url = "http://127.0.0.1:1"
         env = dict(env or {})
         try:
             if with_sim:
-                self.sim = start_sim()
-                sim_url = self.sim.url
                 if tls:
-                    self.tls = TlsFront(self.sim.port)
-                    sim_url = self.tls.url
-                    env["COMMSGATE_TWILIO_CA_FILE"] = self.tls.ca_file
+                    self.ca = TestCA()
+                    env["COMMSGATE_TWILIO_CA_FILE"] = self.ca.ca_file
+                self.sim = start_sim(tls=self.ca)
+                sim_url = self.sim.url
             self.sim_url = sim_url
             self.daemon = start_daemon(self.redis.port, sim_url, extra_env=env)
         except Exception:
             # Nothing outlives a failed start.
-            if self.tls:
-                self.tls.stop()
             if self.sim:
                 self.sim.stop()
+            if self.ca:
+                self.ca.remove()
             self.redis.stop()
             raise
         self.channel = grpc.insecure_channel(self.daemon.grpc_target)
@@ -322,10 +338,10 @@ class Stack:
     def close(self):
         self.channel.close()
         rc = self.daemon.stop()
-        if self.tls:
-            self.tls.stop()
         if self.sim:
             self.sim.stop()
+        if self.ca:
+            self.ca.remove()
         self.redis.stop()
         return rc
 

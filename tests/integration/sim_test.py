@@ -238,6 +238,27 @@ class SimTest(unittest.TestCase):
         self.assertEqual(self.get(MESSAGES)[0], 200)
         self.assertEqual(self.sms("+14155550100")[0], 503)
 
+    def test_https_only_with_a_certificate(self):
+        ca = harness.TestCA()
+        p = harness.start_sim(tls=ca)
+        try:
+            self.assertTrue(p.url.startswith("https://"))
+            sim = harness.Sim(p.url)
+            sim.config(keepalive=True)  # trusted through the test CA
+            self.assertEqual(harness.http_json("GET", p.url + "/__sim/health")[1], {"ok": True})
+            # Plain HTTP is not served; an unknown CA is refused by the client.
+            with self.assertRaises(Exception):
+                harness.http_json("GET", p.url.replace("https", "http") + "/__sim/health",
+                                  timeout=2)
+            import ssl
+            with self.assertRaises(urllib.error.URLError) as cm:
+                urllib.request.urlopen(p.url + "/__sim/health", timeout=2,
+                                       context=ssl.create_default_context())
+            self.assertIsInstance(cm.exception.reason, ssl.SSLCertVerificationError)
+        finally:
+            self.assertEqual(p.stop(), 0, p.output())
+            ca.remove()
+
     def test_latency_and_drop(self):
         self.sim.fault(path_suffix="Messages.json", latency_ms=400)
         t0 = time.monotonic()

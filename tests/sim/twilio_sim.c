@@ -4,6 +4,10 @@
  * demand, and records every request so tests can count sends.
  *
  *   twilio-sim --listen HOST:PORT [--latency-ms N] [--no-callbacks] [--no-record]
+ *              [--tls-cert PEM --tls-key PEM]
+ *
+ * With --tls-cert and --tls-key it serves HTTPS only (libevent's OpenSSL
+ * bufferevents), as Twilio does; its webhooks stay plain HTTP.
  *
  * Test-only endpoints (no auth):
  *   GET  /__sim/requests[?path_suffix=S]  every API request received
@@ -38,6 +42,7 @@
  * for, as if answered. */
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
@@ -48,6 +53,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
+#include <openssl/ssl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1217,6 +1223,29 @@ static void on_request(struct evhttp_request *req, void *arg)
         handle_api(req, path);
 }
 
+/* HTTPS: each connection's bufferevent does TLS (the socket is set later
+ * by evhttp). Sessions are resumable, as at Twilio. */
+static struct bufferevent *tls_bev(struct event_base *base, void *arg)
+{
+    SSL *ssl = SSL_new(arg);
+    return ssl ? bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                                BEV_OPT_CLOSE_ON_FREE)
+               : NULL;
+}
+
+static SSL_CTX *tls_ctx(const char *cert, const char *key)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (!ctx || SSL_CTX_use_certificate_chain_file(ctx, cert) != 1 ||
+        SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1 ||
+        SSL_CTX_check_private_key(ctx) != 1) {
+        fprintf(stderr, "twilio-sim: cannot use %s / %s for TLS\n", cert, key);
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    return ctx;
+}
+
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
     event_base_loopbreak(sim.base);
@@ -1225,7 +1254,9 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 static void usage(FILE *out)
 {
     fprintf(out, "Usage: twilio-sim --listen HOST:PORT [--latency-ms N] [--no-callbacks] [--no-record]\n"
+                 "                  [--tls-cert PEM --tls-key PEM]\n"
                  "A stand-in for Twilio's Messages, Calls and Verify APIs, for tests.\n"
+                 "With a certificate and key it serves HTTPS only.\n"
                  "Credentials: TWILIO_ACCOUNT_SID / TWILIO_AUTH_TOKEN (default: the\n"
                  "documented test values %s / %s), and optionally\n"
                  "TWILIO_API_KEY_SID / TWILIO_API_KEY_SECRET.\n",
@@ -1234,7 +1265,8 @@ static void usage(FILE *out)
 
 int main(int argc, char **argv)
 {
-    const char *listen = NULL;
+    const char *listen = NULL, *tls_cert = NULL, *tls_key = NULL;
+    SSL_CTX *tls = NULL;
 
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--listen") && i + 1 < argc)
@@ -1245,6 +1277,10 @@ int main(int argc, char **argv)
             sim.no_callbacks = sim.cli_no_callbacks = 1;
         else if (!strcmp(argv[i], "--no-record"))
             sim.no_record = 1;
+        else if (!strcmp(argv[i], "--tls-cert") && i + 1 < argc)
+            tls_cert = argv[++i];
+        else if (!strcmp(argv[i], "--tls-key") && i + 1 < argc)
+            tls_key = argv[++i];
         else if (!strcmp(argv[i], "--help")) {
             usage(stdout);
             return 0;
@@ -1253,10 +1289,12 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (!listen) {
+    if (!listen || !tls_cert != !tls_key) {
         usage(stderr);
         return 2;
     }
+    if (tls_cert && !(tls = tls_ctx(tls_cert, tls_key)))
+        return 1;
     struct sockaddr_storage addr;
     int addrlen = sizeof(addr);
     if (evutil_parse_sockaddr_port(listen, (struct sockaddr *)&addr, &addrlen) != 0) {
@@ -1280,6 +1318,8 @@ int main(int argc, char **argv)
     sim.base = event_base_new();
     struct evhttp *http = evhttp_new(sim.base);
     evhttp_set_gencb(http, on_request, NULL);
+    if (tls)
+        evhttp_set_bevcb(http, tls_bev, tls);
     evhttp_set_max_body_size(http, 1 << 20);
     evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_POST);
     /* evhttp_bind_socket listens with a backlog of 128: 10,000 clients
@@ -1297,7 +1337,7 @@ int main(int argc, char **argv)
     struct event *sigterm = evsignal_new(sim.base, SIGTERM, on_signal, NULL);
     evsignal_add(sigint, NULL);
     evsignal_add(sigterm, NULL);
-    fprintf(stderr, "twilio-sim listening on %s\n", listen);
+    fprintf(stderr, "twilio-sim listening on %s%s\n", listen, tls ? " (HTTPS)" : "");
 
     event_base_dispatch(sim.base);
 
@@ -1309,5 +1349,6 @@ int main(int argc, char **argv)
     reset();
     free(sim.verifs);
     event_base_free(sim.base);
+    SSL_CTX_free(tls);
     return 0;
 }
