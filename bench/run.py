@@ -114,17 +114,23 @@ class Bench:
         self.procs.append(p)
         return p
 
-    def stack(self, sim_latency_ms=0, extra=None):
+    def stack(self, sim_latency_ms=0, extra=None, tls=None):
+        """redis, the simulator (HTTPS with tls, a harness.TestCA) and
+        commsgate; with tls, commsgate trusts the system's CA bundle plus the
+        test CA unless extra says otherwise: the store it parses on its
+        default path."""
         env = {"COMMSGATE_SEND_RATE": "100000", "COMMSGATE_TWILIO_CONCURRENCY": "10000",
                "COMMSGATE_VERIFY_COOLDOWN_SECONDS": "0", "COMMSGATE_VERIFY_MAX_SENDS": "1000",
                "COMMSGATE_VERIFY_MAX_CHECKS": "1000", "COMMSGATE_LOG_LEVEL": "info"}
+        if tls:
+            env["COMMSGATE_TWILIO_CA_FILE"] = tls.bundle()
         env.update(extra or {})
         redis = harness.start_redis()
         self.procs.append(redis)
         # No callbacks and no request log: the stand-in for Twilio, which runs
         # elsewhere in production, takes as little of these two cores as it can.
         sim = harness.start_sim(["--latency-ms", str(sim_latency_ms), "--no-callbacks",
-                                 "--no-record"])
+                                 "--no-record"], tls=tls)
         self.procs.append(sim)
         t0 = time.monotonic()
         daemon = harness.start_daemon(redis.port, sim.url, extra_env=env)
@@ -322,6 +328,65 @@ class Bench:
             for p in (daemon, sim, redis):
                 p.stop()
 
+        if "7" in only:
+            # (7) HTTPS, cold: 1,000 SendSMS at once on a fresh commsgate,
+            # Twilio answering in 1 s, so every request needs a new TLS
+            # connection (handshakes included); beside the same over HTTP.
+            n7 = self.n(1000, 100)
+            ca = harness.TestCA()
+            runs = {}
+            for name, tls in (("http", None), ("https", ca)):
+                redis, sim, daemon, _ = self.stack(sim_latency_ms=1000, tls=tls,
+                                                   extra={"COMMSGATE_TWILIO_CONCURRENCY": "1000"})
+                time.sleep(0.3)
+                cpu = cpu_s(daemon.pid)
+                runs[name] = self.load(daemon.grpc_target, smsm, sms, n7, n7, timeout_ms=30000)
+                runs[name]["cpu_us"] = (cpu_s(daemon.pid) - cpu) * 1e6 / max(n7, 1)
+                runs[name]["redis_drops"] = daemon.output().count('"redis_down"')
+                for p in (daemon, sim, redis):
+                    p.stop()
+            h, t = runs["http"], runs["https"]
+            self.row("7 HTTPS burst of %d, cold, Twilio 1 s" % n7, t, None,
+                     note="done in %.2f s, %.2f x the same over HTTP (%.2f s); commsgate CPU "
+                          "%.0f us/request (HTTP %.0f); Redis connection dropped %d times"
+                          % (t["seconds"], t["seconds"] / max(h["seconds"], 1e-9), h["seconds"],
+                             t["cpu_us"], h["cpu_us"], t["redis_drops"]))
+            ca.remove()
+
+        if "8" in only:
+            # (8) what a new HTTPS connection costs commsgate: the simulator
+            # closes every connection, so each SendSMS opens one; the system
+            # bundle (plus the test CA) against a one-certificate CA file, and
+            # warm HTTPS against warm HTTP, interleaved in one run.
+            n8, nwarm = self.n(400, 40), self.n(20000, 200)
+            ca = harness.TestCA()
+            # (name, settings (None: plain HTTP), keep-alive, requests, concurrency)
+            cases = (("bundle, new", {}, False, n8, 4),
+                     ("one-cert, new", {"COMMSGATE_TWILIO_CA_FILE": ca.ca_file}, False, n8, 4),
+                     ("https warm", {}, True, nwarm, 200), ("http warm", None, True, nwarm, 200))
+            got = {}
+            for _ in range(self.n(2, 1)):
+                for name, extra, keep, n, c in cases:
+                    redis, sim, daemon, _ = self.stack(tls=None if extra is None else ca,
+                                                       extra=extra or {})
+                    harness.Sim(sim.url).config(keepalive=keep)
+                    self.load(daemon.grpc_target, smsm, sms, 20, 4)  # warm up
+                    cpu = cpu_s(daemon.pid)
+                    r = self.load(daemon.grpc_target, smsm, sms, n, c)
+                    got.setdefault(name, []).append((cpu_s(daemon.pid) - cpu) * 1e6 / max(r["ok"], 1))
+                    got.setdefault(name + " res", r)
+                    for p in (daemon, sim, redis):
+                        p.stop()
+            med = {k: sorted(v)[len(v) // 2] for k, v in got.items() if not k.endswith(" res")}
+            self.row("8 new HTTPS connection", got["bundle, new res"], None,
+                     note="commsgate CPU us/request with a new connection each: system bundle "
+                          "%.0f, one-cert CA file %.0f (%.2f x); warm, at saturation: HTTPS %.0f, "
+                          "HTTP %.0f (%.2f x)" % (med["bundle, new"], med["one-cert, new"],
+                                        med["bundle, new"] / max(med["one-cert, new"], 1e-9),
+                                        med["https warm"], med["http warm"],
+                                        med["https warm"] / max(med["http warm"], 1e-9)))
+            ca.remove()
+
         if "5" in only:
             self.row("5 idle", None, None, rss=idle, base_rss=echo_idle, threads=idle_threads,
                      note="start to SERVING %.0f ms" % serving_ms)
@@ -359,7 +424,7 @@ def main():
     ap.add_argument("--bin", default=os.path.join(ROOT, "build-bench", "bin"))
     ap.add_argument("--smoke", action="store_true", help="tiny counts, for make test")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "latest.md"))
-    ap.add_argument("--only", default="123456",
+    ap.add_argument("--only", default="12345678",
                     help="scenarios to run, e.g. 13 (a partial run does not write --out)")
     args = ap.parse_args()
     bench = Bench(os.path.abspath(args.bin), args.smoke)
@@ -372,7 +437,7 @@ def main():
         time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), os.cpu_count(),
         "smoke run" if args.smoke else "full run")
     print(header + table)
-    if not args.smoke and sorted(args.only) == list("123456"):
+    if not args.smoke and sorted(args.only) == list("12345678"):
         with open(args.out, "w") as f:
             f.write(header + table + "\n")
     errors = sum(sum(r["res"]["errors"].values()) for r in bench.rows if r["res"])

@@ -49,6 +49,8 @@
 #include <event2/listener.h>
 #include <sys/queue.h>
 #include <sys/socket.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <jansson.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -1214,6 +1216,14 @@ static void control(struct evhttp_request *req, const char *path)
 
 static void on_request(struct evhttp_request *req, void *arg)
 {
+    /* Like any HTTP server worth the name: no Nagle. Over TLS libevent
+     * writes an answer as several records, and Nagle would hold the last
+     * one for the client's delayed ACK (40 ms a request). */
+    struct evhttp_connection *conn = evhttp_request_get_connection(req);
+    evutil_socket_t fd = conn ? bufferevent_getfd(evhttp_connection_get_bufferevent(conn)) : -1;
+    int one = 1;
+    if (fd >= 0)
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
     if (!path)
         path = "/";
