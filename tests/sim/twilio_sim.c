@@ -201,7 +201,14 @@ static void send_now(struct evhttp_request *req, int status, const char *body)
     if (status == 429)
         evhttp_add_header(evhttp_request_get_output_headers(req), "Twilio-Concurrent-Requests", "101");
     evbuffer_add(b, body, strlen(body));
+    struct evhttp_connection *conn = evhttp_request_get_connection(req);
+    struct bufferevent *bev = conn ? evhttp_connection_get_bufferevent(conn) : NULL;
     evhttp_send_reply(req, status, status < 300 ? "OK" : "Error", b);
+    /* One piece, so that over TLS it leaves as one record, as a real HTTPS
+     * server's small answer does (libevent writes a record per piece, and
+     * the client would read each apart). Written later, by the loop. */
+    if (bev)
+        evbuffer_pullup(bufferevent_get_output(bev), -1);
     evbuffer_free(b);
 }
 
