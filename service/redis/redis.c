@@ -253,11 +253,26 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
             send_ping(r);
             break;
         }
+        if (r->ac->replies.head == r->oldest &&
+            now_ms() - r->progress_ms > r->opts.timeout_ms) {
+            /* Before judging, read what is waiting: a loop kept busy for
+             * longer than the timeout (a burst of work in this very turn)
+             * runs this tick before the read event the replies raised, and
+             * a healthy Redis would be dropped for the loop's lateness. */
+            redisAsyncHandleRead(r->ac);
+            if (r->state != CONN_READY || !r->ac)
+                break; /* the read found the connection gone */
+            if (!r->ping_outstanding || r->ac->replies.head != r->oldest) {
+                r->oldest = r->ac->replies.head;
+                r->progress_ms = now_ms();
+                break;
+            }
+            drop(r, "no reply within COMMSGATE_REDIS_TIMEOUT_MS");
+            break;
+        }
         if (r->ac->replies.head != r->oldest) {
             r->oldest = r->ac->replies.head;
             r->progress_ms = now_ms();
-        } else if (now_ms() - r->progress_ms > r->opts.timeout_ms) {
-            drop(r, "no reply within COMMSGATE_REDIS_TIMEOUT_MS");
         }
         break;
     }

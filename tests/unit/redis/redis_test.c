@@ -169,6 +169,56 @@ static void test_busy_server_is_kept(void **state)
     test_redis_stop(pid);
 }
 
+static pid_t blocked_pid;
+
+/* Stands for a burst of work in one loop turn: Redis answers meanwhile,
+ * but its read event cannot run before the next turn. */
+static void on_blocker(evutil_socket_t fd, short what, void *arg)
+{
+    kill(blocked_pid, SIGCONT); /* Redis answers the PING now */
+    usleep(700 * 1000);         /* past the 300 ms timeout */
+}
+
+static void test_busy_loop_keeps_a_healthy_connection(void **state)
+{
+    struct fixture f;
+    int port = test_free_port();
+    pid_t pid = test_redis_start(port, NULL);
+
+    memset(&f, 0, sizeof(f));
+    f.base = event_base_new();
+    /* Two priorities: the blocker ahead of redis.c's tick in one turn. */
+    assert_int_equal(event_base_priority_init(f.base, 2), 0);
+    loop_own_base(f.base);
+    strcpy(f.server.host, "127.0.0.1");
+    f.server.port = port;
+    struct redis_opts o = {.server = &f.server, .ping_interval_ms = 100, .timeout_ms = 300,
+                           .on_health = on_health, .health_data = &f};
+    assert_int_equal(redis_new(f.base, &o, &f.r), CG_OK);
+    assert_int_equal(redis_start(f.r), CG_OK);
+    run_until(&f, &f.up, 1, 5000);
+    assert_int_equal(f.up, 1);
+
+    /* A PING outstanding and unanswered (Redis paused), then the loop late
+     * past both the next tick and the blocker: one turn runs them both,
+     * the blocker first, with no read event raised before it. */
+    kill(pid, SIGSTOP);
+    run_until(&f, &f.changes, 99, 250); /* ticks: a PING goes out */
+    blocked_pid = pid;
+    struct event *blocker = evtimer_new(f.base, on_blocker, NULL);
+    event_priority_set(blocker, 0);
+    struct timeval soon = {0, 1000};
+    evtimer_add(blocker, &soon);
+    usleep(400 * 1000);
+    event_base_loop(f.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+    run_until(&f, &f.changes, 99, 500);
+    assert_int_equal(f.up, 1);
+    assert_int_equal(f.changes, 1); /* never dropped */
+    event_free(blocker);
+    close_fixture(&f);
+    test_redis_stop(pid);
+}
+
 static void test_password(void **state)
 {
     struct fixture f;
@@ -230,6 +280,7 @@ int main(void)
         cmocka_unit_test(test_up_down_up),
         cmocka_unit_test(test_hung_server_is_dropped),
         cmocka_unit_test(test_busy_server_is_kept),
+        cmocka_unit_test(test_busy_loop_keeps_a_healthy_connection),
         cmocka_unit_test(test_password),
         cmocka_unit_test(test_free_fails_pending),
         cmocka_unit_test(test_hostname_is_resolved),
