@@ -52,10 +52,13 @@ static long run_until(struct fixture *f, int *flag, int want, int ms)
     return test_run_until(f->base, flag, want, ms);
 }
 
-static void open_fixture(struct fixture *f, int port, const char *password)
+/* nprio: event priorities on the base (0: libevent's default, one). */
+static void open_fixture_prio(struct fixture *f, int port, const char *password, int nprio)
 {
     memset(f, 0, sizeof(*f));
     f->base = event_base_new();
+    if (nprio)
+        assert_int_equal(event_base_priority_init(f->base, nprio), 0);
     loop_own_base(f->base); /* this test drives the base itself */
     strcpy(f->server.host, "127.0.0.1");
     f->server.port = port;
@@ -65,6 +68,11 @@ static void open_fixture(struct fixture *f, int port, const char *password)
                            .on_health = on_health, .health_data = f};
     assert_int_equal(redis_new(f->base, &o, &f->r), CG_OK);
     assert_int_equal(redis_start(f->r), CG_OK);
+}
+
+static void open_fixture(struct fixture *f, int port, const char *password)
+{
+    open_fixture_prio(f, port, password, 0);
 }
 
 static void close_fixture(struct fixture *f)
@@ -185,17 +193,8 @@ static void test_busy_loop_keeps_a_healthy_connection(void **state)
     int port = test_free_port();
     pid_t pid = test_redis_start(port, NULL);
 
-    memset(&f, 0, sizeof(f));
-    f.base = event_base_new();
     /* Two priorities: the blocker ahead of redis.c's tick in one turn. */
-    assert_int_equal(event_base_priority_init(f.base, 2), 0);
-    loop_own_base(f.base);
-    strcpy(f.server.host, "127.0.0.1");
-    f.server.port = port;
-    struct redis_opts o = {.server = &f.server, .ping_interval_ms = 100, .timeout_ms = 300,
-                           .on_health = on_health, .health_data = &f};
-    assert_int_equal(redis_new(f.base, &o, &f.r), CG_OK);
-    assert_int_equal(redis_start(f.r), CG_OK);
+    open_fixture_prio(&f, port, NULL, 2);
     run_until(&f, &f.up, 1, 5000);
     assert_int_equal(f.up, 1);
 
