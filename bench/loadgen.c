@@ -1,7 +1,10 @@
 /* bench-load: a gRPC C-core load generator. Keeps up to --concurrency unary
- * calls in flight (optionally paced to --rate per second), checks every
- * answer's grpc-status, and prints one JSON line: requests, ok, errors by
- * status code, seconds, requests/s, latency percentiles in ms.
+ * calls in flight (optionally paced to --rate per second, latency then
+ * counted from each call's intended start), checks every answer (the batch
+ * succeeded, grpc-status OK and a response message; else counted as an
+ * error by its status, INTERNAL for the others), and prints one JSON line:
+ * requests, ok, errors by status code, seconds, requests/s, latency
+ * percentiles in ms.
  *
  *   bench-load --target H:P --method /pkg.Svc/Method --payloads FILE
  *              --requests N --concurrency C [--rate R] [--timeout-ms T]
@@ -115,7 +118,10 @@ int main(int argc, char **argv)
             grpc_slice_unref(p);
             grpc_metadata_array_init(&s->initial);
             grpc_metadata_array_init(&s->trailing);
-            s->start = now_ms();
+            /* At a fixed rate, latency counts from when the call was due,
+             * not from when a free slot let it start: a stall then shows in
+             * every call it delayed (no coordinated omission). */
+            s->start = rate > 0 ? t0 + started * 1000.0 / rate : now_ms();
             gpr_timespec deadline = gpr_time_add(gpr_now(GPR_CLOCK_REALTIME),
                                                  gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
             s->call = grpc_channel_create_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq, path, NULL,
@@ -147,8 +153,13 @@ int main(int argc, char **argv)
             continue;
         struct slot *s = ev.tag;
         lat[done++] = now_ms() - s->start;
-        if (s->status == GRPC_STATUS_OK)
+        /* OK only when the batch completed and a response message came. */
+        if (!ev.success)
+            errors[GRPC_STATUS_INTERNAL]++;
+        else if (s->status == GRPC_STATUS_OK && s->recv)
             ok++;
+        else if (s->status == GRPC_STATUS_OK)
+            errors[GRPC_STATUS_INTERNAL]++; /* OK without a message: not an answer */
         else if (s->status >= 0 && s->status < 17)
             errors[s->status]++;
         grpc_byte_buffer_destroy(s->send);
