@@ -238,6 +238,14 @@ class ExactlyOnceTest(unittest.TestCase):
         # A verification found is answered as StartVerification answers.
         self.assertEqual(got.status, "pending")
         self.assertEqual([v["sends"] for v in self.sim.verifications() if v["to"] == to], [1])
+        # Operators see it: one resolution found per case.
+        import re
+        import urllib.request
+        text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % self.stack.daemon.http_port,
+                                      timeout=5).read().decode()
+        found = re.search(r'^commsgate_resolutions_total\{result="found"\} (\d+)$', text, re.M)
+        self.assertIsNotNone(found, text[-2000:])
+        self.assertGreaterEqual(int(found.group(1)), len(self.keyed_cases()))
 
     def test_cut_before_twilio_acted_frees_the_key_after_catchup(self):
         """The connection dies before Twilio acted (nothing was made): the
