@@ -716,8 +716,10 @@ static void decide(struct flow *f)
             return;
         case POLICY_RESOLVING:
             /* Resolution survives the replica that started it: this makes
-             * sure the key is queued (an entry already there stays). */
-            resolve_queue_add(f->app->rqueue, f->idem, 0, 1);
+             * sure the key is queued (an entry already there stays); once
+             * per call, not per poll. */
+            if (f->polls++ == 0)
+                resolve_queue_add(f->app->rqueue, f->idem, 0, 1);
             let_go(f, LET_GO_UNSENT);
             f->need = NEED_ALL(f);
             if (wait_for(f, RESOLVING_POLL_MS) && !refused_for_shutdown(f))

@@ -27,8 +27,11 @@ PENDING = {"OUTCOME_RESOLVING", "IDEMPOTENCY_IN_FLIGHT"}
 
 
 class Replica:
-    def __init__(self, redis_port, sim_url):
-        self.proc = harness.start_daemon(redis_port, sim_url, extra_env=ENV)
+    def __init__(self, redis_port, sim_url, ca=None):
+        env = dict(ENV)
+        if ca:
+            env["COMMSGATE_TWILIO_CA_FILE"] = ca.ca_file
+        self.proc = harness.start_daemon(redis_port, sim_url, extra_env=env)
         self.channel = grpc.insecure_channel(self.proc.grpc_target)
         self.stubs = harness.Stubs(self.channel)
 
@@ -38,17 +41,23 @@ class Replica:
 
 
 class CrashTest(unittest.TestCase):
+    """Over plain HTTP to the simulator."""
+    TLS = False
+
     def setUp(self):
         self.redis = harness.start_redis()
         self.addCleanup(self.redis.stop)
-        self.simp = harness.start_sim()
+        self.ca = harness.TestCA() if self.TLS else None
+        if self.ca:
+            self.addCleanup(self.ca.remove)
+        self.simp = harness.start_sim(tls=self.ca)
         self.addCleanup(self.simp.stop)
         self.sim = harness.Sim(self.simp.url)
         self.replicas = []
         self.addCleanup(lambda: [r.close() for r in self.replicas])
 
     def replica(self):
-        r = Replica(self.redis.port, self.simp.url)
+        r = Replica(self.redis.port, self.simp.url, self.ca)
         self.replicas.append(r)
         deadline = time.monotonic() + 10
         health = r.stubs.health_pb2
@@ -122,6 +131,15 @@ class CrashTest(unittest.TestCase):
         self.kill_mid_send(victim)
         posts = self.check_every_key(survivor.stubs)
         self.assertEqual(len(posts), N)
+
+
+class CrashHttpsTest(CrashTest):
+    """The same over HTTPS, as Twilio is reached: 200 TLS connections cut
+    by the kill, then the lists read over TLS."""
+    TLS = True
+
+    def test_the_path_is_https(self):
+        self.assertTrue(self.simp.url.startswith("https://"))
 
 
 if __name__ == "__main__":

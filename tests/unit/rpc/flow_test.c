@@ -796,6 +796,7 @@ static void test_resolving_then_found(void **state)
     reply_recipient(POLICY_GO, REASON_NONE);
     reply_account(ACCOUNT_OK, 0);
     assert_int_equal(the_flow()->state, FLOW_WAITING);
+    assert_int_equal(fx.queued, 1); /* queued once, not once per poll */
     assert_int_equal(fx.twilio_requests, 0);
 }
 
