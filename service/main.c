@@ -1,9 +1,11 @@
-/* commsgate: wiring only. config -> log -> loop thread (Redis, HTTP) ->
- * gRPC server; then wait for SIGINT/SIGTERM and shut down in order. */
+/* commsgate: wiring only. config -> log -> the workers' loop threads
+ * (Redis, HTTP; app.h) -> gRPC server; then wait for SIGINT/SIGTERM and
+ * shut down in order. */
 #include <curl/curl.h>
 #include <grpc/grpc.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +26,7 @@
 #include "rpc/health.h"
 #include "rpc/messaging.h"
 #include "rpc/server.h"
+#include "twilio/http.h"
 #include "twilio/twilio.h"
 #include "webhook/server.h"
 
@@ -46,64 +49,125 @@ static void usage(FILE *out)
 static long long ms_since(const struct timespec *t0);
 static struct timespec started_at;
 
-/* Loop thread. The first SERVING is logged with the time since start, the
- * figure operators and `make bench` read. */
+/* A worker's loop thread. The first SERVING is logged with the time since
+ * start, the figure operators and `make bench` read. */
 static void on_redis_health(int up, void *data)
 {
-    static int served;
-    struct app *app = data;
-    health_set_serving(app->health, up);
+    static atomic_int served;
+    struct worker *w = data;
+    health_set_serving(w->app->health, w->index, up);
     if (up)
-        idempotency_redis_up(app->idem); /* drops Redis could not take */
-    if (up && !served) {
-        served = 1;
+        idempotency_redis_up(w->idem); /* drops Redis could not take */
+    if (health_is_serving(w->app->health) && !atomic_exchange(&served, 1))
         log_event(LOG_LEVEL_INFO, "serving",
-                  json_pack("{s:I}", "since_start_ms", (json_int_t)ms_since(&started_at)));
-    }
+                  json_pack("{s:I, s:i}", "since_start_ms", (json_int_t)ms_since(&started_at),
+                            "loops", w->app->nworkers));
 }
 
-/* Loop thread: start what the loop owns. */
+/* A worker's loop thread: start what the loop owns. */
 static void loop_open(void *arg)
 {
-    struct app *app = arg;
-    if (redis_start(app->redis))
+    struct worker *w = arg;
+    if (redis_start(w->redis))
         log_error("redis_start_failed", "cannot arm the Redis timer");
-    if (resolver_start(app->resolver))
+    if (w->index == 0 && resolver_start(w->app->resolver))
         log_error("resolver_start_failed", "cannot arm the resolver's timer");
 }
 
-/* Loop thread, at shutdown: closing Redis fails its pending commands, which
- * answers the calls waiting on them. */
+/* A worker's loop thread, at shutdown: closing Redis fails its pending
+ * commands, which answers the calls waiting on them. */
 static void loop_close(void *arg)
 {
-    struct app *app = arg;
-    flow_shutdown(app->flows);
-    resolver_free(&app->resolver); /* its entries go back to the queue for another replica */
-    twilio_free(&app->twilio); /* fails requests in flight: their calls are answered */
-    resolve_queue_free(&app->rqueue); /* what their answers queued goes out, Redis still here */
+    struct worker *w = arg;
+    struct app *app = w->app;
+    flow_shutdown(w->flows);
+    if (w->index == 0)
+        resolver_free(&app->resolver); /* its entries go back to the queue for another replica */
+    twilio_free(&w->twilio); /* fails requests in flight: their calls are answered */
+    resolve_queue_free(&w->rqueue); /* what their answers queued goes out, Redis still here */
     /* Pending Redis callbacks answer RPCs and webhooks, so the webhook
      * server (its requests and counters) must outlive this. */
-    redis_free(&app->redis);
-    idempotency_free(&app->idem); /* after Redis, whose last replies may keep drops */
-    account_free(&app->account); /* after Redis, whose last replies may still release leases */
-    webhook_free(&app->webhook);
+    redis_free(&w->redis);
+    idempotency_free(&w->idem); /* after Redis, whose last replies may keep drops */
+    account_free(&w->account); /* after Redis, whose last replies may still release leases */
+    if (w->index == 0)
+        webhook_free(&app->webhook);
 }
 
-/* Loop thread, when the shutdown grace is over: the calls still held are
- * answered for what they are (in flight at Twilio: outcome unknown), before
- * gRPC cancels whatever is left. */
+/* A worker's loop thread, when the shutdown grace is over: the calls still
+ * held are answered for what they are (in flight at Twilio: outcome
+ * unknown), before gRPC cancels whatever is left. */
 static void flows_last_word(void *arg)
 {
-    struct app *app = arg;
-    flow_shutdown(app->flows);
+    struct worker *w = arg;
+    flow_shutdown(w->flows);
 }
 
-/* Main thread: runs flows_last_word on the loop and waits for it. */
+/* Main thread: runs flows_last_word on every loop and waits for each. */
 static void last_word(void *arg)
 {
     struct app *app = arg;
-    if (loop_call_wait(app->loop, flows_last_word, app))
-        log_warn("shutdown_last_word_skipped", "the loop did not take the shutdown task");
+    for (int i = 0; i < app->nworkers; i++)
+        if (loop_call_wait(app->workers[i].loop, flows_last_word, &app->workers[i]))
+            log_warn("shutdown_last_word_skipped", "loop %d did not take the shutdown task", i);
+}
+
+/* Main thread: one worker's loop and what it owns (app.h), unstarted. */
+static int worker_new(struct app *app, int index)
+{
+    const struct config *cfg = app->cfg;
+    struct worker *w = &app->workers[index];
+    /* Each loop's Twilio client gets its share of the connections, rounded
+     * up; the account budget (in Redis) bounds the requests in flight
+     * exactly, over every loop and replica. */
+    long conns = (cfg->twilio_concurrency + app->nworkers - 1) / app->nworkers;
+    int rc;
+
+    w->index = index;
+    w->app = app;
+    rc = loop_new(&w->loop);
+    if (rc)
+        return rc;
+    struct redis_opts ropts = {.server = &cfg->redis,
+                               .ping_interval_ms = cfg->redis_ping_interval_ms,
+                               .timeout_ms = cfg->redis_timeout_ms,
+                               .on_health = on_redis_health,
+                               .health_data = w,
+                               .on_connect = policy_load};
+    rc = redis_new(loop_base(w->loop), &ropts, &w->redis);
+    if (rc)
+        return rc;
+    rc = account_new(loop_base(w->loop), w->redis, cfg->send_rate, cfg->twilio_concurrency,
+                     &w->account);
+    if (rc)
+        return rc;
+    rc = idempotency_new(w->redis, cfg, &w->idem);
+    if (rc)
+        return rc;
+    rc = flow_ctx_new(&w->flows);
+    if (rc)
+        return rc;
+    rc = twilio_new(loop_base(w->loop), cfg, app->cas, conns, &w->twilio);
+    if (rc)
+        return rc;
+    return resolve_queue_new(loop_base(w->loop), w->redis, cfg, &w->rqueue);
+}
+
+/* Main thread: what worker_new made, after its loop stopped (or if it never
+ * ran). */
+static void worker_free(struct worker *w)
+{
+    resolve_queue_free(&w->rqueue);
+    twilio_free(&w->twilio);
+    redis_free(&w->redis);
+    idempotency_free(&w->idem);
+    account_free(&w->account);
+    loop_free(&w->loop);
+}
+
+static int worker_holds(const struct worker *w)
+{
+    return w->redis || w->account || w->twilio || w->rqueue || w->idem;
 }
 
 static long long ms_since(const struct timespec *t0)
@@ -178,43 +242,25 @@ int main(int argc, char **argv)
     rc = policy_init();
     if (rc)
         goto fail;
-    rc = loop_new(&app.loop);
+    app.nworkers = cfg.loops;
+    rc = health_new(app.nworkers, &app.health);
     if (rc)
         goto fail;
-    rc = health_new(&app.health);
+    rc = http_cas_new(cfg.twilio_ca_file, &app.cas);
     if (rc)
         goto fail;
-    struct redis_opts ropts = {.server = &cfg.redis,
-                               .ping_interval_ms = cfg.redis_ping_interval_ms,
-                               .timeout_ms = cfg.redis_timeout_ms,
-                               .on_health = on_redis_health,
-                               .health_data = &app,
-                               .on_connect = policy_load};
-    rc = redis_new(loop_base(app.loop), &ropts, &app.redis);
-    if (rc)
-        goto fail;
-    rc = account_new(loop_base(app.loop), app.redis, cfg.send_rate, cfg.twilio_concurrency,
-                     &app.account);
-    if (rc)
-        goto fail;
-    rc = idempotency_new(app.redis, &cfg, &app.idem);
-    if (rc)
-        goto fail;
-    rc = flow_ctx_new(&app.flows);
-    if (rc)
-        goto fail;
-    rc = twilio_new(loop_base(app.loop), &cfg, &app.twilio);
-    if (rc)
-        goto fail;
-    rc = resolve_queue_new(loop_base(app.loop), app.redis, &cfg, &app.rqueue);
-    if (rc)
-        goto fail;
-    struct resolver_deps rdeps = {.base = loop_base(app.loop),
+    for (int i = 0; i < app.nworkers; i++) {
+        rc = worker_new(&app, i);
+        if (rc)
+            goto fail;
+    }
+    struct worker *home = app_home(&app);
+    struct resolver_deps rdeps = {.base = loop_base(home->loop),
                                   .cfg = &cfg,
-                                  .redis = app.redis,
-                                  .idem = app.idem,
-                                  .queue = app.rqueue,
-                                  .twilio = app.twilio};
+                                  .redis = home->redis,
+                                  .idem = home->idem,
+                                  .queue = home->rqueue,
+                                  .twilio = home->twilio};
     rc = resolver_new(&rdeps, &app.resolver);
     if (rc)
         goto fail;
@@ -223,12 +269,16 @@ int main(int argc, char **argv)
         log_event(LOG_LEVEL_ERROR, "http_listen_failed", json_pack("{s:s}", "msg", err));
         goto fail;
     }
-    rc = loop_start(app.loop, "cg-loop");
-    if (rc)
-        goto fail;
-    rc = loop_call(app.loop, loop_open, &app);
-    if (rc)
-        goto fail;
+    for (int i = 0; i < app.nworkers; i++) {
+        char name[16];
+        snprintf(name, sizeof(name), i ? "cg-loop-%d" : "cg-loop", i);
+        rc = loop_start(app.workers[i].loop, name);
+        if (rc)
+            goto fail;
+        rc = loop_call(app.workers[i].loop, loop_open, &app.workers[i]);
+        if (rc)
+            goto fail;
+    }
 
     nmethods += health_methods(methods + nmethods);
     nmethods += messaging_methods(methods + nmethods);
@@ -245,9 +295,9 @@ int main(int argc, char **argv)
         goto fail;
     }
     log_event(LOG_LEVEL_INFO, "ready",
-              json_pack("{s:s, s:i, s:i, s:I}", "grpc_addr", cfg.grpc_addr, "grpc_port",
-                        rpc_server_port(app.server), "grpc_threads", cfg.grpc_threads,
-                        "startup_ms", (json_int_t)ms_since(&t0)));
+              json_pack("{s:s, s:i, s:i, s:i, s:I}", "grpc_addr", cfg.grpc_addr, "grpc_port",
+                        rpc_server_port(app.server), "grpc_threads", cfg.grpc_threads, "loops",
+                        app.nworkers, "startup_ms", (json_int_t)ms_since(&t0)));
 
     sigwait(&sigs, &sig);
     log_event(LOG_LEVEL_INFO, "stopping",
@@ -265,23 +315,25 @@ fail:
     if (rc)
         log_event(LOG_LEVEL_ERROR, "startup_failed",
                   json_pack("{s:s, s:s}", "error", error_name(rc), "msg", error_message(rc)));
-    if (app.loop) {
-        if (app.redis || app.account || app.twilio || app.webhook || app.resolver ||
-            app.rqueue)
-            loop_call(app.loop, loop_close, &app);
-        loop_stop(app.loop);
+    /* Worker 0 first: its webhook server renders /metrics from every
+     * worker's counters, so it goes before any of theirs. */
+    for (int i = 0; i < app.nworkers; i++) {
+        struct worker *w = &app.workers[i];
+        if (!w->loop)
+            continue;
+        if (worker_holds(w) || (i == 0 && (app.webhook || app.resolver)))
+            loop_call(w->loop, loop_close, w);
+        loop_stop(w->loop);
     }
     webhook_free(&app.webhook); /* only if the loop never ran */
     resolver_free(&app.resolver); /* only if the loop never ran: nothing in flight */
-    resolve_queue_free(&app.rqueue);
-    twilio_free(&app.twilio);
-    redis_free(&app.redis);
-    idempotency_free(&app.idem);
-    account_free(&app.account);
+    for (int i = 0; i < app.nworkers; i++)
+        worker_free(&app.workers[i]);
     rpc_server_free(&app.server);
-    flow_ctx_free(&app.flows); /* after the queue threads, which make flows */
+    for (int i = 0; i < app.nworkers; i++)
+        flow_ctx_free(&app.workers[i].flows); /* after the queue threads, which make flows */
+    http_cas_free(&app.cas); /* after every Twilio client */
     health_free(&app.health);
-    loop_free(&app.loop);
     grpc_shutdown();
     curl_global_cleanup();
     return exit_code;

@@ -58,13 +58,13 @@ enum let_go {
 };
 
 struct flow_ctx {
-    char replica[17];        /* random per process: ids unique across replicas */
+    char replica[17];        /* random per worker: ids unique across workers and replicas */
     atomic_ulong next_id;    /* any thread */
     /* Loop thread only. */
     struct flow *waiting;    /* flows in FLOW_WAITING */
     struct flow *sending;    /* flows in FLOW_SENDING */
     int shutting_down;
-    unsigned long refusals[REASON_COUNT];
+    atomic_ulong refusals[REASON_COUNT]; /* read by /metrics, on worker 0's loop */
 };
 
 static void run_round(struct flow *f);
@@ -105,12 +105,12 @@ static void set_state(struct flow *f, enum flow_state to)
 
 static struct flow_ctx *ctx_of(const struct flow *f)
 {
-    return f->app->flows;
+    return f->w->flows;
 }
 
 static void assert_loop(const struct flow *f)
 {
-    LOOP_ASSERT_OWNER(loop_base(f->app->loop));
+    LOOP_ASSERT_OWNER(loop_base(f->w->loop));
     (void)f;
 }
 
@@ -158,6 +158,7 @@ static struct flow *flow_new(struct rpc_call *call, const struct flow_kind *kind
     f->call = call;
     f->kind = kind;
     f->app = rpc_call_app(call);
+    f->w = app_next_worker(f->app);
     f->state = FLOW_PREPARED;
     snprintf(f->id, sizeof(f->id), "%s-%lu", ctx_of(f)->replica,
              atomic_fetch_add(&ctx_of(f)->next_id, 1));
@@ -208,7 +209,7 @@ void flow_handle(struct rpc_call *call, const uint8_t *req, size_t len,
             f->need = NEED_ALL(f);
             rpc_call_set_data(f->call, f);
             rpc_call_task(f->call)->run = flow_task;
-            loop_post(f->app->loop, rpc_call_task(f->call));
+            loop_post(f->w->loop, rpc_call_task(f->call));
         }
     }
     protobuf_c_message_free_unpacked(m, NULL);
@@ -278,31 +279,31 @@ size_t flow_pack(const ProtobufCMessage *m, uint8_t *buf, size_t cap)
  * key's record now (settle), and a counted verification stays counted. */
 static void let_go(struct flow *f, enum let_go how)
 {
-    struct app *app = f->app;
+    struct worker *w = f->w;
 
     int sent = how == LET_GO_SENT || how == LET_GO_UNKNOWN;
 
     if (!sent && (f->held & FLOW_HOLD_CLAIM))
-        idempotency_drop(app->idem, f->idem, f->id);
+        idempotency_drop(w->idem, f->idem, f->id);
     if (how == LET_GO_UNKNOWN && (f->held & FLOW_HOLD_CLAIM)) {
-        idempotency_unknown(app->idem, f->idem, f->id);
+        idempotency_unknown(w->idem, f->idem, f->id);
         if (f->kind->resolve_api) {
-            resolve_queue_add(app->rqueue, f->idem, 0, 0);
+            resolve_queue_add(w->rqueue, f->idem, 0, 0);
             f->held &= ~(unsigned)FLOW_HOLD_QUEUED; /* the entry stays, due now */
         }
     }
     if (f->held & FLOW_HOLD_QUEUED)
-        resolve_queue_done(app->rqueue, f->idem);
+        resolve_queue_done(w->rqueue, f->idem);
     if (!sent && (f->held & FLOW_HOLD_PLACE))
-        verify_limits_give_back(app->redis, f->to, f->id);
+        verify_limits_give_back(w->redis, f->to, f->id);
     if ((f->held & FLOW_HOLD_LEASE) && how == LET_GO_UNSENT) {
         /* The lease, and the rate slot if it is still the last one booked. */
-        if (account_give(app->account, f->id, f->cost, f->acct.slot))
+        if (account_give(w->account, f->id, f->cost, f->acct.slot))
             log_warn("redis_write_skipped", "account lease %s not given back: Redis down",
                      f->id);
     } else if (f->held & FLOW_HOLD_LEASE) {
         /* Twilio saw the attempt: its place in the rate stays used. */
-        account_release(app->account, f->id);
+        account_release(w->account, f->id);
     }
     f->held = 0;
 }
@@ -341,7 +342,7 @@ static void fail_call(struct flow *f, enum let_go how, const struct rpc_error *e
 {
     struct flow_ctx *ctx = ctx_of(f);
     if (reason_name(err->reason))
-        ctx->refusals[err->reason]++;
+        atomic_fetch_add_explicit(&ctx->refusals[err->reason], 1, memory_order_relaxed);
     let_go(f, how);
     set_state(f, FLOW_DONE);
     rpc_call_fail(f->call, err);
@@ -408,7 +409,7 @@ static int ask_claim(struct flow *f)
     f->claim_req.done = on_claim;
     f->claim_req.data = f;
     f->lease_ms = left + IDEMPOTENCY_LEASE_MARGIN_MS;
-    return idempotency_claim(f->app->idem, f->idem, f->fp, f->id, f->lease_ms, &send,
+    return idempotency_claim(f->w->idem, f->idem, f->fp, f->id, f->lease_ms, &send,
                              &f->claim_req);
 }
 
@@ -422,7 +423,7 @@ static void on_account(struct account_req *req, enum account_result res, int64_t
 
 static int ask_recipient(struct flow *f)
 {
-    struct app *app = f->app;
+    struct worker *w = f->w;
     struct send_policy_args a = {.to = f->to,
                                  .check_optout = f->check_optout,
                                  .needs_window = f->needs_window};
@@ -430,11 +431,11 @@ static int ask_recipient(struct flow *f)
     f->policy.data = f;
     switch (f->kind->policy) {
     case FLOW_POLICY_SEND:
-        return send_policy_check(app->redis, app->cfg, &a, &f->policy);
+        return send_policy_check(w->redis, f->app->cfg, &a, &f->policy);
     case FLOW_POLICY_VERIFY_START:
-        return verify_limits_start(app->redis, app->cfg, f->to, f->id, &f->policy);
+        return verify_limits_start(w->redis, f->app->cfg, f->to, f->id, &f->policy);
     case FLOW_POLICY_VERIFY_CHECK:
-        return verify_limits_check(app->redis, app->cfg, f->to, f->id, &f->policy);
+        return verify_limits_check(w->redis, f->app->cfg, f->to, f->id, &f->policy);
     }
     return CG_EINVAL;
 }
@@ -451,7 +452,7 @@ static void ask_account(struct flow *f)
     f->acct.max_wait_ms = wait < 0 ? 0 : wait > TWILIO_MAX_MS ? TWILIO_MAX_MS : wait;
     f->acct.done = on_account;
     f->acct.data = f;
-    account_take(f->app->account, &f->acct);
+    account_take(f->w->account, &f->acct);
 }
 
 /* Loop thread: sends whatever f->need asks, in one pipeline. */
@@ -507,7 +508,7 @@ static int wait_for(struct flow *f, int64_t ms)
     if (ctx->shutting_down || ms + ANSWER_MARGIN_MS >= rpc_call_ms_left(f->call))
         return -1;
     if (!f->timer)
-        f->timer = evtimer_new(loop_base(f->app->loop), on_timer, f);
+        f->timer = evtimer_new(loop_base(f->w->loop), on_timer, f);
     struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
     if (!f->timer || evtimer_add(f->timer, &tv))
         return -1;
@@ -695,7 +696,7 @@ static void decide(struct flow *f)
         }
         let_go(f, LET_GO_UNSENT);
         f->need = NEED_ALL(f);
-        policy_reload(f->app->redis);
+        policy_reload(f->w->redis);
         run_round(f);
         return;
     }
@@ -719,7 +720,7 @@ static void decide(struct flow *f)
              * sure the key is queued (an entry already there stays); once
              * per call, not per poll. */
             if (f->polls++ == 0)
-                resolve_queue_add(f->app->rqueue, f->idem, 0, 1);
+                resolve_queue_add(f->w->rqueue, f->idem, 0, 1);
             let_go(f, LET_GO_UNSENT);
             f->need = NEED_ALL(f);
             if (wait_for(f, RESOLVING_POLL_MS) && !refused_for_shutdown(f))
@@ -799,7 +800,7 @@ static void send_to_twilio(struct flow *f)
     }
     if (refused_for_shutdown(f))
         return;
-    if (twilio_request(f->app->twilio, f->kind->api, f->form, f->form_len, left, on_twilio, f,
+    if (twilio_request(f->w->twilio, f->kind->api, f->form, f->form_len, left, on_twilio, f,
                        &f->twilio)) {
         fail_for(f, REASON_INTERNAL, "cannot start the Twilio request");
         return;
@@ -807,7 +808,7 @@ static void send_to_twilio(struct flow *f)
     /* Should this replica die with the request out, its claim's entry falls
      * due when the lease ends and any replica resolves it. */
     if ((f->held & FLOW_HOLD_CLAIM) && f->kind->resolve_api) {
-        resolve_queue_add(f->app->rqueue, f->idem, f->lease_ms, 0);
+        resolve_queue_add(f->w->rqueue, f->idem, f->lease_ms, 0);
         f->held |= FLOW_HOLD_QUEUED;
     }
     set_state(f, FLOW_SENDING);
@@ -832,9 +833,9 @@ static void twilio_refusal(struct flow *f, const struct twilio_result *res, stru
     e->reason = info->reason;
     e->retry_after_ms = info->retry_after_ms;
     if (act == TWILIO_ACTION_OPT_OUT)
-        send_policy_opt_out(f->app->redis, f->app->cfg, f->to);
+        send_policy_opt_out(f->w->redis, f->app->cfg, f->to);
     else if (act == TWILIO_ACTION_CLOSE_WINDOW)
-        send_policy_close_window(f->app->redis, f->to);
+        send_policy_close_window(f->w->redis, f->to);
     else if (act == TWILIO_ACTION_NOT_FOUND && f->kind->not_found_fmt)
         snprintf(f->errmsg, sizeof(f->errmsg), f->kind->not_found_fmt, f->to);
 }
@@ -843,7 +844,7 @@ static void twilio_refusal(struct flow *f, const struct twilio_result *res, stru
 static void settle(struct flow *f, const struct policy_outcome *o)
 {
     if (f->held & FLOW_HOLD_CLAIM)
-        idempotency_settle(f->app->idem, f->idem, o);
+        idempotency_settle(f->w->idem, f->idem, o);
     let_go(f, LET_GO_SENT);
 }
 
@@ -886,7 +887,7 @@ static void on_twilio(const struct twilio_result *res, void *data)
     case TWILIO_OK: {
         size_t len = f->kind->respond(f, res, buf, sizeof(buf), &e);
         if (f->kind->tracks_message && res->sid)
-            message_status_first(f->app->redis, res->sid, res->status ? res->status : "queued");
+            message_status_first(f->w->redis, res->sid, res->status ? res->status : "queued");
         struct policy_outcome o = {.code = len ? GRPC_STATUS_OK : (int)e.code,
                                    .body = len ? buf : NULL,
                                    .body_len = len,
@@ -959,12 +960,16 @@ void flow_shutdown(struct flow_ctx *ctx)
 
 /* --- metrics --- */
 
-void flow_metrics(struct flow_ctx *ctx, struct evbuffer *out)
+void flow_metrics(struct flow_ctx *const *ctx, int n, struct evbuffer *out)
 {
     evbuffer_add_printf(out, "# HELP commsgate_policy_refusals_total Calls refused by policy or "
                              "Twilio, by reason.\n# TYPE commsgate_policy_refusals_total counter\n");
-    for (int r = 0; r < REASON_COUNT; r++)
-        if (ctx->refusals[r])
+    for (int r = 0; r < REASON_COUNT; r++) {
+        unsigned long sum = 0;
+        for (int i = 0; i < n; i++)
+            sum += atomic_load_explicit(&ctx[i]->refusals[r], memory_order_relaxed);
+        if (sum)
             evbuffer_add_printf(out, "commsgate_policy_refusals_total{reason=\"%s\"} %lu\n",
-                                reason_name(r), ctx->refusals[r]);
+                                reason_name(r), sum);
+    }
 }

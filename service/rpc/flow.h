@@ -28,6 +28,7 @@
 #include "twilio/twilio.h"
 
 struct app;
+struct worker;
 struct flow;
 struct flow_ctx;
 struct form;
@@ -77,6 +78,7 @@ struct flow {
     const struct flow_kind *kind;
     struct rpc_call *call;
     struct app *app;
+    struct worker *w;        /* the loop the call stays on, from arrival to answer */
     char to[320];            /* the recipient as the keys name it */
     char *form;              /* the Twilio request body; owned */
     size_t form_len;
@@ -115,8 +117,9 @@ struct flow {
     struct flow *list_prev, *list_next; /* on the ctx's list of its state, WAITING or SENDING */
 };
 
-/* The flows' shared state, owned by the app: the replica's id prefix, the
- * list of waiting flows, shutdown, and the refusal counters. */
+/* The shared state of one worker's flows (app.h), owned by the app: the
+ * worker's id prefix, the lists of waiting and sending flows, shutdown, and
+ * the refusal counters. */
 int flow_ctx_new(struct flow_ctx **out);
 /* Clears *ctx; NULL is a no-op. After flow_shutdown. */
 void flow_ctx_free(struct flow_ctx **ctx);
@@ -144,8 +147,9 @@ void flow_handle(struct rpc_call *call, const uint8_t *req, size_t len,
 void flow_shutdown(struct flow_ctx *ctx);
 
 struct evbuffer;
-/* Appends commsgate_policy_refusals_total{reason}. Loop thread. */
-void flow_metrics(struct flow_ctx *ctx, struct evbuffer *out);
+/* Appends commsgate_policy_refusals_total{reason}, summed over the n
+ * workers' ctx[]. Any thread, while they all live. */
+void flow_metrics(struct flow_ctx *const *ctx, int n, struct evbuffer *out);
 
 /* For prepare: idempotency scope, the record key for `key` sent by this
  * call's caller (request metadata `commsgate-caller`, else "default") to

@@ -26,7 +26,8 @@ struct watcher {
 
 struct health_ctx {
     pthread_mutex_t lock;
-    int serving;
+    int serving;     /* every part up */
+    unsigned down;   /* bit per part (a worker's Redis connection) not up */
     int shutting_down;
     struct watcher *watchers;
 };
@@ -41,11 +42,15 @@ static int is_served(const char *service)
     return 0;
 }
 
-int health_new(struct health_ctx **out)
+int health_new(int parts, struct health_ctx **out)
 {
-    struct health_ctx *h = calloc(1, sizeof(*h));
+    struct health_ctx *h;
+    if (parts < 1 || parts > 32)
+        return CG_EINVAL;
+    h = calloc(1, sizeof(*h));
     if (!h)
         return CG_ENOMEM;
+    h->down = parts == 32 ? ~0u : (1u << parts) - 1;
     pthread_mutex_init(&h->lock, NULL);
     *out = h;
     return CG_OK;
@@ -116,10 +121,14 @@ static void finish_ended(struct rpc_call *call, int closed)
         rpc_call_finish(call, GRPC_STATUS_UNAVAILABLE, "server is shutting down", NULL);
 }
 
-void health_set_serving(struct health_ctx *h, int serving)
+void health_set_serving(struct health_ctx *h, int part, int up)
 {
     pthread_mutex_lock(&h->lock);
-    h->serving = serving;
+    if (up)
+        h->down &= ~(1u << part);
+    else
+        h->down |= 1u << part;
+    h->serving = h->down == 0;
     for (struct watcher *w = h->watchers; w; w = w->next)
         push(h, w);
     pthread_mutex_unlock(&h->lock);
@@ -131,6 +140,14 @@ int health_is_serving(struct health_ctx *h)
     int s = h->serving && !h->shutting_down;
     pthread_mutex_unlock(&h->lock);
     return s;
+}
+
+int health_parts_up(struct health_ctx *h)
+{
+    pthread_mutex_lock(&h->lock);
+    int up = h->down == 0;
+    pthread_mutex_unlock(&h->lock);
+    return up;
 }
 
 void health_shutdown(struct health_ctx *h)

@@ -16,6 +16,7 @@
 struct lookup {
     struct message_status_get_req get; /* first: the request is the lookup */
     struct rpc_call *call;
+    struct worker *w; /* the loop that asks Redis and answers */
     char sid[35];
 };
 
@@ -46,10 +47,9 @@ static void run(struct loop_task *task)
 {
     struct rpc_call *call = rpc_call_from_task(task);
     struct lookup *l = rpc_call_get_data(call);
-    struct app *app = rpc_call_app(call);
 
     l->get.done = on_record;
-    if (message_status_get(app->redis, l->sid, &l->get)) {
+    if (message_status_get(l->w->redis, l->sid, &l->get)) {
         rpc_call_finish(call, GRPC_STATUS_UNAVAILABLE, "Redis is unreachable", NULL);
         free(l);
     }
@@ -86,10 +86,11 @@ static void on_call(struct rpc_call *call, const uint8_t *req, size_t len)
         goto done;
     }
     l->call = call;
+    l->w = app_next_worker(app);
     snprintf(l->sid, sizeof(l->sid), "%s", r->sid);
     rpc_call_set_data(call, l);
     rpc_call_task(call)->run = run;
-    loop_post(app->loop, rpc_call_task(call));
+    loop_post(l->w->loop, rpc_call_task(call));
 done:
     commsgate__v1__get_message_request__free_unpacked(r, NULL);
 }

@@ -10,6 +10,7 @@
 #include <event2/event.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -88,12 +89,8 @@ struct http_ctx {
     struct shard shards[SHARDS_MAX];
     unsigned nshards;
     char *user_agent;
-    /* The CAs trusted for HTTPS, parsed once: Debian's libcurl would parse
-     * the whole system bundle (about 145 certificates, ~50 ms of CPU) for
-     * every new connection. Handed to each connection's SSL_CTX. */
-    X509_STORE *cas;
-    char *ca_file;   /* where cas comes from; NULL: the bundle libcurl was built with */
-    int cas_failed;  /* it could not be loaded (logged once) */
+    struct http_cas *cas; /* shared with the other loops' contexts, or own_cas */
+    struct http_cas *own_cas;
     /* TLS sessions (and DNS answers) shared by every easy handle of every
      * shard, so a new connection resumes a session instead of a full
      * handshake. One thread uses it: no lock callbacks. */
@@ -504,25 +501,20 @@ static int on_prereq(void *arg, char *conn_primary_ip, char *conn_local_ip,
     return ++req->sends > 1 ? CURL_PREREQFUNC_ABORT : CURL_PREREQFUNC_OK;
 }
 
-/* curl's hook into each new connection's SSL_CTX: trust the shared store
- * (SSL_CTX_set1_cert_store takes its own reference). */
-static X509_STORE *load_cas(const char *ca_file);
+/* The CAs trusted for HTTPS, parsed once per process: Debian's libcurl
+ * would parse the whole system bundle (about 145 certificates, ~50 ms of
+ * CPU) for every new connection. Every connection of every loop's context
+ * hands the same X509_STORE to its SSL_CTX; OpenSSL locks the store itself
+ * for lookups, and the lock here only guards its lazy loading. */
+struct http_cas {
+    pthread_mutex_t lock;
+    X509_STORE *store;
+    char *file;  /* where store comes from; NULL: the bundle libcurl was built with */
+    int failed;  /* it could not be loaded (logged once) */
+};
 
-static CURLcode on_ssl_ctx(CURL *easy, void *ssl_ctx, void *arg)
-{
-    struct http_ctx *c = arg;
-    /* Loaded at the first HTTPS connection, not at startup: start time and
-     * idle memory stay those of a gateway that has not sent yet. */
-    if (!c->cas && !c->cas_failed && !(c->cas = load_cas(c->ca_file)))
-        c->cas_failed = 1;
-    if (!c->cas)
-        return CURLE_SSL_CACERT_BADFILE;
-    SSL_CTX_set1_cert_store(ssl_ctx, c->cas);
-    return CURLE_OK;
-}
-
-/* The CAs: ca_file if given, else the bundle Debian's libcurl was built
- * with (what it would have parsed per connection), else OpenSSL's default
+/* The CAs: file if given, else the bundle Debian's libcurl was built with
+ * (what it would have parsed per connection), else OpenSSL's default
  * paths. */
 static X509_STORE *load_cas(const char *ca_file)
 {
@@ -544,6 +536,68 @@ static X509_STORE *load_cas(const char *ca_file)
         return NULL;
     }
     return st;
+}
+
+int http_cas_new(const char *ca_file, struct http_cas **out)
+{
+    struct http_cas *cas = calloc(1, sizeof(*cas));
+    int rc = CG_ENOMEM;
+
+    if (!cas)
+        return CG_ENOMEM;
+    pthread_mutex_init(&cas->lock, NULL);
+    if (ca_file && *ca_file && !(cas->file = strdup(ca_file)))
+        goto fail;
+    /* A CA file given is read now, so a bad one stops startup; the system
+     * bundle waits for the first HTTPS connection, so start time and idle
+     * memory stay those of a gateway that has not sent yet. */
+    if (cas->file && !(cas->store = load_cas(cas->file))) {
+        rc = CG_ECONFIG;
+        goto fail;
+    }
+    *out = cas;
+    return CG_OK;
+
+fail:
+    http_cas_free(&cas);
+    return rc;
+}
+
+void http_cas_free(struct http_cas **pcas)
+{
+    struct http_cas *cas = *pcas;
+    if (!cas)
+        return;
+    X509_STORE_free(cas->store);
+    free(cas->file);
+    pthread_mutex_destroy(&cas->lock);
+    free(cas);
+    *pcas = NULL;
+}
+
+/* Any loop thread. The store, loaded at the first call; NULL if it cannot
+ * be (then every HTTPS connection fails, and the log said why once). */
+static X509_STORE *cas_store(struct http_cas *cas)
+{
+    X509_STORE *st;
+    pthread_mutex_lock(&cas->lock);
+    if (!cas->store && !cas->failed && !(cas->store = load_cas(cas->file)))
+        cas->failed = 1;
+    st = cas->store;
+    pthread_mutex_unlock(&cas->lock);
+    return st;
+}
+
+/* curl's hook into each new connection's SSL_CTX: trust the shared store
+ * (SSL_CTX_set1_cert_store takes its own reference). */
+static CURLcode on_ssl_ctx(CURL *easy, void *ssl_ctx, void *arg)
+{
+    struct http_ctx *c = arg;
+    X509_STORE *st = cas_store(c->cas);
+    if (!st)
+        return CURLE_SSL_CACERT_BADFILE;
+    SSL_CTX_set1_cert_store(ssl_ctx, st);
+    return CURLE_OK;
 }
 
 static int req_setup(struct http_ctx *c, struct http_req *req, const struct http_request *r,
@@ -772,14 +826,14 @@ int http_new(struct event_base *base, const struct http_ctx_opts *opts, struct h
         return CG_ENOMEM;
     c->base = base;
     c->idle_max = opts->idle_handles ? opts->idle_handles : HTTP_DEFAULT_IDLE_HANDLES;
-    if (opts->ca_file && *opts->ca_file && !(c->ca_file = strdup(opts->ca_file)))
-        goto fail;
-    /* A CA file given is read now, so a bad one stops startup; the system
-     * bundle waits for the first HTTPS connection. */
-    if (c->ca_file && !(c->cas = load_cas(c->ca_file))) {
-        rc = CG_ECONFIG;
-        goto fail;
+    c->cas = opts->cas;
+    if (!c->cas) {
+        rc = http_cas_new(opts->ca_file, &c->own_cas);
+        if (rc)
+            goto fail;
+        c->cas = c->own_cas;
     }
+    rc = CG_ENOMEM;
     c->share = curl_share_init();
     if (!c->share || curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) ||
         curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS))
@@ -808,8 +862,7 @@ fail:
         shard_close(&c->shards[i]);
     if (c->share)
         curl_share_cleanup(c->share);
-    X509_STORE_free(c->cas);
-    free(c->ca_file);
+    http_cas_free(&c->own_cas);
     free(c->user_agent);
     free(c);
     return rc;
@@ -910,8 +963,7 @@ static void destroy(struct http_ctx *c)
     /* After every easy handle that used it is gone. */
     if (curl_share_cleanup(c->share) != CURLSHE_OK)
         log_error("http_share_in_use", "the TLS session cache outlived a handle");
-    X509_STORE_free(c->cas);
-    free(c->ca_file);
+    http_cas_free(&c->own_cas);
     free(c->user_agent);
     free(c);
 }

@@ -29,14 +29,21 @@ struct http_ctx_opts {
     long max_total_connections;
     long max_host_connections;
     const char *user_agent;     /* copied; NULL sends none */
-    const char *ca_file;        /* copied; trusted instead of the system's CAs; NULL: those
-                                   (the bundle libcurl was built with). Parsed once (a
-                                   file given: by http_new, which fails with CG_ECONFIG if
-                                   it holds no certificate; the system's: at the first
-                                   HTTPS connection) and shared by every connection, as
-                                   are TLS sessions */
+    struct http_cas *cas;       /* the CAs trusted, shared with other contexts (one per
+                                   loop); must outlive this one. NULL: the context makes
+                                   its own from ca_file */
+    const char *ca_file;        /* without cas: as http_cas_new */
     unsigned idle_handles;      /* finished requests kept for reuse; 0: the default */
 };
+
+/* The CAs trusted for HTTPS: ca_file (copied) instead of the system's;
+ * NULL: those (the bundle libcurl was built with). Parsed once, a file given
+ * here (CG_ECONFIG if it holds no certificate), the system's at the first
+ * HTTPS connection, and shared by every connection of every context that
+ * is given it. Any thread; free it after every context using it. */
+struct http_cas;
+int http_cas_new(const char *ca_file, struct http_cas **out);
+void http_cas_free(struct http_cas **cas);
 
 /* Everything is copied by http_start; nothing needs to outlive the call. */
 struct http_request {

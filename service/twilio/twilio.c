@@ -5,6 +5,7 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <openssl/rand.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,17 +29,22 @@ static const double buckets[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.
 #define MAX_ERROR_CODES 64
 
 /* Loop thread only, like everything here. */
+/* Written by the context's loop thread only, read by whichever loop serves
+ * /metrics (it sums every loop's): hence atomics, updated relaxed. */
 struct twilio_stats {
-    unsigned long outcomes[TWILIO_API_COUNT][4];
-    unsigned long retries[TWILIO_API_COUNT];
-    unsigned long hist[TWILIO_API_COUNT][NBUCKETS];
-    double sum[TWILIO_API_COUNT];
-    unsigned long count[TWILIO_API_COUNT];
+    atomic_ulong outcomes[TWILIO_API_COUNT][4];
+    atomic_ulong retries[TWILIO_API_COUNT];
+    atomic_ulong hist[TWILIO_API_COUNT][NBUCKETS];
+    atomic_ulong sum_us[TWILIO_API_COUNT];
+    atomic_ulong count[TWILIO_API_COUNT];
     struct {
-        int code;
-        unsigned long n;
+        atomic_int code;
+        atomic_ulong n;
     } errors[MAX_ERROR_CODES];
 };
+
+#define COUNT(counter, n) atomic_fetch_add_explicit(&(counter), (n), memory_order_relaxed)
+#define READ(counter) atomic_load_explicit(&(counter), memory_order_relaxed)
 
 struct twilio_ctx {
     struct twilio_stats stats;
@@ -122,11 +128,13 @@ static uint64_t rnd(struct twilio_ctx *t)
     return t->rng * 2685821657736338717ULL;
 }
 
-int twilio_new(struct event_base *base, const struct config *cfg, struct twilio_ctx **out)
+int twilio_new(struct event_base *base, const struct config *cfg, struct http_cas *cas,
+               long max_connections, struct twilio_ctx **out)
 {
     struct twilio_ctx *t = calloc(1, sizeof(*t));
     struct http_ctx_opts o = {.max_host_connections = 0,
                               .user_agent = "commsgate/0.1",
+                              .cas = cas,
                               .ca_file = cfg->twilio_ca_file,
                               .idle_handles = 64};
     int rc;
@@ -135,7 +143,7 @@ int twilio_new(struct event_base *base, const struct config *cfg, struct twilio_
         return CG_ENOMEM;
     t->base = base;
     t->cfg = cfg;
-    o.max_total_connections = cfg->twilio_concurrency;
+    o.max_total_connections = max_connections;
     rc = http_new(base, &o, &t->http);
     if (rc) {
         free(t);
@@ -205,16 +213,17 @@ static void finish(struct twilio_req *r, enum twilio_outcome outcome, long http_
                                                       : -1};
     struct twilio_stats *st = &r->t->stats;
     double secs = res.elapsed_ms / 1000.0;
-    st->outcomes[r->api][outcome]++;
-    st->sum[r->api] += secs;
-    st->count[r->api]++;
+    COUNT(st->outcomes[r->api][outcome], 1);
+    COUNT(st->sum_us[r->api], (unsigned long)(res.elapsed_ms * 1000));
+    COUNT(st->count[r->api], 1);
     for (size_t b = 0; b < NBUCKETS; b++)
         if (secs <= buckets[b])
-            st->hist[r->api][b]++;
+            COUNT(st->hist[r->api][b], 1);
     for (int i = 0; code && i < MAX_ERROR_CODES; i++) {
-        if (st->errors[i].code == code || st->errors[i].code == 0) {
-            st->errors[i].code = code;
-            st->errors[i].n++;
+        int seen = READ(st->errors[i].code);
+        if (seen == code || seen == 0) {
+            atomic_store_explicit(&st->errors[i].code, code, memory_order_relaxed);
+            COUNT(st->errors[i].n, 1);
             break;
         }
     }
@@ -265,7 +274,7 @@ static void retry_or_fail(struct twilio_req *r, long retry_after_ms)
         finish(r, TWILIO_FAILED, r->last_status, r->last_code, r->last_msg, NULL);
         return;
     }
-    t->stats.retries[r->api]++;
+    COUNT(t->stats.retries[r->api], 1);
     log_event(LOG_LEVEL_INFO, "twilio_retry",
               json_pack("{s:s, s:i, s:i, s:I, s:i}", "api", api_names[r->api], "attempt",
                         r->attempts, "code", r->last_code, "http_status",
@@ -448,28 +457,68 @@ void twilio_free(struct twilio_ctx **tp)
     *tp = NULL;
 }
 
-void twilio_metrics(struct twilio_ctx *t, struct evbuffer *out)
+/* Every loop's counters summed, for one rendering of /metrics. */
+struct twilio_totals {
+    unsigned long outcomes[TWILIO_API_COUNT][4];
+    unsigned long retries[TWILIO_API_COUNT];
+    unsigned long hist[TWILIO_API_COUNT][NBUCKETS];
+    unsigned long sum_us[TWILIO_API_COUNT];
+    unsigned long count[TWILIO_API_COUNT];
+    struct {
+        int code;
+        unsigned long n;
+    } errors[MAX_ERROR_CODES];
+};
+
+static void add_stats(struct twilio_totals *tot, struct twilio_stats *st)
+{
+    for (int a = 0; a < TWILIO_API_COUNT; a++) {
+        for (int o = 0; o < 4; o++)
+            tot->outcomes[a][o] += READ(st->outcomes[a][o]);
+        tot->retries[a] += READ(st->retries[a]);
+        for (size_t b = 0; b < NBUCKETS; b++)
+            tot->hist[a][b] += READ(st->hist[a][b]);
+        tot->sum_us[a] += READ(st->sum_us[a]);
+        tot->count[a] += READ(st->count[a]);
+    }
+    for (int i = 0; i < MAX_ERROR_CODES && READ(st->errors[i].code); i++) {
+        int code = READ(st->errors[i].code);
+        for (int k = 0; k < MAX_ERROR_CODES; k++) {
+            if (tot->errors[k].code == code || tot->errors[k].code == 0) {
+                tot->errors[k].code = code;
+                tot->errors[k].n += READ(st->errors[i].n);
+                break;
+            }
+        }
+    }
+}
+
+void twilio_metrics(struct twilio_ctx *const *t, int n, struct evbuffer *out)
 {
     static const char *const outcomes[] = {"ok", "refused", "failed", "unknown"};
-    const struct twilio_stats *st = &t->stats;
+    struct twilio_totals *tot = calloc(1, sizeof(*tot));
 
+    if (!tot)
+        return; /* the page goes out without these */
+    for (int i = 0; i < n; i++)
+        add_stats(tot, &t[i]->stats);
     evbuffer_add_printf(out, "# HELP commsgate_twilio_requests_total Twilio requests by API and "
                              "outcome.\n# TYPE commsgate_twilio_requests_total counter\n");
     for (int a = 0; a < TWILIO_API_COUNT; a++)
         for (int o = 0; o < 4; o++)
             evbuffer_add_printf(out,
                                 "commsgate_twilio_requests_total{api=\"%s\",outcome=\"%s\"} %lu\n",
-                                api_names[a], outcomes[o], st->outcomes[a][o]);
+                                api_names[a], outcomes[o], tot->outcomes[a][o]);
     evbuffer_add_printf(out, "# HELP commsgate_twilio_retries_total Retried Twilio attempts.\n"
                              "# TYPE commsgate_twilio_retries_total counter\n");
     for (int a = 0; a < TWILIO_API_COUNT; a++)
         evbuffer_add_printf(out, "commsgate_twilio_retries_total{api=\"%s\"} %lu\n", api_names[a],
-                            st->retries[a]);
+                            tot->retries[a]);
     evbuffer_add_printf(out, "# HELP commsgate_twilio_errors_total Twilio error codes received.\n"
                              "# TYPE commsgate_twilio_errors_total counter\n");
-    for (int i = 0; i < MAX_ERROR_CODES && st->errors[i].code; i++)
+    for (int i = 0; i < MAX_ERROR_CODES && tot->errors[i].code; i++)
         evbuffer_add_printf(out, "commsgate_twilio_errors_total{code=\"%d\"} %lu\n",
-                            st->errors[i].code, st->errors[i].n);
+                            tot->errors[i].code, tot->errors[i].n);
     evbuffer_add_printf(out, "# HELP commsgate_twilio_request_duration_seconds Time per Twilio "
                              "request, retries included.\n"
                              "# TYPE commsgate_twilio_request_duration_seconds histogram\n");
@@ -477,12 +526,13 @@ void twilio_metrics(struct twilio_ctx *t, struct evbuffer *out)
         for (size_t b = 0; b < NBUCKETS; b++)
             evbuffer_add_printf(out,
                                 "commsgate_twilio_request_duration_seconds_bucket{api=\"%s\",le=\"%g\"} %lu\n",
-                                api_names[a], buckets[b], st->hist[a][b]);
+                                api_names[a], buckets[b], tot->hist[a][b]);
         evbuffer_add_printf(out,
                             "commsgate_twilio_request_duration_seconds_bucket{api=\"%s\",le=\"+Inf\"} %lu\n"
                             "commsgate_twilio_request_duration_seconds_sum{api=\"%s\"} %g\n"
                             "commsgate_twilio_request_duration_seconds_count{api=\"%s\"} %lu\n",
-                            api_names[a], st->count[a], api_names[a], st->sum[a], api_names[a],
-                            st->count[a]);
+                            api_names[a], tot->count[a], api_names[a], tot->sum_us[a] / 1e6,
+                            api_names[a], tot->count[a]);
     }
+    free(tot);
 }

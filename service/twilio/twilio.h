@@ -63,8 +63,12 @@ struct twilio_result {
 /* Called exactly once per started request, later, on the loop thread. */
 typedef void twilio_done_fn(const struct twilio_result *res, void *data);
 
-/* cfg must outlive the context. */
-int twilio_new(struct event_base *base, const struct config *cfg, struct twilio_ctx **out);
+struct http_cas;
+/* cfg, and cas (the CAs every loop's client trusts; NULL: its own, from
+ * cfg->twilio_ca_file) must outlive the context. At most max_connections
+ * to Twilio at once (0: no limit); requests beyond wait for one. */
+int twilio_new(struct event_base *base, const struct config *cfg, struct http_cas *cas,
+               long max_connections, struct twilio_ctx **out);
 
 /* Starts a request with a urlencoded body (copied; for a read, its query or
  * page URI). Every attempt and every backoff fits in ms_left. On an error
@@ -84,9 +88,10 @@ int twilio_on_wire(const struct twilio_req *req);
 void twilio_free(struct twilio_ctx **t);
 
 struct evbuffer;
-/* Appends the client's metrics (requests by outcome, latency histogram,
- * Twilio error codes, retries) in Prometheus text format. Loop thread. */
-void twilio_metrics(struct twilio_ctx *t, struct evbuffer *out);
+/* Appends the clients' metrics (requests by outcome, latency histogram,
+ * Twilio error codes, retries), summed over the n contexts t[] (one per
+ * loop), in Prometheus text format. Any thread, while they all live. */
+void twilio_metrics(struct twilio_ctx *const *t, int n, struct evbuffer *out);
 
 /* The request path of an API, for logs and tests ("Messages.json", ...). */
 const char *twilio_api_name(enum twilio_api api);

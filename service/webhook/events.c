@@ -20,7 +20,7 @@ int events_append(struct app *app, const char **fields, int nfields, redisCallba
     char maxlen[24], at[24], ttl[16];
     struct timespec ts;
     int argc = 0;
-    LOOP_ASSERT_OWNER(loop_base(app->loop));
+    LOOP_ASSERT_OWNER(loop_base(app_home(app)->loop));
 
     if (nfields > MAX_FIELDS)
         return CG_EINVAL;
@@ -37,11 +37,11 @@ int events_append(struct app *app, const char **fields, int nfields, redisCallba
         argv[argc++] = fields[i] ? fields[i] : "";
     argv[argc++] = "at";
     argv[argc++] = at;
-    int rc = redis_command_argv(app->redis, fn, privdata, argc, argv, NULL);
+    int rc = redis_command_argv(app_home(app)->redis, fn, privdata, argc, argv, NULL);
     if (rc)
         return rc;
     snprintf(ttl, sizeof(ttl), "%d", EVENTS_TTL_S);
     const char *expire[] = {"EXPIRE", KEYS_EVENTS, ttl};
-    redis_command_argv(app->redis, NULL, NULL, 3, expire, NULL);
+    redis_command_argv(app_home(app)->redis, NULL, NULL, 3, expire, NULL);
     return CG_OK;
 }

@@ -70,7 +70,7 @@ static void on_appended(redisAsyncContext *ac, void *reply, void *privdata)
     if (!r || r->type == REDIS_REPLY_ERROR) {
         /* Forget the dedupe mark so Twilio's retry applies the event again. */
         const char *argv[] = {"DEL", w->dedupe};
-        redis_command_argv(w->app->redis, NULL, NULL, 2, argv, NULL);
+        redis_command_argv(app_home(w->app)->redis, NULL, NULL, 2, argv, NULL);
         fail_503(w, "the events stream did not take the event");
         return;
     }
@@ -137,7 +137,7 @@ static void note_resolves(struct webhook_req *w)
 static void resolve_by_callback(struct webhook_req *w, const char *sid, const char *status)
 {
     if (w->resolves[0] &&
-        idempotency_found(w->app->idem, w->resolves, sid, status, NULL, NULL) != 0)
+        idempotency_found(app_home(w->app)->idem, w->resolves, sid, status, NULL, NULL) != 0)
         log_warn("redis_write_skipped", "%s not resolved from its callback: Redis down",
                  w->resolves);
 }
@@ -173,7 +173,7 @@ void handlers_message_status(struct webhook_req *w)
         return;
     }
     note_resolves(w);
-    if (message_status_apply(w->app->redis, sid, status, err, w->dedupe, on_status_applied, w))
+    if (message_status_apply(app_home(w->app)->redis, sid, status, err, w->dedupe, on_status_applied, w))
         fail_503(w, "Redis is unreachable");
 }
 
@@ -221,7 +221,7 @@ void handlers_inbound(struct webhook_req *w)
     w->keyword = w->whatsapp ? INBOUND_NONE
                              : inbound_keyword(webhook_param(w, "Body"),
                                                webhook_param(w, "OptOutType"));
-    if (inbound_apply(w->app->redis, w->app->cfg, number, w->dedupe, w->keyword, w->whatsapp,
+    if (inbound_apply(app_home(w->app)->redis, w->app->cfg, number, w->dedupe, w->keyword, w->whatsapp,
                       on_inbound_applied, w))
         fail_503(w, "Redis is unreachable");
 }
@@ -262,6 +262,6 @@ void handlers_call_status(struct webhook_req *w)
     note_resolves(w);
     snprintf(keep, sizeof(keep), "%d", MESSAGE_STATUS_KEEP_S);
     const char *argv[] = {"SET", w->dedupe, "1", "NX", "EX", keep};
-    if (redis_command_argv(w->app->redis, on_call_seen, w, 6, argv, NULL))
+    if (redis_command_argv(app_home(w->app)->redis, on_call_seen, w, 6, argv, NULL))
         fail_503(w, "Redis is unreachable");
 }

@@ -4,7 +4,7 @@
 #include <event2/buffer.h>
 
 #include "app.h"
-#include "redis/redis.h"
+#include "rpc/health.h"
 #include "resolve/resolver.h"
 #include "rpc/flow.h"
 #include "rpc/server.h"
@@ -18,13 +18,20 @@ static const char *const routes[] = {"messages_status", "messages_inbound", "cal
 void metrics_page(struct app *app, struct evbuffer *out)
 {
     struct webhook_metrics *m = webhook_metrics(app->webhook);
+    struct twilio_ctx *twilio[APP_MAX_WORKERS];
+    struct flow_ctx *flows[APP_MAX_WORKERS];
 
-    evbuffer_add_printf(out, "# HELP commsgate_redis_up 1 while Redis answers pings.\n"
-                             "# TYPE commsgate_redis_up gauge\ncommsgate_redis_up %d\n",
-                        redis_is_up(app->redis));
+    for (int i = 0; i < app->nworkers; i++) {
+        twilio[i] = app->workers[i].twilio;
+        flows[i] = app->workers[i].flows;
+    }
+
+    evbuffer_add_printf(out, "# HELP commsgate_redis_up 1 while Redis answers every worker's "
+                             "pings.\n# TYPE commsgate_redis_up gauge\ncommsgate_redis_up %d\n",
+                        health_parts_up(app->health));
     rpc_server_metrics(app->server, out);
-    twilio_metrics(app->twilio, out);
-    flow_metrics(app->flows, out);
+    twilio_metrics(twilio, app->nworkers, out);
+    flow_metrics(flows, app->nworkers, out);
     if (app->resolver)
         resolver_metrics(app->resolver, out);
     evbuffer_add_printf(out, "# HELP commsgate_message_status_total Message status callbacks "

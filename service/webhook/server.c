@@ -15,6 +15,7 @@
 #include "core/log.h"
 #include "loop/loop.h"
 #include "redis/redis.h"
+#include "rpc/health.h"
 #include "twilio/form.h"
 #include "webhook/metrics_page.h"
 
@@ -76,7 +77,7 @@ static void req_free(struct webhook_req *w)
 
 void webhook_reply(struct webhook_req *w, int status, const char *ctype, const char *body)
 {
-    LOOP_ASSERT_OWNER(loop_base(w->app->loop));
+    LOOP_ASSERT_OWNER(loop_base(app_home(w->app)->loop));
     w->ctx->metrics.requests[route_of(w->route)][status_bucket(status)]++;
     if (w->req) {
         evhttp_connection_set_closecb(w->conn, NULL, NULL);
@@ -200,7 +201,7 @@ static int on_webhook(struct webhook_ctx *ctx, struct evhttp_request *req, enum 
         req_free(w); /* no JSON webhooks are expected on these routes yet */
         return refuse(ctx, req, r, 415, "JSON webhooks are not used on this route");
     }
-    if (!redis_is_up(ctx->app->redis)) {
+    if (!redis_is_up(app_home(ctx->app)->redis)) {
         req_free(w);
         return refuse(ctx, req, r, 503, "Redis is unreachable; Twilio will retry");
     }
@@ -237,8 +238,8 @@ static void on_request(struct evhttp_request *req, void *arg)
     else if (strcmp(path, "/healthz") == 0)
         send_plain(req, 200, "text/plain", "ok\n");
     else if (strcmp(path, "/readyz") == 0)
-        send_plain(req, redis_is_up(ctx->app->redis) ? 200 : 503, "text/plain",
-                   redis_is_up(ctx->app->redis) ? "ready\n" : "redis unreachable\n");
+        send_plain(req, health_parts_up(ctx->app->health) ? 200 : 503, "text/plain",
+                   health_parts_up(ctx->app->health) ? "ready\n" : "redis unreachable\n");
     else if (strcmp(path, "/metrics") == 0) {
         struct evbuffer *b = evbuffer_new();
         metrics_page(ctx->app, b);
@@ -259,7 +260,7 @@ int webhook_new(struct app *app, char *errbuf, size_t errlen, struct webhook_ctx
     if (!w)
         return CG_ENOMEM;
     w->app = app;
-    w->http = evhttp_new(loop_base(app->loop));
+    w->http = evhttp_new(loop_base(app_home(app)->loop));
     if (!w->http)
         goto fail;
     evhttp_set_max_body_size(w->http, WEBHOOK_MAX_BODY);

@@ -1,6 +1,9 @@
 """The request path: queue thread -> loop thread -> Redis -> answer from the
-loop thread, under hundreds of calls in flight, with a fixed thread count."""
+loop thread, under hundreds of calls in flight, with a fixed thread count;
+with one loop (the default) and with two (COMMSGATE_LOOPS), where every
+test runs again and the calls must be spread over both loops."""
 import collections
+import os
 import re
 import time
 import unittest
@@ -10,6 +13,21 @@ import grpc
 import harness
 
 
+def thread_cpu_ticks(pid):
+    """{thread name: utime + stime in clock ticks}."""
+    out = {}
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+                stat = f.read()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        out[name] = out.get(name, 0) + int(fields[11]) + int(fields[12])
+    return out
+
+
 def redis_pings(port):
     stats = harness.redis_cli(port, "INFO", "commandstats")
     m = re.search(r"cmdstat_ping:calls=(\d+)", stats)
@@ -17,10 +35,13 @@ def redis_pings(port):
 
 
 class LoopPathTest(unittest.TestCase):
+    LOOPS = 1
+
     def setUp(self):
         # A send rate far above the load, so this test measures the path,
         # not the account budget.
-        self.stack = harness.Stack(env={"COMMSGATE_SEND_RATE": "100000"})
+        self.stack = harness.Stack(env={"COMMSGATE_SEND_RATE": "100000",
+                                        "COMMSGATE_LOOPS": str(self.LOOPS)})
         self.stack.wait_serving(self.stack.stubs.health_pb2.HealthCheckResponse.SERVING)
         self.msg = self.stack.stubs.messaging_pb2
 
@@ -33,6 +54,7 @@ class LoopPathTest(unittest.TestCase):
         # first burst and keeps it; after that the count must hold.
         self.fire(500)
         threads_before = harness.thread_count(pid)
+        ticks_before = thread_cpu_ticks(pid)
         for burst in range(2):
             pings_before = redis_pings(self.stack.redis.port)
             sent_before = len(self.sim_requests())
@@ -52,10 +74,19 @@ class LoopPathTest(unittest.TestCase):
             self.assertEqual(len(self.sim_requests()) - sent_before, 500)
             self.assertEqual(peak, threads_before, "threads grew under load")
         self.assertEqual(harness.thread_count(pid), threads_before)
-        # Our own threads: main, the loop, and COMMSGATE_GRPC_THREADS pollers.
+        # Our own threads: main, the loops, and COMMSGATE_GRPC_THREADS pollers.
         names = harness.thread_names(pid)
-        self.assertEqual(names.count("cg-loop"), 1)
+        loops = ["cg-loop"] + ["cg-loop-%d" % i for i in range(1, self.LOOPS)]
+        self.assertEqual(sorted(n for n in names if n.startswith("cg-loop")), sorted(loops))
         self.assertEqual(sum(1 for n in names if n.startswith("cg-cq-")), 2)
+        # Every loop did its share of the 1,000 calls (each is tens of
+        # microseconds of its CPU, so even a tenth of them shows in ticks),
+        # each on a Redis connection of its own.
+        ticks = thread_cpu_ticks(pid)
+        for name in loops:
+            self.assertGreater(ticks[name] - ticks_before.get(name, 0), 0, (name, ticks))
+        clients = harness.redis_cli(self.stack.redis.port, "CLIENT", "LIST").splitlines()
+        self.assertEqual(sum(1 for c in clients if " cmd=client" not in c), self.LOOPS, clients)
 
     def fire(self, n):
         fs = [self.stack.stubs.SendSMS.future(
@@ -130,6 +161,10 @@ class LoopPathTest(unittest.TestCase):
         self.assertEqual(cm.exception.code(), grpc.StatusCode.DEADLINE_EXCEEDED)
         # The daemon stays healthy afterwards.
         self.stack.wait_serving(self.stack.stubs.health_pb2.HealthCheckResponse.SERVING)
+
+
+class TwoLoopsPathTest(LoopPathTest):
+    LOOPS = 2
 
 
 if __name__ == "__main__":

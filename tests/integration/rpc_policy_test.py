@@ -216,6 +216,13 @@ class IdempotencyTest(Base):
         self.assertTrue(r.sid.startswith("SM"))
 
 
+class IdempotencyFourLoopsTest(IdempotencyTest):
+    """The same, with the calls spread over four loops (COMMSGATE_LOOPS),
+    each with its own Redis connection: 50 concurrent calls of one key land
+    on all four, and still one is sent."""
+    ENV = {"COMMSGATE_SEND_RATE": "100000", "COMMSGATE_LOOPS": "4"}
+
+
 class RepeatsAreFreeTest(Base):
     """A repeat answered from its key's record takes a rate slot and a lease
     only for a moment and hands both back: 1,000 of them leave the account's
@@ -421,10 +428,19 @@ class BudgetTest(unittest.TestCase):
     """Two daemons on one Redis share one account send rate."""
 
     def test_two_daemons_share_the_send_rate(self):
+        self.check_shared_rate([{}, {}])
+
+    def test_two_daemons_of_three_loops_share_the_send_rate(self):
+        # Six loops, each its own Redis client: the rate holds across them
+        # as it does across replicas.
+        self.check_shared_rate([{"COMMSGATE_LOOPS": "3"}, {"COMMSGATE_LOOPS": "3"}])
+
+    def check_shared_rate(self, envs):
         redis = harness.start_redis()
         sim = harness.start_sim()
-        env = {"COMMSGATE_SEND_RATE": "5"}
-        daemons = [harness.start_daemon(redis.port, sim.url, extra_env=env) for _ in range(2)]
+        daemons = [harness.start_daemon(redis.port, sim.url,
+                                        extra_env=dict(e, COMMSGATE_SEND_RATE="5"))
+                   for e in envs]
         channels = [grpc.insecure_channel(d.grpc_target) for d in daemons]
         try:
             stubs = [harness.Stubs(c) for c in channels]
@@ -448,7 +464,7 @@ class BudgetTest(unittest.TestCase):
             rcs = [d.stop() for d in daemons]
             sim.stop()
             redis.stop()
-        self.assertEqual(rcs, [0, 0])
+        self.assertEqual(rcs, [0] * len(envs))
 
     def test_over_budget_waits_within_deadline_or_is_refused(self):
         stack = harness.Stack(env={"COMMSGATE_SEND_RATE": "1"})

@@ -249,8 +249,11 @@ static int setup(void **state)
     if (config_load(&cfg, test_env, err, sizeof(err)))
         fail_msg("config: %s", err);
     fx.base = event_base_new();
-    app = (struct app){.cfg = &cfg};
-    assert_int_equal(flow_ctx_new(&app.flows), CG_OK);
+    memset(&app, 0, sizeof(app));
+    app.cfg = &cfg;
+    app.nworkers = 1;
+    app.workers[0].app = &app;
+    assert_int_equal(flow_ctx_new(&app.workers[0].flows), CG_OK);
     call.app = &app;
     call.ms_left = 10000;
     return 0;
@@ -259,9 +262,9 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     fx.on_loop = 1;
-    flow_shutdown(app.flows);
+    flow_shutdown(app.workers[0].flows);
     fx.on_loop = 0;
-    flow_ctx_free(&app.flows);
+    flow_ctx_free(&app.workers[0].flows);
     event_base_free(fx.base);
     return 0;
 }
@@ -418,7 +421,7 @@ static void test_refused_by_policy(void **state)
     assert_int_equal(fx.gives, 1); /* the account take goes back whole */
     assert_int_equal(fx.drops, 1); /* and the key's claim: nothing was sent */
     assert_int_equal(fx.twilio_requests, 0);
-    assert_int_equal(app.flows->refusals[REASON_OPTED_OUT], 1);
+    assert_int_equal(app.workers[0].flows->refusals[REASON_OPTED_OUT], 1);
 }
 
 static void test_repeat_answers_the_stored_outcome(void **state)
@@ -614,12 +617,12 @@ static void test_shutdown_while_holding_a_slot(void **state)
     reply_recipient(POLICY_GO, REASON_NONE);
     reply_account(ACCOUNT_OK, 5000);
     assert_int_equal(the_flow()->state, FLOW_WAITING);
-    flow_shutdown(app.flows);
+    flow_shutdown(app.workers[0].flows);
     assert_int_equal(call.code, GRPC_STATUS_UNAVAILABLE);
     assert_int_equal(call.reason, REASON_SHUTTING_DOWN);
     assert_int_equal(fx.gives, 1);
     assert_int_equal(fx.drops, 1);
-    assert_null(app.flows->waiting);
+    assert_null(app.workers[0].flows->waiting);
 }
 
 static void test_shutdown_while_twilio_has_it(void **state)
@@ -631,7 +634,7 @@ static void test_shutdown_while_twilio_has_it(void **state)
     reply_account(ACCOUNT_OK, 0);
     assert_int_equal(the_flow()->state, FLOW_SENDING);
     fx.on_wire = 1;
-    flow_shutdown(app.flows);
+    flow_shutdown(app.workers[0].flows);
     assert_int_equal(call.code, GRPC_STATUS_UNKNOWN); /* not gRPC's CANCELLED */
     assert_int_equal(call.reason, REASON_OUTCOME_UNKNOWN);
     assert_int_equal(fx.twilio_cancels, 1);
@@ -642,7 +645,7 @@ static void test_shutdown_while_twilio_has_it(void **state)
     assert_int_equal(fx.queued, 2); /* at sending, then due now */
     assert_int_equal(fx.queued_in_ms, 0);
     assert_int_equal(fx.dequeued, 0);
-    assert_null(app.flows->sending);
+    assert_null(app.workers[0].flows->sending);
 }
 
 static void test_shutdown_between_twilio_attempts(void **state)
@@ -653,7 +656,7 @@ static void test_shutdown_between_twilio_attempts(void **state)
     reply_recipient(POLICY_GO, REASON_NONE);
     reply_account(ACCOUNT_OK, 0);
     fx.on_wire = 0; /* a 429 waiting for its retry */
-    flow_shutdown(app.flows);
+    flow_shutdown(app.workers[0].flows);
     assert_int_equal(call.code, GRPC_STATUS_UNAVAILABLE);
     assert_int_equal(call.reason, REASON_SHUTTING_DOWN);
     assert_int_equal(fx.drops, 1);    /* nothing was sent: the key is free */
@@ -664,7 +667,7 @@ static void test_no_twilio_request_starts_after_shutdown(void **state)
 {
     send_sms("+14155550119", "k1");
     deliver();
-    flow_shutdown(app.flows); /* while the decision is in Redis */
+    flow_shutdown(app.workers[0].flows); /* while the decision is in Redis */
     reply_claim(POLICY_GO, REASON_NONE);
     reply_recipient(POLICY_GO, REASON_NONE);
     reply_account(ACCOUNT_OK, 0);

@@ -87,7 +87,7 @@ static int setup(void **state)
         fail_msg("config: %s", err);
     fx.base = event_base_new();
     loop_own_base(fx.base);
-    assert_int_equal(twilio_new(fx.base, &cfg, &tw), 0);
+    assert_int_equal(twilio_new(fx.base, &cfg, NULL, cfg.twilio_concurrency, &tw), 0);
     return 0;
 }
 

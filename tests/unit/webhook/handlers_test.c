@@ -62,21 +62,22 @@ static const char *cmd(const char *a0, const char *a1, const char *a2)
 static int setup(void **state)
 {
     /* A loop that never starts: this test drives its base itself. */
-    assert_int_equal(loop_new(&app.loop), 0);
-    test_redis_open(&rs, loop_base(app.loop));
+    app.nworkers = 1;
+    assert_int_equal(loop_new(&app.workers[0].loop), 0);
+    test_redis_open(&rs, loop_base(app.workers[0].loop));
     cfg.optout_ttl_days = 365;
     cfg.events_maxlen = 1000;
     app.cfg = &cfg;
-    app.redis = rs.r;
-    assert_int_equal(idempotency_new(rs.r, &cfg, &app.idem), 0);
+    app.workers[0].redis = rs.r;
+    assert_int_equal(idempotency_new(rs.r, &cfg, &app.workers[0].idem), 0);
     return 0;
 }
 
 static int teardown(void **state)
 {
     test_redis_close(&rs);
-    idempotency_free(&app.idem);
-    loop_free(&app.loop);
+    idempotency_free(&app.workers[0].idem);
+    loop_free(&app.workers[0].loop);
     return 0;
 }
 
