@@ -66,9 +66,9 @@ static const struct setting settings[] = {
      "(a private CA, tests)"},
     {"COMMSGATE_GRPC_THREADS", "2", K_INT, 0, NUM(grpc_threads), NULL, 1, 64,
      "threads polling the gRPC completion queue"},
-    {"COMMSGATE_LOOPS", "1", K_INT, 0, NUM(loops), NULL, 1, 16,
+    {"COMMSGATE_LOOPS", "0", K_INT, 0, NUM(loops), NULL, 0, 16,
      "event loops, each with its own Redis connection and Twilio connections; a call stays "
-     "on one (raise it with the cores given to commsgate, see docs/PERFORMANCE.md)"},
+     "on one. 0: one per CPU commsgate may run on, at most 4"},
     {"COMMSGATE_LOG_LEVEL", "info", K_LEVEL, 0, NUM(log_level), NULL, 0, 0,
      "debug, info, warn or error"},
     {"COMMSGATE_SHUTDOWN_GRACE_MS", "5000", K_INT, 0, NUM(shutdown_grace_ms), NULL, 0, 600000,

@@ -36,7 +36,7 @@ struct config {
     char twilio_ca_file[512];    /* "" : the system's CA bundle */
 
     int grpc_threads;
-    int loops;                   /* workers (app.h) */
+    int loops;                   /* workers (app.h); 0: one per CPU, at most 4 */
     enum log_level log_level;
     int shutdown_grace_ms;
     int redis_ping_interval_ms;

@@ -247,5 +247,36 @@ class RunningDaemonTest(unittest.TestCase):
         self.assertIn('"signal":"SIGINT"', stack.daemon.output())
 
 
+class LoopsTest(unittest.TestCase):
+    def test_default_is_one_loop_per_cpu_at_most_four(self):
+        want = min(len(os.sched_getaffinity(0)), 4)
+        stack = harness.Stack(with_sim=False)
+        try:
+            stack.wait_serving(stack.stubs.health_pb2.HealthCheckResponse.SERVING)
+            ready = [json.loads(l) for l in stack.daemon.output().splitlines()
+                     if '"event":"ready"' in l]
+            self.assertEqual(ready[0]["loops"], want, ready)
+            names = [n for n in harness.thread_names(stack.daemon.pid)
+                     if n.startswith("cg-loop")]
+            self.assertEqual(len(names), want, names)
+        finally:
+            stack.close()
+
+    def test_one_cpu_means_one_loop(self):
+        # taskset-like: the daemon inherits this affinity.
+        cpu = sorted(os.sched_getaffinity(0))[0]
+        old = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, {cpu})
+        try:
+            stack = harness.Stack(with_sim=False)
+        finally:
+            os.sched_setaffinity(0, old)
+        try:
+            stack.wait_serving(stack.stubs.health_pb2.HealthCheckResponse.SERVING)
+            self.assertIn('"loops":1', stack.daemon.output())
+        finally:
+            stack.close()
+
+
 if __name__ == "__main__":
     unittest.main()
