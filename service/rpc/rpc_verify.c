@@ -55,10 +55,10 @@ static size_t start_respond(struct flow *f, const struct twilio_result *res, uin
                             size_t cap, struct rpc_error *err)
 {
     Commsgate__V1__StartVerificationResponse r = COMMSGATE__V1__START_VERIFICATION_RESPONSE__INIT;
-    json_t *ch = res->json ? json_object_get(res->json, "channel") : NULL;
+    const char *ch = res->channel;
     r.sid = (char *)(res->sid ? res->sid : "");
     r.status = (char *)(res->status ? res->status : "pending");
-    r.channel = ch && json_is_string(ch) ? channel_value(json_string_value(ch)) : f->u.channel;
+    r.channel = ch ? channel_value(ch) : f->u.channel;
     return flow_pack(&r.base, buf, cap);
 }
 

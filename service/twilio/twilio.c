@@ -15,6 +15,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "loop/loop.h"
+#include "twilio/answer.h"
 #include "twilio/http.h"
 
 #define BACKOFF_BASE_MS 100
@@ -195,9 +196,16 @@ static void req_free(struct twilio_req *r)
     free(r);
 }
 
+/* Twilio's answer as read: its fields, and for a read (a list) the tree. */
+struct parsed {
+    struct twilio_answer a;
+    json_t *json;
+};
+
 static void finish(struct twilio_req *r, enum twilio_outcome outcome, long http_status, int code,
-                   const char *message, json_t *json)
+                   const char *message, const struct parsed *p)
 {
+    json_t *json = p ? p->json : NULL;
     char msg[sizeof(r->last_msg)];
     /* message may be r->last_msg, and r is freed before done runs. */
     snprintf(msg, sizeof(msg), "%s", message ? message : "");
@@ -227,10 +235,10 @@ static void finish(struct twilio_req *r, enum twilio_outcome outcome, long http_
             break;
         }
     }
-    if (json) {
-        json_t *sid = json_object_get(json, "sid"), *status = json_object_get(json, "status");
-        res.sid = json_is_string(sid) ? json_string_value(sid) : NULL;
-        res.status = json_is_string(status) ? json_string_value(status) : NULL;
+    if (p) {
+        res.sid = p->a.sid[0] ? p->a.sid : NULL;
+        res.status = p->a.status[0] ? p->a.status : NULL;
+        res.channel = p->a.channel[0] ? p->a.channel : NULL;
     }
     if (outcome != TWILIO_OK)
         log_event(outcome == TWILIO_REFUSED ? LOG_LEVEL_INFO : LOG_LEVEL_WARN, "twilio_failed",
@@ -286,16 +294,10 @@ static void retry_or_fail(struct twilio_req *r, long retry_after_ms)
         finish(r, TWILIO_FAILED, r->last_status, r->last_code, r->last_msg, NULL);
 }
 
-static int json_code(json_t *json)
-{
-    json_t *c = json ? json_object_get(json, "code") : NULL;
-    return json_is_integer(c) ? (int)json_integer_value(c) : 0;
-}
-
 static void on_http(const struct http_result *h, void *data)
 {
     struct twilio_req *r = data;
-    json_t *json = NULL;
+    struct parsed p = {.json = NULL};
     char msg[200];
 
     r->http = NULL;
@@ -309,22 +311,20 @@ static void on_http(const struct http_result *h, void *data)
             finish(r, TWILIO_UNKNOWN, 0, 0, r->last_msg, NULL);
         return;
     }
-    if (h->body_len)
-        json = json_loadb(h->body, h->body_len, 0, NULL);
-    if (json && !json_is_object(json)) {
-        json_decref(json);
-        json = NULL;
-    }
-    int code = json_code(json);
-    json_t *m = json ? json_object_get(json, "message") : NULL;
-    if (json_is_string(m))
-        snprintf(msg, sizeof(msg), "%s", json_string_value(m));
+    /* The fields every answer is read for, without building a tree; a
+     * list read that succeeded is walked by resolve/, so it gets one. */
+    if (h->body_len && twilio_answer_parse(h->body, h->body_len, &p.a) == CG_OK &&
+        is_read(r->api) && h->status >= 200 && h->status < 300)
+        p.json = json_loadb(h->body, h->body_len, 0, NULL);
+    int code = p.a.code;
+    if (p.a.message[0])
+        snprintf(msg, sizeof(msg), "%s", p.a.message);
     else
         snprintf(msg, sizeof(msg), "HTTP %ld", h->status);
 
     if (h->status >= 200 && h->status < 300) {
-        finish(r, TWILIO_OK, h->status, 0, "", json);
-        json_decref(json);
+        finish(r, TWILIO_OK, h->status, 0, "", &p);
+        json_decref(p.json);
         return;
     }
     const struct twilio_error_info *info = twilio_error_lookup(code);
@@ -334,16 +334,12 @@ static void on_http(const struct http_result *h, void *data)
     /* A 429 is retried unless its code says waiting will not help (Verify's
      * 60202/60203 come as 429 too). */
     if ((h->status == 429 && (!info || info->retryable)) || (info && info->retryable) ||
-        (h->status >= 500 && is_read(r->api))) {
-        json_decref(json);
+        (h->status >= 500 && is_read(r->api)))
         retry_or_fail(r, h->retry_after_ms);
-    } else if (h->status >= 500) {
-        finish(r, TWILIO_UNKNOWN, h->status, code, msg, json);
-        json_decref(json);
-    } else {
-        finish(r, TWILIO_REFUSED, h->status, code, msg, json);
-        json_decref(json);
-    }
+    else if (h->status >= 500)
+        finish(r, TWILIO_UNKNOWN, h->status, code, msg, &p);
+    else
+        finish(r, TWILIO_REFUSED, h->status, code, msg, &p);
 }
 
 static void start_attempt(struct twilio_req *r)

@@ -51,8 +51,9 @@ struct twilio_result {
     long http_status;        /* of the last attempt; 0 if none arrived */
     int code;                /* Twilio error code, 0 if none */
     const char *message;     /* Twilio's message or the transport failure; never NULL */
-    json_t *json;            /* the parsed body, or NULL; borrowed */
-    const char *sid, *status;/* from json when present, else NULL; borrowed */
+    json_t *json;            /* a read's (list's) parsed body, or NULL; borrowed */
+    const char *sid, *status;/* the answer's, when present, else NULL; borrowed */
+    const char *channel;     /* Verify's channel, when present, else NULL; borrowed */
     int attempts;
     double elapsed_ms;
     /* FAILED after retryable refusals that outlasted the time: the wait
