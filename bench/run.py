@@ -376,14 +376,25 @@ class Bench:
                 runs[name] = self.load(daemon.grpc_target, smsm, sms, n7, n7, timeout_ms=30000)
                 runs[name]["cpu_us"] = (cpu_s(daemon.pid) - cpu) * 1e6 / max(n7, 1)
                 runs[name]["redis_drops"] = daemon.output().count('"redis_down"')
+                runs[name]["peak_mb"] = peak_mb(daemon.pid)  # a fresh process: its peak is this burst's
                 for p in (daemon, sim, redis):
                     p.stop()
+            # The echo server holding as many calls for 1 s: the memory floor
+            # of 1,000 gRPC calls in flight.
+            e7 = self.echo(delay_ms=1000)
+            time.sleep(0.3)
+            self.load(e7.target, "/bench.Echo/Echo", sms, n7, n7, timeout_ms=30000)
+            echo_peak = peak_mb(e7.pid)
+            e7.stop()
             h, t = runs["http"], runs["https"]
             self.row("7 HTTPS burst of %d, cold, Twilio 1 s" % n7, t, None,
+                     rss=t["peak_mb"], base_rss=echo_peak,
                      note="done in %.2f s, %.2f x the same over HTTP (%.2f s); commsgate CPU "
-                          "%.0f us/request (HTTP %.0f); Redis connection dropped %d times"
+                          "%.0f us/request (HTTP %.0f); peak RSS %.1f MB (HTTP %.1f; the echo "
+                          "server holding %d calls %.1f); Redis connection dropped %d times"
                           % (t["seconds"], t["seconds"] / max(h["seconds"], 1e-9), h["seconds"],
-                             t["cpu_us"], h["cpu_us"], t["redis_drops"]))
+                             t["cpu_us"], h["cpu_us"], t["peak_mb"], h["peak_mb"], n7, echo_peak,
+                             t["redis_drops"]))
             ca.remove()
 
         if "8" in only:
