@@ -40,6 +40,11 @@ struct redis_ctx {
     const void *oldest;
     long long progress_ms;
     int failures; /* consecutive failed attempts, to log the first only */
+    /* redis_after_writes: this turn's waiters, and the event that sends
+     * their PING at the end of the turn. */
+    struct redis_waiter *waiters;
+    struct event *barrier;
+    int barrier_armed;
 };
 
 static long long now_ms(void)
@@ -278,6 +283,47 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+static void tell_waiters(struct redis_waiter *w, int ok)
+{
+    while (w) {
+        struct redis_waiter *next = w->next;
+        w->done(w, ok); /* may free w */
+        w = next;
+    }
+}
+
+static void on_barrier_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    const redisReply *rep = reply;
+    (void)ac;
+    tell_waiters(privdata, rep && rep->type != REDIS_REPLY_ERROR);
+}
+
+/* End of the loop turn: one PING behind everything the turn queued. */
+static void on_barrier(evutil_socket_t fd, short what, void *arg)
+{
+    struct redis_ctx *r = arg;
+    struct redis_waiter *batch = r->waiters;
+    const char *argv[] = {"PING"};
+    (void)fd;
+    (void)what;
+    r->waiters = NULL;
+    r->barrier_armed = 0;
+    if (batch && redis_command_argv(r, on_barrier_reply, batch, 1, argv, NULL))
+        tell_waiters(batch, 0); /* Redis is down: the writes failed too */
+}
+
+void redis_after_writes(struct redis_ctx *r, struct redis_waiter *w)
+{
+    LOOP_ASSERT_OWNER(r->base);
+    w->next = r->waiters;
+    r->waiters = w;
+    if (!r->barrier_armed) {
+        r->barrier_armed = 1;
+        event_active(r->barrier, EV_TIMEOUT, 0);
+    }
+}
+
 int redis_new(struct event_base *base, const struct redis_opts *opts, struct redis_ctx **out)
 {
     struct redis_ctx *r = calloc(1, sizeof(*r));
@@ -288,7 +334,12 @@ int redis_new(struct event_base *base, const struct redis_opts *opts, struct red
     r->server = *opts->server;
     r->opts.server = &r->server;
     r->tick = event_new(base, -1, EV_PERSIST, on_tick, r);
-    if (!r->tick) {
+    r->barrier = event_new(base, -1, 0, on_barrier, r);
+    if (!r->tick || !r->barrier) {
+        if (r->tick)
+            event_free(r->tick);
+        if (r->barrier)
+            event_free(r->barrier);
         free(r);
         return CG_ENOMEM;
     }
@@ -338,6 +389,8 @@ void redis_free(struct redis_ctx **rp)
         return;
     if (r->tick)
         event_free(r->tick);
+    if (r->barrier)
+        event_free(r->barrier);
     if (r->dns_req)
         evdns_getaddrinfo_cancel(r->dns_req);
     if (r->dns)
@@ -346,8 +399,11 @@ void redis_free(struct redis_ctx **rp)
     if (r->ac) {
         redisAsyncContext *ac = r->ac;
         r->ac = NULL;
-        redisAsyncFree(ac);
+        redisAsyncFree(ac); /* a PING in flight tells its waiters */
     }
+    struct redis_waiter *unsent = r->waiters;
+    r->waiters = NULL;
+    tell_waiters(unsent, 0);
     free(r);
     *rp = NULL;
 }

@@ -47,7 +47,25 @@ int redis_command_argv(struct redis_ctx *r, redisCallbackFn *fn, void *privdata,
  * the write was. */
 void redis_on_write(redisAsyncContext *ac, void *reply, void *what);
 
-/* Drops the connection: pending commands' callbacks run with reply NULL.
+/* Waiting until what was written is in Redis: a caller answered after its
+ * send recorded an opt-out, a message's first status or an idempotency
+ * record may ask again at once, on another loop's connection or another
+ * replica's, and must find them. Commands on one connection run in order,
+ * so the reply to a PING sent after them says they ran. */
+struct redis_waiter {
+    struct redis_waiter *next; /* redis.c's */
+    /* ok: every command sent on this connection before the wait was
+     * answered; 0: the connection was lost (they may or may not have run). */
+    void (*done)(struct redis_waiter *w, int ok);
+};
+
+/* Loop thread. w->done is called once, later (never from inside this
+ * call). The waiters of one loop turn share one PING, sent at the end of
+ * the turn, after every command the turn queued. */
+void redis_after_writes(struct redis_ctx *r, struct redis_waiter *w);
+
+/* Drops the connection: pending commands' callbacks run with reply NULL,
+ * and waiters are told (ok 0).
  * Clears *r; NULL is a no-op. */
 void redis_free(struct redis_ctx **r);
 

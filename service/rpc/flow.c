@@ -10,6 +10,7 @@
 #include <event2/http.h>
 #include <openssl/sha.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,7 +73,8 @@ static void send_to_twilio(struct flow *f);
 
 /* --- the state machine's bookkeeping --- */
 
-static const char *const state_names[] = {"PREPARED", "DECIDING", "WAITING", "SENDING", "DONE"};
+static const char *const state_names[] = {"PREPARED", "DECIDING",  "WAITING",
+                                          "SENDING",  "RECORDING", "DONE"};
 
 static int legal(enum flow_state from, enum flow_state to)
 {
@@ -80,10 +82,12 @@ static int legal(enum flow_state from, enum flow_state to)
     case FLOW_PREPARED:
         return to == FLOW_DECIDING || to == FLOW_DONE;
     case FLOW_DECIDING:
-        return to != FLOW_PREPARED;
+        return to != FLOW_PREPARED && to != FLOW_RECORDING;
     case FLOW_WAITING:
         return to == FLOW_DECIDING || to == FLOW_SENDING || to == FLOW_DONE;
     case FLOW_SENDING:
+        return to == FLOW_RECORDING || to == FLOW_DONE;
+    case FLOW_RECORDING:
         return to == FLOW_DONE;
     case FLOW_DONE:
         break;
@@ -175,6 +179,7 @@ static void flow_free(struct flow *f)
         event_free(f->timer);
     free(f->form);
     free(f->claim.repeat);
+    free(f->reply);
     free(f);
 }
 
@@ -338,11 +343,15 @@ static void list_del(struct flow *f)
 }
 
 /* Ends the call with an error; what it holds goes back as `how` says. */
+static void count_refusal(struct flow *f, const struct rpc_error *err)
+{
+    if (reason_name(err->reason))
+        atomic_fetch_add_explicit(&ctx_of(f)->refusals[err->reason], 1, memory_order_relaxed);
+}
+
 static void fail_call(struct flow *f, enum let_go how, const struct rpc_error *err)
 {
-    struct flow_ctx *ctx = ctx_of(f);
-    if (reason_name(err->reason))
-        atomic_fetch_add_explicit(&ctx->refusals[err->reason], 1, memory_order_relaxed);
+    count_refusal(f, err);
     let_go(f, how);
     set_state(f, FLOW_DONE);
     rpc_call_fail(f->call, err);
@@ -816,8 +825,9 @@ static void send_to_twilio(struct flow *f)
 }
 
 /* What Twilio's refusal tells the caller, and what it changes here: data
- * from Twilio's error table, for the actions this family honours. */
-static void twilio_refusal(struct flow *f, const struct twilio_result *res, struct rpc_error *e)
+ * from Twilio's error table, for the actions this family honours. Returns
+ * whether it wrote to Redis. */
+static int twilio_refusal(struct flow *f, const struct twilio_result *res, struct rpc_error *e)
 {
     const struct twilio_error_info *info = twilio_error_for(res->code, res->http_status);
     unsigned act = info ? info->action : TWILIO_ACTION_NONE;
@@ -829,15 +839,20 @@ static void twilio_refusal(struct flow *f, const struct twilio_result *res, stru
     e->reason = REASON_TWILIO_ERROR;
     e->twilio_code = res->code;
     if (!info || (act && !(act & f->kind->twilio_actions)))
-        return;
+        return 0;
     e->reason = info->reason;
     e->retry_after_ms = info->retry_after_ms;
-    if (act == TWILIO_ACTION_OPT_OUT)
+    if (act == TWILIO_ACTION_OPT_OUT) {
         send_policy_opt_out(f->w->redis, f->app->cfg, f->to);
-    else if (act == TWILIO_ACTION_CLOSE_WINDOW)
+        return 1;
+    }
+    if (act == TWILIO_ACTION_CLOSE_WINDOW) {
         send_policy_close_window(f->w->redis, f->to);
-    else if (act == TWILIO_ACTION_NOT_FOUND && f->kind->not_found_fmt)
+        return 1;
+    }
+    if (act == TWILIO_ACTION_NOT_FOUND && f->kind->not_found_fmt)
         snprintf(f->errmsg, sizeof(f->errmsg), f->kind->not_found_fmt, f->to);
+    return 0;
 }
 
 /* Twilio acted: the key's record keeps this answer. */
@@ -874,11 +889,42 @@ static void answer_unknown(struct flow *f, const char *why)
     flow_free(f);
 }
 
+static void on_recorded(struct redis_waiter *w, int ok)
+{
+    struct flow *f = (struct flow *)((char *)w - offsetof(struct flow, recorded));
+    assert_loop(f);
+    if (!ok)
+        log_warn("flow_record_unconfirmed", "%s %s: answered without Redis confirming what "
+                 "Twilio's answer changed (the connection was lost)", f->kind->rpc, f->id);
+    answer_packed(f, f->reply, f->reply_len, &f->reply_err);
+}
+
+/* Twilio answered and that answer was written to Redis on this loop's
+ * connection: the caller hears it once Redis has it. Its next call may go
+ * to another loop or replica and must find the opt-out, the message's
+ * status or the key's record. buf and e are copied. */
+static void answer_recorded(struct flow *f, const uint8_t *buf, size_t len,
+                            const struct rpc_error *e)
+{
+    if (len && !(f->reply = malloc(len))) {
+        answer_packed(f, buf, len, e); /* without the wait, rather than not at all */
+        return;
+    }
+    if (len)
+        memcpy(f->reply, buf, len);
+    f->reply_len = len;
+    f->reply_err = *e;
+    set_state(f, FLOW_RECORDING);
+    f->recorded.done = on_recorded;
+    redis_after_writes(f->w->redis, &f->recorded);
+}
+
 static void on_twilio(const struct twilio_result *res, void *data)
 {
     struct flow *f = data;
     struct rpc_error e = {.retry_after_ms = -1};
     uint8_t buf[RESPONSE_MAX];
+    int wrote = 0;
 
     assert(f->state == FLOW_SENDING);
     list_del(f);
@@ -886,28 +932,34 @@ static void on_twilio(const struct twilio_result *res, void *data)
     switch (res->outcome) {
     case TWILIO_OK: {
         size_t len = f->kind->respond(f, res, buf, sizeof(buf), &e);
-        if (f->kind->tracks_message && res->sid)
+        wrote = (f->held & FLOW_HOLD_CLAIM) != 0;
+        if (f->kind->tracks_message && res->sid) {
             message_status_first(f->w->redis, res->sid, res->status ? res->status : "queued");
+            wrote = 1;
+        }
         struct policy_outcome o = {.code = len ? GRPC_STATUS_OK : (int)e.code,
                                    .body = len ? buf : NULL,
                                    .body_len = len,
                                    .msg = len ? NULL : (char *)e.msg,
                                    .twilio_code = len ? 0 : e.twilio_code};
         settle(f, &o);
-        answer_packed(f, buf, len, &e);
+        if (wrote)
+            answer_recorded(f, buf, len, &e);
+        else
+            answer_packed(f, buf, len, &e);
         return;
     }
     case TWILIO_UNKNOWN:
         answer_unknown(f, res->message);
         return;
     case TWILIO_REFUSED:
-        twilio_refusal(f, res, &e);
+        wrote = twilio_refusal(f, res, &e);
         break;
     case TWILIO_FAILED:
         if (res->http_status) {
             /* Twilio kept refusing (429 and the like) past the deadline:
              * its refusal, with the wait the next attempt needed. */
-            twilio_refusal(f, res, &e);
+            wrote = twilio_refusal(f, res, &e);
             if (e.retry_after_ms < 0)
                 e.retry_after_ms = res->retry_after_ms;
             break;
@@ -921,8 +973,15 @@ static void on_twilio(const struct twilio_result *res, void *data)
         break;
     }
     /* Refused or failed: Twilio did not act, so what the policy reserved
-     * goes back and a repeat of the key may try again. */
-    fail_call(f, LET_GO_REFUSED, &e);
+     * goes back and a repeat of the key may try again. An opt-out, a closed
+     * window or the key given back is written first. */
+    if (!wrote && !(f->held & FLOW_HOLD_CLAIM)) {
+        fail_call(f, LET_GO_REFUSED, &e);
+        return;
+    }
+    count_refusal(f, &e);
+    let_go(f, LET_GO_REFUSED);
+    answer_recorded(f, NULL, 0, &e);
 }
 
 /* --- shutdown --- */

@@ -9,6 +9,10 @@
  *   WAITING   loop: on a timer, for an idempotency key in flight elsewhere,
  *             for the account budget, or for its reserved rate slot
  *   SENDING   loop: the Twilio request (with its retries) in flight
+ *   RECORDING loop: what Twilio's answer changed (an opt-out, the message's
+ *             first status, the key's record) written; the caller is
+ *             answered once Redis has it, so its next call, on any loop or
+ *             replica, finds it
  *   DONE      answered
  *
  * Each RPC family supplies a flow_kind (data: which policy, which Twilio
@@ -23,6 +27,7 @@
 #include "redis/account.h"
 #include "redis/keys.h"
 #include "redis/policy.h"
+#include "redis/redis.h"
 #include "rpc/server.h"
 #include "twilio/errors.h"
 #include "twilio/twilio.h"
@@ -61,7 +66,14 @@ struct flow_kind {
     const char *resolve_api;
 };
 
-enum flow_state { FLOW_PREPARED, FLOW_DECIDING, FLOW_WAITING, FLOW_SENDING, FLOW_DONE };
+enum flow_state {
+    FLOW_PREPARED,
+    FLOW_DECIDING,
+    FLOW_WAITING,
+    FLOW_SENDING,
+    FLOW_RECORDING, /* what Twilio's answer changed is on its way to Redis */
+    FLOW_DONE
+};
 
 /* What a call holds in Redis, each given back by let_go() only. */
 enum flow_hold {
@@ -114,6 +126,10 @@ struct flow {
     int64_t acct_ms;
     struct event *timer;
     struct twilio_req *twilio;          /* SENDING: the request, for shutdown */
+    struct redis_waiter recorded;       /* RECORDING: Redis has the writes */
+    uint8_t *reply;                     /* RECORDING: the packed answer, owned */
+    size_t reply_len;                   /* 0: answer reply_err instead */
+    struct rpc_error reply_err;
     struct flow *list_prev, *list_next; /* on the ctx's list of its state, WAITING or SENDING */
 };
 

@@ -158,6 +158,33 @@ class SmsTest(Base):
         self.assertIn("outcome unknown", e.details())
 
 
+class ReadYourWritesAcrossLoopsTest(Base):
+    """A caller told of what Twilio's answer changed finds it on its next
+    call, whichever loop (each its own Redis connection) takes that call:
+    the answer waits until Redis has the write. Calls alternate between the
+    two loops, so every second call is on the other connection."""
+    ENV = {"COMMSGATE_LOOPS": "2", "COMMSGATE_SEND_RATE": "100000"}
+
+    def test_opt_out_then_next_call_refused_100_times(self):
+        for i in range(100):
+            self.redis("DEL", "cg:{+15005550004}:optout")
+            before = len(self.sim.requests("Messages.json"))
+            e = self.fails(self.s.SendSMS, self.m.SendSMSRequest(to="+15005550004", body="x"),
+                           grpc.StatusCode.FAILED_PRECONDITION)
+            self.assertEqual(harness.trailer(e, "twilio-error-code"), "21610")
+            e = self.fails(self.s.SendSMS, self.m.SendSMSRequest(to="+15005550004", body="y"),
+                           grpc.StatusCode.FAILED_PRECONDITION)
+            self.assertIsNone(harness.trailer(e, "twilio-error-code"), "round %d" % i)
+            self.assertEqual(len(self.sim.requests("Messages.json")) - before, 1, "round %d" % i)
+
+    def test_sent_then_get_message_finds_it_100_times(self):
+        for i in range(100):
+            r = self.s.SendSMS(self.m.SendSMSRequest(to="+14155550100", body="m%d" % i),
+                               timeout=5)
+            got = self.s.GetMessage(self.m.GetMessageRequest(sid=r.sid), timeout=5)
+            self.assertEqual(got.sid, r.sid, "round %d" % i)
+
+
 class IdempotencyTest(Base):
     ENV = {"COMMSGATE_SEND_RATE": "100000"}
 

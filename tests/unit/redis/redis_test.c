@@ -252,6 +252,62 @@ static void test_free_fails_pending(void **state)
     test_redis_stop(pid);
 }
 
+struct waiter {
+    struct redis_waiter w;
+    struct fixture *f;
+    int calls, ok, replies_then;
+};
+
+static void on_waited(struct redis_waiter *rw, int ok)
+{
+    struct waiter *w = (struct waiter *)rw;
+    w->calls++;
+    w->ok = ok;
+    w->replies_then = w->f->replies;
+}
+
+/* redis_after_writes: a waiter hears only after every command sent before
+ * it was answered; the waiters of one turn share the wait; none is told
+ * from inside the call; a lost or freed connection tells them, not ok. */
+static void test_after_writes(void **state)
+{
+    struct fixture f;
+    struct waiter a = {.w.done = on_waited, .f = &f}, b = a, c = a, d = a;
+    int done = 0;
+    int port = test_free_port();
+    pid_t pid = test_redis_start(port, NULL);
+    open_fixture(&f, port, NULL);
+    run_until(&f, &f.up, 1, 5000);
+    const char *incr[] = {"INCR", "cg:{t}:n"};
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(redis_command_argv(f.r, on_reply, &f, 2, incr, NULL), CG_OK);
+    redis_after_writes(f.r, &a.w);
+    redis_after_writes(f.r, &b.w);
+    assert_int_equal(a.calls + b.calls, 0);
+    while (a.calls + b.calls < 2 && done++ < 1000)
+        event_base_loop(f.base, EVLOOP_ONCE);
+    assert_int_equal(a.calls, 1);
+    assert_int_equal(b.calls, 1);
+    assert_true(a.ok && b.ok);
+    assert_int_equal(a.replies_then, 3); /* the writes' replies came first */
+    assert_int_equal(b.replies_then, 3);
+
+    redis_after_writes(f.r, &c.w); /* never sent: freed first */
+    close_fixture(&f);
+    assert_int_equal(c.calls, 1);
+    assert_int_equal(c.ok, 0);
+
+    /* Redis gone: told at the end of the turn, not ok. */
+    test_redis_stop(pid);
+    open_fixture(&f, port, NULL);
+    redis_after_writes(f.r, &d.w);
+    assert_int_equal(d.calls, 0);
+    event_base_loop(f.base, EVLOOP_ONCE);
+    assert_int_equal(d.calls, 1);
+    assert_int_equal(d.ok, 0);
+    close_fixture(&f);
+}
+
 /* A host name goes through the asynchronous resolver, not getaddrinfo
  * inline (docker-compose's REDIS_URL is redis://redis:6379). */
 static void test_hostname_is_resolved(void **state)
@@ -282,6 +338,7 @@ int main(void)
         cmocka_unit_test(test_busy_loop_keeps_a_healthy_connection),
         cmocka_unit_test(test_password),
         cmocka_unit_test(test_free_fails_pending),
+        cmocka_unit_test(test_after_writes),
         cmocka_unit_test(test_hostname_is_resolved),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -53,6 +53,9 @@ static struct {
     int unknowns, queued, dequeued; /* resolve/'s part */
     int64_t queued_in_ms;
     const char *claim_api;
+    struct redis_waiter *waiter; /* the answer waits for Redis to confirm */
+    int barriers;
+    int hold_barrier; /* reply_twilio leaves the waiter to the test */
 } fx;
 
 static struct config cfg;
@@ -191,6 +194,12 @@ void resolve_queue_add(struct resolve_queue *q, const char *key, int64_t in_ms,
 }
 void resolve_queue_done(struct resolve_queue *q, const char *key) { fx.dequeued++; }
 void policy_reload(struct redis_ctx *r) { fx.reloads++; }
+void redis_after_writes(struct redis_ctx *r, struct redis_waiter *w)
+{
+    assert_null(fx.waiter);
+    fx.waiter = w;
+    fx.barriers++;
+}
 void message_status_first(struct redis_ctx *r, const char *sid, const char *status)
 {
     fx.firsts++;
@@ -339,6 +348,16 @@ static void reply_account(enum account_result res, int64_t ms)
     req->done(req, res, ms);
 }
 
+/* Redis answers the PING behind what the flow wrote (ok), or the
+ * connection is lost (0). */
+static void redis_confirms(int ok)
+{
+    struct redis_waiter *w = fx.waiter;
+    assert_non_null(w);
+    fx.waiter = NULL;
+    w->done(w, ok);
+}
+
 static void reply_twilio_waiting(enum twilio_outcome outcome, int code, long http_status,
                                  int64_t retry_after_ms)
 {
@@ -352,6 +371,10 @@ static void reply_twilio_waiting(enum twilio_outcome outcome, int code, long htt
                                 .status = outcome == TWILIO_OK ? "queued" : NULL};
     assert_int_equal(fx.twilio_requests > 0, 1);
     fx.twilio_done(&res, fx.twilio_data);
+    if (fx.waiter && !fx.hold_barrier) {
+        assert_int_equal(call.answered, 0); /* not before Redis has the writes */
+        redis_confirms(1);
+    }
 }
 
 static void reply_twilio(enum twilio_outcome outcome, int code, long http_status)
@@ -695,6 +718,56 @@ static void test_twilio_refused_opts_out(void **state)
     assert_int_equal(fx.gives, 0);
 }
 
+/* The caller hears of the opt-out only once Redis has it: its next send,
+ * on any loop or replica, must be refused without asking Twilio. */
+static void test_answer_waits_for_redis_to_have_the_opt_out(void **state)
+{
+    send_sms("+14155550112", NULL);
+    deliver();
+    reply_recipient(POLICY_GO, REASON_NONE);
+    reply_account(ACCOUNT_OK, 0);
+    fx.hold_barrier = 1;
+    reply_twilio(TWILIO_REFUSED, 21610, 400);
+    assert_int_equal(fx.opt_outs, 1);
+    assert_int_equal(fx.barriers, 1);
+    assert_int_equal(call.answered, 0);
+    assert_int_equal(the_flow()->state, FLOW_RECORDING);
+    assert_int_equal(the_flow()->held, 0); /* given back already */
+    redis_confirms(1);
+    assert_int_equal(call.answered, 1);
+    assert_int_equal(call.reason, REASON_OPTED_OUT);
+}
+
+/* The message's first status (GetMessage) likewise; a lost connection
+ * still answers, with what Twilio said. */
+static void test_sent_answer_waits_for_its_status(void **state)
+{
+    send_sms("+14155550113", NULL);
+    deliver();
+    reply_recipient(POLICY_GO, REASON_NONE);
+    reply_account(ACCOUNT_OK, 0);
+    fx.hold_barrier = 1;
+    reply_twilio(TWILIO_OK, 0, 201);
+    assert_int_equal(fx.firsts, 1);
+    assert_int_equal(call.answered, 0);
+    redis_confirms(0);
+    assert_int_equal(call.answered, 1);
+    assert_int_equal(call.code, GRPC_STATUS_OK);
+    assert_true(call.body_len > 0);
+}
+
+/* Nothing written: answered at once. */
+static void test_refusal_that_writes_nothing_answers_at_once(void **state)
+{
+    start_verification("+14155550115");
+    deliver();
+    reply_recipient(POLICY_GO, REASON_NONE);
+    reply_account(ACCOUNT_OK, 0);
+    reply_twilio(TWILIO_REFUSED, 60200, 400);
+    assert_int_equal(fx.barriers, 0);
+    assert_int_equal(call.answered, 1);
+}
+
 static void test_twilio_failed(void **state)
 {
     send_sms("+14155550112", "k1");
@@ -883,6 +956,9 @@ int main(void)
         T(test_shutdown_between_twilio_attempts),
         T(test_no_twilio_request_starts_after_shutdown),
         T(test_twilio_refused_opts_out),
+        T(test_answer_waits_for_redis_to_have_the_opt_out),
+        T(test_sent_answer_waits_for_its_status),
+        T(test_refusal_that_writes_nothing_answers_at_once),
         T(test_twilio_failed),
         T(test_twilio_429_past_the_deadline),
         T(test_twilio_outcome_unknown),
