@@ -25,7 +25,7 @@ static int in_list(const char *word, const char *const *list)
     return 0;
 }
 
-enum inbound_keyword inbound_keyword(const char *body, const char *opt_out_type)
+enum inbound_keyword inbound_keyword(const char *body, size_t n, const char *opt_out_type)
 {
     char word[16];
     if (opt_out_type && *opt_out_type) {
@@ -38,13 +38,14 @@ enum inbound_keyword inbound_keyword(const char *body, const char *opt_out_type)
     }
     if (!body)
         return INBOUND_NONE;
-    while (isspace((unsigned char)*body))
+    while (n && isspace((unsigned char)*body)) {
         body++;
-    size_t n = strlen(body);
+        n--;
+    }
     while (n && isspace((unsigned char)body[n - 1]))
         n--;
-    if (n == 0 || n >= sizeof(word))
-        return INBOUND_NONE;
+    if (n == 0 || n >= sizeof(word) || memchr(body, 0, n))
+        return INBOUND_NONE; /* "STOP\0please ..." is not the word STOP */
     for (size_t i = 0; i < n; i++)
         word[i] = (char)toupper((unsigned char)body[i]);
     word[n] = '\0';

@@ -13,10 +13,11 @@ struct redis_ctx;
 
 enum inbound_keyword { INBOUND_NONE, INBOUND_STOP, INBOUND_START, INBOUND_HELP };
 
-/* The keyword of a message: the whole body, trimmed, any case, from Twilio's
- * default lists; or Twilio's OptOutType when Advanced Opt-Out sets it.
- * Either may be NULL. Any thread. */
-enum inbound_keyword inbound_keyword(const char *body, const char *opt_out_type);
+/* The keyword of a message: the whole body (len bytes; one holding a NUL is
+ * no keyword), trimmed, any case, from Twilio's default lists; or Twilio's
+ * OptOutType when Advanced Opt-Out sets it. Either may be NULL. Any
+ * thread. */
+enum inbound_keyword inbound_keyword(const char *body, size_t len, const char *opt_out_type);
 /* "stop", "start", "help" or "". */
 const char *inbound_keyword_name(enum inbound_keyword k);
 

@@ -28,6 +28,7 @@
 #include "redis/resolve_queue.h"
 #include "redis/send_policy.h"
 #include "redis/verify_limits.h"
+#include "rpc/wire_strings.h"
 #include "twilio/form.h"
 
 /* Time kept back from the caller's deadline to answer it. */
@@ -188,6 +189,23 @@ static void flow_task(struct loop_task *task)
     run_round(rpc_call_get_data(rpc_call_from_task(task)));
 }
 
+/* Queue thread: answers INVALID_ARGUMENT (and returns 1) when a string
+ * field's bytes hold a NUL, which protobuf-c would have cut the string at. */
+int flow_refuse_nul(struct rpc_call *call, const ProtobufCMessageDescriptor *desc,
+                    const uint8_t *req, size_t len)
+{
+    char field[128], msg[200];
+    int rc = wire_strings_nul(desc, req, len, field, sizeof(field));
+    if (rc == 0)
+        return 0;
+    if (rc > 0)
+        snprintf(msg, sizeof(msg), "%s: must not contain a NUL character", field);
+    else
+        snprintf(msg, sizeof(msg), "not a valid %s", desc->short_name);
+    rpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT, msg, NULL);
+    return 1;
+}
+
 void flow_handle(struct rpc_call *call, const uint8_t *req, size_t len,
                  const struct flow_kind *kind, const ProtobufCMessageDescriptor *desc,
                  flow_prepare_fn *prepare)
@@ -203,6 +221,8 @@ void flow_handle(struct rpc_call *call, const uint8_t *req, size_t len,
         rpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT, msg, NULL);
         return;
     }
+    if (flow_refuse_nul(call, desc, req, len))
+        goto done;
     f = flow_new(call, kind);
     if (f) {
         err.msg = f->errmsg;
@@ -217,6 +237,7 @@ void flow_handle(struct rpc_call *call, const uint8_t *req, size_t len,
             loop_post(f->w->loop, rpc_call_task(f->call));
         }
     }
+done:
     protobuf_c_message_free_unpacked(m, NULL);
 }
 

@@ -133,6 +133,11 @@ struct flow {
     struct flow *list_prev, *list_next; /* on the ctx's list of its state, WAITING or SENDING */
 };
 
+/* Queue thread: answers INVALID_ARGUMENT and returns 1 when one of the
+ * request's string fields holds a NUL (rpc/wire_strings.h); else 0. */
+int flow_refuse_nul(struct rpc_call *call, const ProtobufCMessageDescriptor *desc,
+                    const uint8_t *req, size_t len);
+
 /* The shared state of one worker's flows (app.h), owned by the app: the
  * worker's id prefix, the lists of waiting and sending flows, shutdown, and
  * the refusal counters. */

@@ -12,6 +12,7 @@
 #include "commsgate/v1/messaging.pb-c.h"
 #include "loop/loop.h"
 #include "redis/message_status.h"
+#include "rpc/flow.h"
 
 struct lookup {
     struct message_status_get_req get; /* first: the request is the lookup */
@@ -75,6 +76,8 @@ static void on_call(struct rpc_call *call, const uint8_t *req, size_t len)
         rpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT, "not a valid GetMessageRequest", NULL);
         return;
     }
+    if (flow_refuse_nul(call, &commsgate__v1__get_message_request__descriptor, req, len))
+        goto done;
     if (!valid_sid(r->sid)) {
         rpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT,
                         "sid: a message SID, SM or MM followed by 32 hex digits", NULL);

@@ -2,6 +2,7 @@
 #include "webhook/events.h"
 
 #include <stdio.h>
+#include <string.h>
 #include <time.h>
 
 #include "app.h"
@@ -13,10 +14,11 @@
 
 #define MAX_FIELDS 24
 
-int events_append(struct app *app, const char **fields, int nfields, redisCallbackFn *fn,
-                  void *privdata)
+int events_append(struct app *app, const char **fields, const size_t *lens, int nfields,
+                  redisCallbackFn *fn, void *privdata)
 {
     const char *argv[6 + MAX_FIELDS + 2];
+    size_t argvlen[6 + MAX_FIELDS + 2];
     char maxlen[24], at[24], ttl[16];
     struct timespec ts;
     int argc = 0;
@@ -37,7 +39,10 @@ int events_append(struct app *app, const char **fields, int nfields, redisCallba
         argv[argc++] = fields[i] ? fields[i] : "";
     argv[argc++] = "at";
     argv[argc++] = at;
-    int rc = redis_command_argv(app_home(app)->redis, fn, privdata, argc, argv, NULL);
+    for (int i = 0; i < argc; i++)
+        argvlen[i] = lens && i >= 6 && i < 6 + nfields && fields[i - 6] ? lens[i - 6]
+                                                                        : strlen(argv[i]);
+    int rc = redis_command_argv(app_home(app)->redis, fn, privdata, argc, argv, argvlen);
     if (rc)
         return rc;
     snprintf(ttl, sizeof(ttl), "%d", EVENTS_TTL_S);

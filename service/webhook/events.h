@@ -11,9 +11,10 @@ struct app;
 #define EVENTS_TTL_S 604800
 
 /* XADD cg:events MAXLEN ~ COMMSGATE_EVENTS_MAXLEN * field value... plus an
- * "at" field (unix ms). fn gets the XADD reply; CG_EREDIS at once if Redis
- * is down (fn not called). */
-int events_append(struct app *app, const char **fields, int nfields, redisCallbackFn *fn,
-                  void *privdata);
+ * "at" field (unix ms). lens: each field's length, or NULL for C strings
+ * (a message's Body may hold a NUL). fn gets the XADD reply; CG_EREDIS at
+ * once if Redis is down (fn not called). */
+int events_append(struct app *app, const char **fields, const size_t *lens, int nfields,
+                  redisCallbackFn *fn, void *privdata);
 
 #endif

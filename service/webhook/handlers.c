@@ -77,9 +77,10 @@ static void on_appended(redisAsyncContext *ac, void *reply, void *privdata)
     reply_done(w);
 }
 
-static void append_or_fail(struct webhook_req *w, const char **fields, int nfields)
+static void append_or_fail(struct webhook_req *w, const char **fields, const size_t *lens,
+                           int nfields)
 {
-    if (events_append(w->app, fields, nfields, on_appended, w))
+    if (events_append(w->app, fields, lens, nfields, on_appended, w))
         fail_503(w, "Redis is unreachable");
 }
 
@@ -157,7 +158,7 @@ static void on_status_applied(redisAsyncContext *ac, void *reply, void *privdata
                             "status", status, "error_code", param_or_empty(w, "ErrorCode"),
                             "from", param_or_empty(w, "From"), "to", param_or_empty(w, "To"),
                             "applied", applied == POLICY_APPLIED_NEW ? "1" : "0"};
-    append_or_fail(w, fields, 14);
+    append_or_fail(w, fields, NULL, 14);
 }
 
 void handlers_message_status(struct webhook_req *w)
@@ -192,12 +193,18 @@ static void on_inbound_applied(redisAsyncContext *ac, void *reply, void *privdat
     else if (w->keyword == INBOUND_HELP)
         m->help++;
     const char *media = webhook_param(w, "NumMedia");
+    size_t body_len;
+    const char *body = webhook_param_len(w, "Body", &body_len);
     const char *fields[] = {"type", "inbound_message", "sid", webhook_param(w, "MessageSid"),
                             "channel", w->whatsapp ? "whatsapp" : "sms",
                             "from", webhook_param(w, "From"), "to", param_or_empty(w, "To"),
-                            "body", param_or_empty(w, "Body"), "num_media", media ? media : "0",
+                            "body", body ? body : "", "num_media", media ? media : "0",
                             "keyword", inbound_keyword_name(w->keyword)};
-    append_or_fail(w, fields, 16);
+    size_t lens[16];
+    for (int i = 0; i < 16; i++)
+        lens[i] = fields[i] ? strlen(fields[i]) : 0;
+    lens[11] = body_len; /* by length: it may hold a NUL */
+    append_or_fail(w, fields, lens, 16);
 }
 
 void handlers_inbound(struct webhook_req *w)
@@ -218,9 +225,10 @@ void handlers_inbound(struct webhook_req *w)
         return;
     }
     /* Keywords act on SMS: a WhatsApp "STOP" is Meta's to handle. */
+    size_t body_len;
+    const char *body = webhook_param_len(w, "Body", &body_len);
     w->keyword = w->whatsapp ? INBOUND_NONE
-                             : inbound_keyword(webhook_param(w, "Body"),
-                                               webhook_param(w, "OptOutType"));
+                             : inbound_keyword(body, body_len, webhook_param(w, "OptOutType"));
     if (inbound_apply(app_home(w->app)->redis, w->app->cfg, number, w->dedupe, w->keyword, w->whatsapp,
                       on_inbound_applied, w))
         fail_503(w, "Redis is unreachable");
@@ -245,7 +253,7 @@ static void on_call_seen(redisAsyncContext *ac, void *reply, void *privdata)
                             "status", webhook_param(w, "CallStatus"),
                             "duration", param_or_empty(w, "CallDuration"),
                             "from", param_or_empty(w, "From"), "to", param_or_empty(w, "To")};
-    append_or_fail(w, fields, 12);
+    append_or_fail(w, fields, NULL, 12);
 }
 
 void handlers_call_status(struct webhook_req *w)

@@ -86,18 +86,30 @@ void webhook_reply(struct webhook_req *w, int status, const char *ctype, const c
     req_free(w);
 }
 
+const char *webhook_param_len(const struct webhook_req *w, const char *name, size_t *len)
+{
+    for (size_t i = 0; i < w->nparams; i++) {
+        if (strcmp(w->params[i].name, name) == 0) {
+            if (len)
+                *len = w->params[i].vlen;
+            return w->params[i].value;
+        }
+    }
+    if (len)
+        *len = 0;
+    return NULL;
+}
+
 const char *webhook_param(const struct webhook_req *w, const char *name)
 {
-    for (size_t i = 0; i < w->nparams; i++)
-        if (strcmp(w->params[i].name, name) == 0)
-            return w->params[i].value;
-    return NULL;
+    return webhook_param_len(w, name, NULL);
 }
 
 struct collect {
     struct webhook_req *w;
     char *next;
     int overflow;
+    int nul; /* a decoded NUL where none belongs */
 };
 
 static void collect_param(const char *name, size_t nl, const char *value, size_t vl, void *data)
@@ -109,6 +121,10 @@ static void collect_param(const char *name, size_t nl, const char *value, size_t
         return;
     }
     struct signature_param *p = &w->params[w->nparams++];
+    /* Names, SIDs, numbers and statuses never hold a NUL; a message's Body,
+     * which its sender wrote, may, and is kept whole (by length). */
+    if (memchr(name, 0, nl) || (memchr(value, 0, vl) && !(nl == 4 && !memcmp(name, "Body", 4))))
+        c->nul = 1;
     memcpy(c->next, name, nl);
     c->next[nl] = '\0';
     p->name = c->next;
@@ -190,6 +206,11 @@ static int on_webhook(struct webhook_ctx *ctx, struct evhttp_request *req, enum 
             return refuse(ctx, req, r, 400, "malformed form body");
         }
         valid = signature_valid(cfg->auth_token, url, w->params, w->nparams, sig);
+        if (valid && c.nul) {
+            free(scratch);
+            req_free(w);
+            return refuse(ctx, req, r, 400, "a parameter holds a NUL byte");
+        }
     }
     free(scratch);
     if (!valid) {

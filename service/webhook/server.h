@@ -42,6 +42,9 @@ void webhook_free(struct webhook_ctx **w);
 
 /* The value of a parameter, or NULL. */
 const char *webhook_param(const struct webhook_req *w, const char *name);
+/* The same with its length: a Body may hold a NUL (every other parameter
+ * with one was refused with 400), so it is read by length. */
+const char *webhook_param_len(const struct webhook_req *w, const char *name, size_t *len);
 /* Answers and frees w (also when the client has gone). */
 void webhook_reply(struct webhook_req *w, int status, const char *content_type, const char *body);
 

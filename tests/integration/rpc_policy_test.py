@@ -80,6 +80,24 @@ class SmsTest(Base):
         self.assertEqual(cm.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
         self.assertIn("UTF-8", cm.exception.details())
 
+    def test_a_nul_in_any_string_is_refused_and_nothing_sent(self):
+        # protobuf-c would cut each of these at the NUL: "Hi" sent, OK told.
+        cases = [
+            (self.s.SendSMS, self.m.SendSMSRequest(to="+14155550100", body="Hi\x00 secret"), "body"),
+            (self.s.SendSMS, self.m.SendSMSRequest(to="+14155550100\x00+1999", body="x"), "to"),
+            (self.s.SendWhatsApp, self.m.SendWhatsAppRequest(
+                to="+14155550100", content_sid="HX" + "0" * 32,
+                content_variables={"1": "Jo\x00hn"}), "content_variables.value"),
+            (self.s.PlaceCall, self.m.PlaceCallRequest(
+                to="+14155550100", say=self.m.Say(text="hello\x00world")), "say.text"),
+            (self.s.SendSMS, self.m.SendSMSRequest(to="+14155550100", body="x",
+                                                   idempotency_key="k\x00"), "idempotency_key"),
+        ]
+        for call, req, field in cases:
+            e = self.fails(call, req, grpc.StatusCode.INVALID_ARGUMENT)
+            self.assertEqual(e.details(), "%s: must not contain a NUL character" % field)
+        self.assertEqual(self.sim.requests(), [])
+
     def test_opt_out_from_twilio_21610_then_refused_without_request(self):
         e = self.fails(self.s.SendSMS, self.m.SendSMSRequest(to="+15005550004", body="x"),
                        grpc.StatusCode.FAILED_PRECONDITION)

@@ -155,6 +155,23 @@ class KeywordTest(Base):
         self.assertEqual(self.inbound("+14155550111", "Start")[0], 200)
         self.s.SendSMS(self.m.SendSMSRequest(to="+14155550111", body="welcome back"), timeout=5)
 
+    def test_a_nul_in_body_is_kept_and_is_no_keyword(self):
+        # "STOP\0please do not..." must not opt the sender out, and the
+        # events stream keeps the whole body, not "STOP".
+        self.assertEqual(self.inbound("+14155550112", "STOP\x00please do not stop")[0], 200)
+        self.s.SendSMS(self.m.SendSMSRequest(to="+14155550112", body="still here"), timeout=5)
+        self.assertIn("STOP\x00please do not stop", self.events())
+        self.assertEqual(self.redis("EXISTS", "cg:{+14155550112}:optout").strip(), "0")
+
+    def test_a_nul_in_any_other_parameter_is_400(self):
+        before = self.events()
+        status, _, text = self.inbound("+14155550113\x00", "STOP")
+        self.assertEqual(status, 400, text)
+        status, _, text = self.inbound("+14155550113", "STOP", OptOutType="STOP\x00")
+        self.assertEqual(status, 400, text)
+        self.assertEqual(self.events(), before)
+        self.assertEqual(self.redis("EXISTS", "cg:{+14155550113}:optout").strip(), "0")
+
     def test_every_keyword(self):
         for i, word in enumerate(("STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT",
                                   "OPTOUT", "REVOKE")):

@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
+#include <string.h>
 
 #include "redis/inbound.h"
 
@@ -20,17 +21,23 @@ static void test_keywords(void **state)
         {"STOPSTOPSTOPSTOPSTOP", INBOUND_NONE}, {"st op", INBOUND_NONE},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
-        if (inbound_keyword(cases[i].body, NULL) != cases[i].want)
-            fail_msg("'%s' read as %d", cases[i].body, inbound_keyword(cases[i].body, NULL));
-    assert_int_equal(inbound_keyword(NULL, NULL), INBOUND_NONE);
+        if (inbound_keyword(cases[i].body, strlen(cases[i].body), NULL) != cases[i].want)
+            fail_msg("'%s' read as %d", cases[i].body,
+                     inbound_keyword(cases[i].body, strlen(cases[i].body), NULL));
+    /* By length: a NUL inside makes it no keyword, at any place. */
+    assert_int_equal(inbound_keyword("STOP\0please do not", 19, NULL), INBOUND_NONE);
+    assert_int_equal(inbound_keyword("STOP\0", 5, NULL), INBOUND_NONE);
+    assert_int_equal(inbound_keyword(" stop ", 6, NULL), INBOUND_STOP);
+    assert_int_equal(inbound_keyword("STOPPED", 4, NULL), INBOUND_STOP); /* only len bytes */
+    assert_int_equal(inbound_keyword(NULL, 0, NULL), INBOUND_NONE);
 }
 
 static void test_opt_out_type_wins(void **state)
 {
-    assert_int_equal(inbound_keyword("please stop texting", "STOP"), INBOUND_STOP);
-    assert_int_equal(inbound_keyword("STOP", "start"), INBOUND_START);
-    assert_int_equal(inbound_keyword("hi", "HELP"), INBOUND_HELP);
-    assert_int_equal(inbound_keyword("STOP", ""), INBOUND_STOP);
+    assert_int_equal(inbound_keyword("please stop texting", 19, "STOP"), INBOUND_STOP);
+    assert_int_equal(inbound_keyword("STOP", 4, "start"), INBOUND_START);
+    assert_int_equal(inbound_keyword("hi", 2, "HELP"), INBOUND_HELP);
+    assert_int_equal(inbound_keyword("STOP", 4, ""), INBOUND_STOP);
 }
 
 static void test_names(void **state)

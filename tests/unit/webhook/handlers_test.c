@@ -28,12 +28,23 @@ static struct webhook_metrics metrics;
 static int replied, reply_status;
 static char reply_type[32];
 
+const char *webhook_param_len(const struct webhook_req *w, const char *name, size_t *len)
+{
+    for (size_t i = 0; i < w->nparams; i++) {
+        if (strcmp(w->params[i].name, name) == 0) {
+            if (len)
+                *len = w->params[i].vlen;
+            return w->params[i].value;
+        }
+    }
+    if (len)
+        *len = 0;
+    return NULL;
+}
+
 const char *webhook_param(const struct webhook_req *w, const char *name)
 {
-    for (size_t i = 0; i < w->nparams; i++)
-        if (strcmp(w->params[i].name, name) == 0)
-            return w->params[i].value;
-    return NULL;
+    return webhook_param_len(w, name, NULL);
 }
 
 void webhook_reply(struct webhook_req *w, int status, const char *content_type, const char *body)
@@ -100,7 +111,9 @@ static int hook(void (*handler)(struct webhook_req *), const char *route,
     w->query = query;
     for (size_t i = 0; i < n; i++) {
         w->params[i].name = kv[2 * i];
+        w->params[i].nlen = strlen(kv[2 * i]);
         w->params[i].value = kv[2 * i + 1];
+        w->params[i].vlen = strlen(kv[2 * i + 1]);
     }
     w->nparams = n;
     replied = 0;
