@@ -364,6 +364,11 @@ static int check_value(const struct setting *s, struct config *cfg, const char *
         if (s->secret)
             snprintf(errbuf, errlen, "config: %s: expected %s (value not shown: secret)",
                      s->name, want);
+        else if (s->kind == K_SID)
+            /* A token pasted into a SID setting by mistake must not be logged. */
+            snprintf(errbuf, errlen,
+                     "config: %s: expected %s (value not shown: it may be a credential)",
+                     s->name, want);
         else
             snprintf(errbuf, errlen, "config: %s=%s: expected %s", s->name, v, want);
         return CG_ECONFIG;

@@ -128,3 +128,46 @@ int text_is_https_url(const char *s)
             return 0;
     return 1;
 }
+
+const char *text_mask_recipient(const char *in, char *out, size_t cap)
+{
+    size_t n = 0, len;
+    const char *at;
+
+    if (!cap)
+        return out;
+    if (!in)
+        in = "";
+#define PUT(c)                                                                                     \
+    do {                                                                                           \
+        if (n + 1 < cap)                                                                           \
+            out[n++] = (c);                                                                        \
+    } while (0)
+    if (strncmp(in, "whatsapp:", 9) == 0) {
+        for (int i = 0; i < 9; i++)
+            PUT(in[i]);
+        in += 9;
+    }
+    len = strlen(in);
+    if (text_is_e164(in)) {
+        size_t digits = len - 1;
+        PUT('+');
+        for (size_t i = 0; i < digits; i++)
+            PUT(digits > 6 && (i < 2 || i >= digits - 2) ? in[1 + i]
+                : digits <= 6 && i >= digits - 2    ? in[1 + i]
+                                                    : '*');
+    } else if ((at = strchr(in, '@')) && at > in && at[1]) {
+        PUT(in[0]);
+        PUT('*');
+        PUT('*');
+        PUT('*');
+        for (const char *p = at; *p; p++)
+            PUT(*p);
+    } else {
+        for (size_t i = 0; i < len && i < 16; i++)
+            PUT('*');
+    }
+#undef PUT
+    out[n] = '\0';
+    return out;
+}

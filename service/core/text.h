@@ -20,5 +20,11 @@ size_t text_utf8_next(const char *s, unsigned *cp);
 int text_xml_escape(const char *in, char *out, size_t outlen, size_t *written);
 /* An absolute https:// URL with a host and no spaces or control characters. */
 int text_is_https_url(const char *s);
+/* A recipient as logs and caller-facing errors show it, one way everywhere:
+ * an E.164 number keeps '+', its first two and last two digits
+ * (+14*******00), an email its first character and domain (j***@example.com),
+ * a "whatsapp:" prefix is kept; anything else is all stars. out always
+ * NUL-terminated; returns out. */
+const char *text_mask_recipient(const char *in, char *out, size_t cap);
 
 #endif

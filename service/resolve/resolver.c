@@ -213,8 +213,10 @@ static void on_page(const struct twilio_result *res, void *data)
     j->twilio = NULL;
     j->pages++;
     if (res->outcome != TWILIO_OK) {
-        log_warn("resolve_failed", "%s: Twilio's list could not be read (%s); trying again",
-                 j->key, res->message);
+        log_warn("resolve_failed",
+                 "%s: Twilio's list could not be read (HTTP %ld, code %d%s%s); trying again",
+                 j->key, res->http_status, res->code, res->http_status ? "" : ": ",
+                 res->http_status ? "" : res->message); /* Twilio's own text is not logged */
         later(j, AGAIN_MAX_MS, RESULT_FAILED);
         return;
     }

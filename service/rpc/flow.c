@@ -22,6 +22,7 @@
 #include "core/config.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "core/text.h"
 #include "loop/loop.h"
 #include "redis/message_status.h"
 #include "redis/idempotency.h"
@@ -554,7 +555,8 @@ static void refusal_message(struct flow *f, const struct policy_result *v, struc
 {
     const struct config *cfg = f->app->cfg;
     long long secs = (v->ms + 999) / 1000;
-    char when[32];
+    char when[32], who[64];
+    text_mask_recipient(f->to, who, sizeof(who)); /* the caller's logs keep these */
 
     *e = (struct rpc_error){.code = reason_status(v->reason), .reason = v->reason};
     e->msg = f->errmsg;
@@ -563,7 +565,7 @@ static void refusal_message(struct flow *f, const struct policy_result *v, struc
     case REASON_OPTED_OUT:
         snprintf(f->errmsg, sizeof(f->errmsg),
                  "%s has opted out (replied STOP); nothing is sent until they reply START",
-                 f->to);
+                 who);
         break;
     case REASON_WHATSAPP_WINDOW_CLOSED:
         if (v->ms > 0) {
@@ -574,12 +576,12 @@ static void refusal_message(struct flow *f, const struct policy_result *v, struc
             snprintf(f->errmsg, sizeof(f->errmsg),
                      "the WhatsApp 24-hour customer-service window with %s closed at %s; "
                      "outside it only a template (content_sid) can be sent",
-                     f->to, when);
+                     who, when);
         } else {
             snprintf(f->errmsg, sizeof(f->errmsg),
                      "the WhatsApp 24-hour customer-service window with %s is not open (no "
                      "message from them); outside it only a template (content_sid) can be sent",
-                     f->to);
+                     who);
         }
         break;
     case REASON_IDEMPOTENCY_KEY_REUSED:
@@ -596,19 +598,19 @@ static void refusal_message(struct flow *f, const struct policy_result *v, struc
     case REASON_VERIFY_COOLDOWN:
         e->retry_after_ms = v->ms;
         snprintf(f->errmsg, sizeof(f->errmsg),
-                 "a code was sent to %s less than %d s ago; retry in %lld s", f->to,
+                 "a code was sent to %s less than %d s ago; retry in %lld s", who,
                  cfg->verify_cooldown_s, secs);
         break;
     case REASON_VERIFY_SEND_LIMIT:
         e->retry_after_ms = v->ms;
         snprintf(f->errmsg, sizeof(f->errmsg), "at most %d codes per %d s to %s; retry in %lld s",
-                 cfg->verify_max_sends, cfg->verify_send_window_s, f->to, secs);
+                 cfg->verify_max_sends, cfg->verify_send_window_s, who, secs);
         break;
     case REASON_VERIFY_CHECK_LIMIT:
         e->retry_after_ms = v->ms;
         snprintf(f->errmsg, sizeof(f->errmsg),
                  "at most %d checks per %d s for %s; retry in %lld s", cfg->verify_max_checks,
-                 cfg->verify_check_window_s, f->to, secs);
+                 cfg->verify_check_window_s, who, secs);
         break;
     default:
         e->code = GRPC_STATUS_INTERNAL;
@@ -852,9 +854,19 @@ static int twilio_refusal(struct flow *f, const struct twilio_result *res, struc
 {
     const struct twilio_error_info *info = twilio_error_for(res->code, res->http_status);
     unsigned act = info ? info->action : TWILIO_ACTION_NONE;
+    char who[64];
 
-    snprintf(f->errmsg, sizeof(f->errmsg), "Twilio refused (%d): %s", res->code,
-             info && info->code == res->code ? info->message : res->message);
+    /* Twilio's own text can echo what it was sent (a number, a body): the
+     * caller gets the table's words, or where to read about the code. */
+    if (info && info->code == res->code)
+        snprintf(f->errmsg, sizeof(f->errmsg), "Twilio refused (%d): %s", res->code,
+                 info->message);
+    else if (res->code)
+        snprintf(f->errmsg, sizeof(f->errmsg),
+                 "Twilio refused (%d): see https://www.twilio.com/docs/errors/%d", res->code,
+                 res->code);
+    else
+        snprintf(f->errmsg, sizeof(f->errmsg), "Twilio refused: HTTP %ld", res->http_status);
     e->code = info ? info->status : twilio_error_status_for_http(res->http_status);
     e->msg = f->errmsg;
     e->reason = REASON_TWILIO_ERROR;
@@ -872,7 +884,8 @@ static int twilio_refusal(struct flow *f, const struct twilio_result *res, struc
         return 1;
     }
     if (act == TWILIO_ACTION_NOT_FOUND && f->kind->not_found_fmt)
-        snprintf(f->errmsg, sizeof(f->errmsg), f->kind->not_found_fmt, f->to);
+        snprintf(f->errmsg, sizeof(f->errmsg), f->kind->not_found_fmt,
+                 text_mask_recipient(f->to, who, sizeof(who)));
     return 0;
 }
 

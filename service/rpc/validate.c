@@ -22,8 +22,10 @@ int validate_e164(const char *field, const char *value, char *msg, size_t len)
         return -1;
     }
     if (!text_is_e164(value)) {
-        snprintf(msg, len, "%s: '%.40s' is not an E.164 number such as +14155551234", field,
-                 value);
+        /* The value is not echoed: whatever was put there (a token pasted in
+         * the wrong field, say) would land in the caller's logs. */
+        snprintf(msg, len, "%s: not an E.164 number such as +14155551234 (got %zu characters)",
+                 field, strlen(value));
         return -1;
     }
     return 0;

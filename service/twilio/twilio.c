@@ -248,7 +248,10 @@ static void finish(struct twilio_req *r, enum twilio_outcome outcome, long http_
                             : outcome == TWILIO_FAILED ? "failed"
                                                        : "unknown",
                             "http_status", (json_int_t)http_status, "code", code, "attempts",
-                            r->attempts, "msg", res.message));
+                            r->attempts, "msg",
+                            /* Twilio's text can echo what it was sent: its code says
+                             * enough. A transport error is curl's, and safe. */
+                            http_status ? "" : res.message));
     twilio_done_fn *done = r->done;
     void *data = r->data;
     req_free(r);

@@ -82,6 +82,15 @@ class ConfigTest(unittest.TestCase):
         msg = self.assert_one_line_naming(env, "REDIS_URL")
         self.assertNotIn("Sup3rSecretPw", msg)
 
+    def test_a_token_pasted_into_a_sid_setting_is_not_echoed(self):
+        for name in ("TWILIO_ACCOUNT_SID", "TWILIO_API_KEY_SID", "TWILIO_VERIFY_SERVICE_SID"):
+            env = dict(GOOD)
+            env[name] = "SENTINEL-tok-4f9a"
+            if name == "TWILIO_API_KEY_SID":
+                env["TWILIO_API_KEY_SECRET"] = "s"
+            msg = self.assert_one_line_naming(env, name)
+            self.assertNotIn("SENTINEL", msg)
+
     def test_ca_file_without_a_certificate_stops_startup(self):
         import tempfile
         with tempfile.NamedTemporaryFile("w", suffix=".pem") as f:
@@ -245,6 +254,50 @@ class RunningDaemonTest(unittest.TestCase):
         stack.close()
         self.assertEqual(rc, 0, stack.daemon.output())
         self.assertIn('"signal":"SIGINT"', stack.daemon.output())
+
+
+class LogHygieneTest(unittest.TestCase):
+    """Nothing a caller or Twilio put in a request comes back out in a log
+    line or a caller-facing error: not a value that failed validation, not
+    Twilio's own error text (it can echo what it was sent), and numbers
+    only masked."""
+    SENTINEL = "SENTINEL-tok-4f9a"
+
+    def test_sentinel_never_logged_or_echoed(self):
+        stack = harness.Stack(env={"COMMSGATE_LOG_LEVEL": "debug"})
+        try:
+            stack.wait_serving(stack.stubs.health_pb2.HealthCheckResponse.SERVING)
+            m, s = stack.stubs.messaging_pb2, stack.stubs
+            sim = harness.Sim(stack.sim.url)
+            details = []
+
+            def fails(call, req):
+                with self.assertRaises(grpc.RpcError) as cm:
+                    call(req, timeout=10)
+                details.append(cm.exception.details())
+                return cm.exception
+
+            fails(s.SendSMS, m.SendSMSRequest(to=self.SENTINEL, body="x"))
+            fails(s.PlaceCall, m.PlaceCallRequest(to="+1" + self.SENTINEL, url="https://a.example/t"))
+            # Twilio refusing with a code commsgate's table does not know,
+            # and with one it knows, each text echoing the sentinel and a number.
+            for code in (21999, 21211):
+                sim.fault(path_suffix="Messages.json", status=400, code=code,
+                          message="The 'To' number +14155550177 %s is not valid" % self.SENTINEL)
+                e = fails(s.SendSMS, m.SendSMSRequest(to="+14155550177", body="x"))
+                self.assertEqual(harness.trailer(e, "twilio-error-code"), str(code))
+            self.assertIn("https://www.twilio.com/docs/errors/21999", details[2])
+            # A refusal naming its recipient masks it.
+            fails(s.SendSMS, m.SendSMSRequest(to="+15005550004", body="x"))  # 21610
+            e = fails(s.SendSMS, m.SendSMSRequest(to="+15005550004", body="x"))
+            self.assertIn("+15*******04", e.details())
+        finally:
+            stack.close()
+        out = stack.daemon.output()
+        for text in details + [out]:
+            self.assertNotIn(self.SENTINEL, text)
+            self.assertNotIn("+14155550177", text)
+            self.assertNotIn("+15005550004", text)
 
 
 class LoopsTest(unittest.TestCase):

@@ -85,6 +85,7 @@ struct fault {
     int drop;
     int cut; /* after acting: CUT_CLOSE or CUT_RESET instead of the answer */
     int get;  /* applies to GETs (the lists) instead of POSTs */
+    char message[256]; /* the error's text; "" for the default */
 };
 
 /* How a connection ends without its answer. */
@@ -1014,7 +1015,10 @@ static void handle_api(struct evhttp_request *req, const char *path)
                                 json_string(a.cut == CUT_RESET ? "reset" : "close"));
         if (fault.status) {
             fail_api(&a, fault.status, fault.code ? fault.code : 20500,
-                     fault.status == 429 ? "Too many requests" : "Injected by twilio-sim", latency);
+                     fault.message[0]       ? fault.message
+                     : fault.status == 429 ? "Too many requests"
+                                           : "Injected by twilio-sim",
+                     latency);
             goto done;
         }
     }
@@ -1209,6 +1213,8 @@ static void control(struct evhttp_request *req, const char *path)
         f->latency_ms = (int)json_integer_value(json_object_get(j, "latency_ms"));
         f->status = (int)json_integer_value(json_object_get(j, "status"));
         f->code = (int)json_integer_value(json_object_get(j, "code"));
+        const char *message = json_string_value(json_object_get(j, "message"));
+        snprintf(f->message, sizeof(f->message), "%s", message ? message : "");
         f->drop = json_is_true(json_object_get(j, "drop"));
         const char *method = json_string_value(json_object_get(j, "method"));
         f->get = method && strcmp(method, "GET") == 0;

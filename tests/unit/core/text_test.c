@@ -54,6 +54,23 @@ static void test_xml_escape(void **state)
     assert_string_equal(out, "");
 }
 
+static void test_mask_recipient(void **state)
+{
+    char out[64];
+    assert_string_equal(text_mask_recipient("+14155550100", out, sizeof(out)), "+14*******00");
+    assert_string_equal(text_mask_recipient("whatsapp:+14155550100", out, sizeof(out)),
+                        "whatsapp:+14*******00");
+    assert_string_equal(text_mask_recipient("+123456", out, sizeof(out)), "+****56");
+    assert_string_equal(text_mask_recipient("jane.doe@example.com", out, sizeof(out)),
+                        "j***@example.com");
+    /* Not a recipient at all (a token pasted in the wrong field): nothing of it. */
+    assert_string_equal(text_mask_recipient("sk_live_abcdef", out, sizeof(out)), "**************");
+    assert_string_equal(text_mask_recipient("", out, sizeof(out)), "");
+    assert_string_equal(text_mask_recipient(NULL, out, sizeof(out)), "");
+    /* Cut to fit, always terminated. */
+    assert_string_equal(text_mask_recipient("+14155550100", out, 5), "+14*");
+}
+
 static void test_https_url(void **state)
 {
     assert_true(text_is_https_url("https://example.com/a.png"));
@@ -72,6 +89,7 @@ int main(void)
         cmocka_unit_test(test_utf8),
         cmocka_unit_test(test_xml_escape),
         cmocka_unit_test(test_https_url),
+        cmocka_unit_test(test_mask_recipient),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
