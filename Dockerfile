@@ -19,14 +19,17 @@ RUN sh /tmp/scripts/deps.sh runtime \
  && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin commsgate
 COPY --from=build /build/bin/commsgate /build/bin/twilio-sim /build/bin/commsctl /usr/local/bin/
 USER 10001:10001
-ENV COMMSGATE_GRPC_ADDR=0.0.0.0:50051 COMMSGATE_HTTP_ADDR=0.0.0.0:8080
+# The admin listener (/metrics, probes) on the container's network, as a
+# scraper needs it; publish only 50051 and 8080 beyond the host or pod.
+ENV COMMSGATE_GRPC_ADDR=0.0.0.0:50051 COMMSGATE_HTTP_ADDR=0.0.0.0:8080 \
+    COMMSGATE_ADMIN_ADDR=0.0.0.0:8081
 # Debian's libcurl loads GnuTLS (through libldap and librtmp) though it uses
 # OpenSSL; GnuTLS initialises itself on load, which costs 1 MB of RSS.
 # commsgate never calls it, so skip that (see docs/PERFORMANCE.md).
 ENV GNUTLS_NO_IMPLICIT_INIT=1
-EXPOSE 50051 8080
+EXPOSE 50051 8080 8081
 # GET /healthz without curl in the image: bash's /dev/tcp. Kubernetes should
 # use its native gRPC probe on grpc.health.v1 instead.
 HEALTHCHECK --interval=10s --timeout=2s --start-period=5s \
-  CMD bash -c 'exec 3<>/dev/tcp/127.0.0.1/${COMMSGATE_HTTP_ADDR##*:} && printf "GET /healthz HTTP/1.0\r\n\r\n" >&3 && grep -q "200" <&3' || exit 1
+  CMD bash -c 'exec 3<>/dev/tcp/127.0.0.1/${COMMSGATE_ADMIN_ADDR##*:} && printf "GET /healthz HTTP/1.0\r\n\r\n" >&3 && grep -q "200" <&3' || exit 1
 ENTRYPOINT ["/usr/local/bin/commsgate"]

@@ -14,6 +14,7 @@
 #include <stdatomic.h>
 
 struct account_ctx;
+struct admin_ctx;
 struct config;
 struct flow_ctx;
 struct http_cas;
@@ -50,6 +51,7 @@ struct app {
     struct http_cas *cas;      /* the CAs every worker's Twilio client trusts */
     struct resolver *resolver; /* worker 0's loop only: unknown outcomes, resolve/ */
     struct webhook_ctx *webhook; /* worker 0's loop only */
+    struct admin_ctx *admin;     /* worker 0's loop only: /metrics and the probes */
     struct health_ctx *health;
     struct rpc_server *server;
 };

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "admin/admin.h"
 #include "app.h"
 #include "core/config.h"
 #include "core/error.h"
@@ -102,8 +103,10 @@ static void loop_close(void *arg)
     redis_free(&w->redis);
     idempotency_free(&w->idem); /* after Redis, whose last replies may keep drops */
     account_free(&w->account); /* after Redis, whose last replies may still release leases */
-    if (w->index == 0)
+    if (w->index == 0) {
+        admin_free(&app->admin); /* its /metrics reads the webhook server's counters */
         webhook_free(&app->webhook);
+    }
 }
 
 /* A worker's loop thread, when the shutdown grace is over: the calls still
@@ -281,6 +284,11 @@ int main(int argc, char **argv)
         log_event(LOG_LEVEL_ERROR, "http_listen_failed", json_pack("{s:s}", "msg", err));
         goto fail;
     }
+    rc = admin_new(&app, err, sizeof(err), &app.admin);
+    if (rc) {
+        log_event(LOG_LEVEL_ERROR, "admin_listen_failed", json_pack("{s:s}", "msg", err));
+        goto fail;
+    }
     for (int i = 0; i < app.nworkers; i++) {
         char name[16];
         snprintf(name, sizeof(name), i ? "cg-loop-%d" : "cg-loop", i);
@@ -307,8 +315,9 @@ int main(int argc, char **argv)
         goto fail;
     }
     log_event(LOG_LEVEL_INFO, "ready",
-              json_pack("{s:s, s:i, s:i, s:i, s:I}", "grpc_addr", cfg.grpc_addr, "grpc_port",
-                        rpc_server_port(app.server), "grpc_threads", cfg.grpc_threads, "loops",
+              json_pack("{s:s, s:i, s:s, s:s, s:i, s:i, s:I}", "grpc_addr", cfg.grpc_addr,
+                        "grpc_port", rpc_server_port(app.server), "http_addr", cfg.http_addr,
+                        "admin_addr", cfg.admin_addr, "grpc_threads", cfg.grpc_threads, "loops",
                         app.nworkers, "startup_ms", (json_int_t)ms_since(&t0)));
 
     sigwait(&sigs, &sig);
@@ -333,11 +342,12 @@ fail:
         struct worker *w = &app.workers[i];
         if (!w->loop)
             continue;
-        if (worker_holds(w) || (i == 0 && (app.webhook || app.resolver)))
+        if (worker_holds(w) || (i == 0 && (app.webhook || app.resolver || app.admin)))
             loop_call(w->loop, loop_close, w);
         loop_stop(w->loop);
     }
-    webhook_free(&app.webhook); /* only if the loop never ran */
+    admin_free(&app.admin); /* only if the loop never ran */
+    webhook_free(&app.webhook);
     resolver_free(&app.resolver); /* only if the loop never ran: nothing in flight */
     for (int i = 0; i < app.nworkers; i++)
         worker_free(&app.workers[i]);

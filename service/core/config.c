@@ -34,8 +34,10 @@ struct setting {
 static const struct setting settings[] = {
     {"COMMSGATE_GRPC_ADDR", "0.0.0.0:50051", K_ADDR, 0, STR(grpc_addr), NULL, 0, 0,
      "host:port the gRPC server listens on"},
+    {"COMMSGATE_ADMIN_ADDR", "127.0.0.1:8081", K_ADDR, 0, STR(admin_addr), NULL, 0, 0,
+     "listen address for /metrics, /healthz and /readyz (keep it off the internet)"},
     {"COMMSGATE_HTTP_ADDR", "0.0.0.0:8080", K_ADDR, 0, STR(http_addr), NULL, 0, 0,
-     "host:port of the HTTP server (Twilio webhooks, /metrics, /healthz, /readyz)"},
+     "host:port of the webhook server (Twilio webhooks only; it faces the internet)"},
     {"COMMSGATE_PUBLIC_URL", "", K_URL, 0, STR(public_url), NULL, 0, 0,
      "base URL Twilio reaches our webhooks at, e.g. https://hooks.example.com "
      "(empty: http://<COMMSGATE_HTTP_ADDR>)"},

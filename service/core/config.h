@@ -19,6 +19,7 @@ struct config_redis {
 struct config {
     char grpc_addr[272];
     char http_addr[272];
+    char admin_addr[272];
     char public_url[512];
     char redis_url[768];
     struct config_redis redis;

@@ -15,9 +15,7 @@
 #include "core/log.h"
 #include "loop/loop.h"
 #include "redis/redis.h"
-#include "rpc/health.h"
 #include "twilio/form.h"
-#include "webhook/metrics_page.h"
 
 enum route { ROUTE_STATUS, ROUTE_INBOUND, ROUTE_CALLS, ROUTE_OTHER };
 static const char *const route_names[] = {"messages_status", "messages_inbound", "calls_status",
@@ -256,19 +254,7 @@ static void on_request(struct evhttp_request *req, void *arg)
         on_webhook(ctx, req, ROUTE_INBOUND);
     else if (strcmp(path, "/webhooks/twilio/calls/status") == 0)
         on_webhook(ctx, req, ROUTE_CALLS);
-    else if (strcmp(path, "/healthz") == 0)
-        send_plain(req, 200, "text/plain", "ok\n");
-    else if (strcmp(path, "/readyz") == 0)
-        send_plain(req, health_parts_up(ctx->app->health) ? 200 : 503, "text/plain",
-                   health_parts_up(ctx->app->health) ? "ready\n" : "redis unreachable\n");
-    else if (strcmp(path, "/metrics") == 0) {
-        struct evbuffer *b = evbuffer_new();
-        metrics_page(ctx->app, b);
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
-                          "text/plain; version=0.0.4");
-        evhttp_send_reply(req, 200, "OK", b);
-        evbuffer_free(b);
-    } else
+    else /* /metrics and the probes are on the admin listener (admin/admin.c) */
         send_plain(req, 404, "text/plain", "not found\n");
 }
 

@@ -57,6 +57,7 @@ class DeployTest(unittest.TestCase):
         cls.settings = documented_settings(cls.help)
         cls.grpc_port = int(default_of(cls.help, "COMMSGATE_GRPC_ADDR").rsplit(":", 1)[1])
         cls.http_port = int(default_of(cls.help, "COMMSGATE_HTTP_ADDR").rsplit(":", 1)[1])
+        cls.admin_port = int(default_of(cls.help, "COMMSGATE_ADMIN_ADDR").rsplit(":", 1)[1])
 
     def test_one_package_list_for_make_ci_and_docker(self):
         docker = read("Dockerfile")
@@ -112,7 +113,8 @@ class DeployTest(unittest.TestCase):
         self.assertEqual(names - self.settings, set())
 
     def test_ports_and_probes_match(self):
-        self.assertIn("EXPOSE %d %d" % (self.grpc_port, self.http_port), read("Dockerfile"))
+        self.assertIn("EXPOSE %d %d %d" % (self.grpc_port, self.http_port, self.admin_port),
+                      read("Dockerfile"))
         docs = k8s_docs()
         seen = 0
         for _, c in containers(docs):
@@ -120,7 +122,8 @@ class DeployTest(unittest.TestCase):
                 continue
             seen += 1
             ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-            self.assertEqual(ports, {"grpc": self.grpc_port, "http": self.http_port})
+            self.assertEqual(ports, {"grpc": self.grpc_port, "http": self.http_port,
+                                     "admin": self.admin_port})
             self.assertEqual(c["livenessProbe"]["grpc"]["port"], self.grpc_port)
             self.assertEqual(c["readinessProbe"]["grpc"]["port"], self.grpc_port)
             # The service name the probe asks about is one the health service knows.
@@ -135,6 +138,10 @@ class DeployTest(unittest.TestCase):
         for d in docs:
             if d["kind"] == "Deployment":
                 self.assertTrue(d["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"])
+        # /metrics and the probes are in no Service: only gRPC and webhooks.
+        for d in docs:
+            if d["kind"] == "Service":
+                self.assertEqual({p["targetPort"] for p in d["spec"]["ports"]}, {"grpc", "http"})
         kinds = {d["kind"] for d in docs}
         self.assertTrue({"Deployment", "Service", "PodDisruptionBudget", "ConfigMap",
                          "Secret"} <= kinds)

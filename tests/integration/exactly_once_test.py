@@ -241,7 +241,7 @@ class ExactlyOnceTest(unittest.TestCase):
         # Operators see it: one resolution found per case.
         import re
         import urllib.request
-        text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % self.stack.daemon.http_port,
+        text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % self.stack.daemon.admin_port,
                                       timeout=5).read().decode()
         found = re.search(r'^commsgate_resolutions_total\{result="found"\} (\d+)$', text, re.M)
         self.assertIsNotNone(found, text[-2000:])

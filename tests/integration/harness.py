@@ -134,10 +134,11 @@ def start_sim(extra_args=(), env=None, tls=None):
 _CA_FOR = {}
 
 
-def daemon_env(redis_port, sim_url, grpc_port, http_port, extra=None):
+def daemon_env(redis_port, sim_url, grpc_port, http_port, extra=None, admin_port=None):
     env = {
         "COMMSGATE_GRPC_ADDR": "127.0.0.1:%d" % grpc_port,
         "COMMSGATE_HTTP_ADDR": "127.0.0.1:%d" % http_port,
+        "COMMSGATE_ADMIN_ADDR": "127.0.0.1:%d" % (admin_port or free_port()),
         "COMMSGATE_PUBLIC_URL": "http://127.0.0.1:%d" % http_port,
         "REDIS_URL": "redis://127.0.0.1:%d/0" % redis_port,
         "TWILIO_ACCOUNT_SID": SIM_ACCOUNT_SID,
@@ -156,13 +157,14 @@ def daemon_env(redis_port, sim_url, grpc_port, http_port, extra=None):
 
 
 def start_daemon(redis_port, sim_url, extra_env=None, args=()):
-    grpc_port, http_port = free_port(), free_port()
-    env = daemon_env(redis_port, sim_url, grpc_port, http_port, extra_env)
+    grpc_port, http_port, admin_port = free_port(), free_port(), free_port()
+    env = daemon_env(redis_port, sim_url, grpc_port, http_port, extra_env, admin_port)
     p = Proc("commsgate", [os.path.join(BIN_DIR, "commsgate")] + list(args),
              env=env, port=grpc_port)
     p.grpc_port = grpc_port
     p.grpc_target = "127.0.0.1:%d" % grpc_port
     p.http_port = http_port
+    p.admin_port = admin_port  # /metrics, /healthz, /readyz
     return p
 
 

@@ -3,6 +3,8 @@
 status from the simulator's signed callbacks, the events stream, replays,
 and hostile requests."""
 import json
+import os
+import subprocess
 import time
 import unittest
 import urllib.error
@@ -31,6 +33,7 @@ class Base(unittest.TestCase):
         self.m = self.stack.stubs.messaging_pb2
         self.s = self.stack.stubs
         self.base = "http://127.0.0.1:%d" % self.stack.daemon.http_port
+        self.admin = "http://127.0.0.1:%d" % self.stack.daemon.admin_port
         self.validator = RequestValidator(harness.SIM_AUTH_TOKEN)
 
     def tearDown(self):
@@ -120,7 +123,7 @@ class WebhookSecurityTest(Base):
         self.assertEqual(self.post(INBOUND, params, signature=False)[0], 403)
         # Nothing was applied: the STOP never landed.
         self.assertEqual(self.redis("EXISTS", "cg:{+14155550100}:optout"), "0")
-        metrics = urllib.request.urlopen(self.base + "/metrics", timeout=5).read().decode()
+        metrics = urllib.request.urlopen(self.admin + "/metrics", timeout=5).read().decode()
         failures = [l for l in metrics.splitlines()
                     if l.startswith("commsgate_webhook_signature_failures_total ")]
         self.assertGreater(int(failures[0].split()[1]), 40)
@@ -134,7 +137,7 @@ class WebhookSecurityTest(Base):
         self.assertEqual(self.redis("EXISTS", "cg:{+14155550100}:optout"), "0")
         self.assertEqual(self.redis("EXISTS", "cg:events"), "0")
         # Still alive and serving.
-        r = urllib.request.urlopen(self.base + "/healthz", timeout=5)
+        r = urllib.request.urlopen(self.admin + "/healthz", timeout=5)
         self.assertEqual(r.status, 200)
         self.assertEqual(self.post(INBOUND, params)[0], 200)
 
@@ -285,21 +288,37 @@ class DeliveryTest(Base):
         self.s.SendSMS(self.m.SendSMSRequest(to="+14155550114", body="x"), timeout=5)
         self.wait_status(self.s.SendSMS(self.m.SendSMSRequest(to="+14155550115", body="y"),
                                         timeout=5).sid, "delivered")
-        text = urllib.request.urlopen(self.base + "/metrics", timeout=5).read().decode()
+        text = urllib.request.urlopen(self.admin + "/metrics", timeout=5).read().decode()
         for needle in ('commsgate_rpc_requests_total{method="SendSMS",code="OK"} 2',
                        'commsgate_twilio_requests_total{api="Messages.json",outcome="ok"} 2',
                        'commsgate_message_status_total{status="delivered"}',
                        "commsgate_twilio_request_duration_seconds_bucket",
                        "commsgate_redis_up 1"):
             self.assertIn(needle, text)
-        self.assertEqual(urllib.request.urlopen(self.base + "/readyz", timeout=5).status, 200)
+        self.assertEqual(urllib.request.urlopen(self.admin + "/readyz", timeout=5).status, 200)
         port = self.stack.redis.port
         self.stack.redis.stop()
         with self.assertRaises(urllib.error.HTTPError) as cm:
-            urllib.request.urlopen(self.base + "/readyz", timeout=5)
+            urllib.request.urlopen(self.admin + "/readyz", timeout=5)
         self.assertEqual(cm.exception.code, 503)
-        self.assertEqual(urllib.request.urlopen(self.base + "/healthz", timeout=5).status, 200)
+        self.assertEqual(urllib.request.urlopen(self.admin + "/healthz", timeout=5).status, 200)
         self.stack.redis = harness.start_redis(port)
+
+    def test_the_public_port_serves_webhooks_only(self):
+        # /metrics and the probes are on the admin listener, never on the
+        # port that faces the internet.
+        for path in ("/metrics", "/healthz", "/readyz"):
+            with self.assertRaises(urllib.error.HTTPError) as cm:
+                urllib.request.urlopen(self.base + path, timeout=5)
+            self.assertEqual(cm.exception.code, 404, path)
+        # The admin listener answers GETs only, and on loopback by default.
+        req = urllib.request.Request(self.admin + "/metrics", data=b"x", method="POST")
+        with self.assertRaises(urllib.error.HTTPError) as cm:
+            urllib.request.urlopen(req, timeout=5)
+        self.assertEqual(cm.exception.code, 405)
+        out = subprocess.run([os.path.join(harness.BIN_DIR, "commsgate"), "--help"],
+                             capture_output=True, text=True).stdout
+        self.assertRegex(out, r"COMMSGATE_ADMIN_ADDR.*127\.0\.0\.1:8081")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 /* The /metrics page, gathered from the modules that own the counters. */
-#include "webhook/metrics_page.h"
+#include "admin/metrics_page.h"
 
 #include <event2/buffer.h>
 

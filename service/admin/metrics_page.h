@@ -1,6 +1,6 @@
 /* GET /metrics: every module's counters in Prometheus text format. Loop thread. */
-#ifndef COMMSGATE_WEBHOOK_METRICS_PAGE_H
-#define COMMSGATE_WEBHOOK_METRICS_PAGE_H
+#ifndef COMMSGATE_ADMIN_METRICS_PAGE_H
+#define COMMSGATE_ADMIN_METRICS_PAGE_H
 
 struct app;
 struct evbuffer;
