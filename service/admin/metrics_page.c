@@ -11,7 +11,7 @@
 #include "twilio/twilio.h"
 #include "webhook/server.h"
 
-static const char *const buckets[] = {"2xx", "400", "403", "413", "415", "5xx"};
+static const char *const buckets[] = {"2xx", "400", "403", "413", "415", "5xx", "4xx"};
 static const char *const routes[] = {"messages_status", "messages_inbound", "calls_status",
                                      "other"};
 
@@ -53,7 +53,7 @@ void metrics_page(struct app *app, struct evbuffer *out)
     evbuffer_add_printf(out, "# HELP commsgate_webhook_requests_total Webhook requests by route "
                              "and answer.\n# TYPE commsgate_webhook_requests_total counter\n");
     for (int r = 0; r < 4; r++)
-        for (int b = 0; b < 6; b++)
+        for (int b = 0; b < 7; b++)
             if (m->requests[r][b])
                 evbuffer_add_printf(out,
                                     "commsgate_webhook_requests_total{route=\"%s\",code=\"%s\"} %lu\n",

@@ -90,3 +90,23 @@ void log_msg(enum log_level level, const char *event, const char *fmt, ...)
     va_end(ap);
     log_event(level, event, json_pack("{s:s}", "msg", msg));
 }
+
+int log_limit_allow(struct log_limit *l, int per_sec, unsigned long *suppressed)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    long long now = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    *suppressed = 0;
+    if (now - l->window_ms >= 1000) {
+        l->window_ms = now;
+        l->used = 0;
+    }
+    if (l->used >= per_sec) {
+        l->suppressed++;
+        return 0;
+    }
+    l->used++;
+    *suppressed = l->suppressed;
+    l->suppressed = 0;
+    return 1;
+}

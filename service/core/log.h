@@ -23,6 +23,20 @@ void log_event(enum log_level level, const char *event, json_t *fields);
 void log_msg(enum log_level level, const char *event, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* A budget of lines per second for one kind of line that a client can make
+ * happen (a refused webhook, an accept error): a flood of them must not
+ * become a flood of log lines. One per call site; its owner's thread only. */
+struct log_limit {
+    long long window_ms;     /* the current second */
+    int used;                /* lines written in it */
+    unsigned long suppressed; /* lines not written since the last one that was */
+};
+
+/* True if one more line may be written now, at most per_sec a second. When
+ * it returns true after suppressing some, *suppressed says how many (add it
+ * to the line); else *suppressed is 0. */
+int log_limit_allow(struct log_limit *l, int per_sec, unsigned long *suppressed);
+
 #define log_debug(event, ...) log_msg(LOG_LEVEL_DEBUG, event, __VA_ARGS__)
 #define log_info(event, ...) log_msg(LOG_LEVEL_INFO, event, __VA_ARGS__)
 #define log_warn(event, ...) log_msg(LOG_LEVEL_WARN, event, __VA_ARGS__)

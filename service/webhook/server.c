@@ -4,6 +4,7 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <event2/listener.h>
 #include <event2/keyvalq_struct.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +17,7 @@
 #include "loop/loop.h"
 #include "redis/redis.h"
 #include "twilio/form.h"
+#include "webhook/edge.h"
 
 enum route { ROUTE_STATUS, ROUTE_INBOUND, ROUTE_CALLS, ROUTE_OTHER };
 static const char *const route_names[] = {"messages_status", "messages_inbound", "calls_status",
@@ -24,6 +26,8 @@ static const char *const route_names[] = {"messages_status", "messages_inbound",
 struct webhook_ctx {
     struct app *app;
     struct evhttp *http;
+    struct edge_guard *guard; /* the listener's accept errors */
+    struct log_limit refusal_log;
     struct webhook_metrics metrics;
 };
 
@@ -39,7 +43,7 @@ static int status_bucket(int status)
     case 403: return 2;
     case 413: return 3;
     case 415: return 4;
-    default: return status >= 500 ? 5 : 0;
+    default: return status >= 500 ? 5 : status >= 400 ? 6 : 0;
     }
 }
 
@@ -139,10 +143,13 @@ static void collect_param(const char *name, size_t nl, const char *value, size_t
 static int refuse(struct webhook_ctx *ctx, struct evhttp_request *req, enum route r, int status,
                   const char *why)
 {
+    unsigned long suppressed;
     ctx->metrics.requests[r][status_bucket(status)]++;
-    log_event(status == 403 ? LOG_LEVEL_WARN : LOG_LEVEL_INFO, "webhook_refused",
-              json_pack("{s:s, s:i, s:s}", "route", route_names[r], "status", status, "reason",
-                        why));
+    /* Anyone can make these happen: a few lines a second, then a count. */
+    if (log_limit_allow(&ctx->refusal_log, 10, &suppressed))
+        log_event(status == 403 ? LOG_LEVEL_WARN : LOG_LEVEL_INFO, "webhook_refused",
+                  json_pack("{s:s, s:i, s:s, s:I}", "route", route_names[r], "status", status,
+                            "reason", why, "more_since_last", (json_int_t)suppressed));
     send_plain(req, status, "text/plain", why);
     return 0;
 }
@@ -160,10 +167,15 @@ static int on_webhook(struct webhook_ctx *ctx, struct evhttp_request *req, enum 
 
     if (evhttp_request_get_command(req) != EVHTTP_REQ_POST)
         return refuse(ctx, req, r, 405, "POST only");
+    const char *why;
+    int bad = edge_check_framing(headers, &why);
+    if (bad)
+        return refuse(ctx, req, r, bad, why);
     if (len > WEBHOOK_MAX_BODY)
         return refuse(ctx, req, r, 413, "body over 64 KiB");
-    json = ctype && strncmp(ctype, "application/json", 16) == 0;
-    if (!json && (!ctype || strncmp(ctype, "application/x-www-form-urlencoded", 33) != 0))
+    enum edge_media media = edge_media_type(ctype);
+    json = media == EDGE_MEDIA_JSON;
+    if (media == EDGE_MEDIA_OTHER)
         return refuse(ctx, req, r, 415, "expected application/x-www-form-urlencoded");
     /* The URL as Twilio called it, from the configured public base URL, not
      * the Host header: it holds behind proxies and ingresses. */
@@ -271,15 +283,22 @@ int webhook_new(struct app *app, char *errbuf, size_t errlen, struct webhook_ctx
     if (!w->http)
         goto fail;
     evhttp_set_max_body_size(w->http, WEBHOOK_MAX_BODY);
+    /* A request's headers are bounded (an 8 MB header was accepted before,
+     * and held), and a connection that sends nothing for this long is cut. */
+    evhttp_set_max_headers_size(w->http, EDGE_MAX_HEADERS_BYTES);
     evhttp_set_allowed_methods(w->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST);
-    evhttp_set_timeout(w->http, 30);
+    evhttp_set_timeout(w->http, EDGE_TIMEOUT_S);
     evhttp_set_gencb(w->http, on_request, w);
+    struct evhttp_bound_socket *bound = NULL;
     if (config_split_hostport(app->cfg->http_addr, host, sizeof(host), &port) ||
-        evhttp_bind_socket(w->http, host, (ev_uint16_t)port) != 0) {
+        !(bound = evhttp_bind_socket_with_handle(w->http, host, (ev_uint16_t)port))) {
         snprintf(errbuf, errlen, "cannot listen on COMMSGATE_HTTP_ADDR=%s (in use or not local)",
                  app->cfg->http_addr);
         goto fail;
     }
+    if (edge_guard_new(loop_base(app_home(app)->loop), evhttp_bound_socket_get_listener(bound),
+                       &w->guard))
+        goto fail;
     *out = w;
     return CG_OK;
 fail:
@@ -292,6 +311,7 @@ void webhook_free(struct webhook_ctx **wp)
     struct webhook_ctx *w = *wp;
     if (!w)
         return;
+    edge_guard_free(&w->guard); /* before the listener it pauses */
     if (w->http)
         evhttp_free(w->http);
     free(w);

@@ -58,7 +58,7 @@ struct webhook_metrics {
     unsigned long signature_failures;
     unsigned long optouts, optins, help;
     unsigned long statuses[MESSAGE_STATUS_COUNT]; /* by message_status_index */
-    unsigned long requests[4][6]; /* route x {2xx, 400, 403, 413, 415, 5xx} */
+    unsigned long requests[4][7]; /* route x {2xx, 400, 403, 413, 415, 5xx, other 4xx} */
 };
 struct webhook_metrics *webhook_metrics(struct webhook_ctx *w);
 
