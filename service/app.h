@@ -17,6 +17,7 @@ struct account_ctx;
 struct admin_ctx;
 struct config;
 struct flow_ctx;
+struct grpc_tls;
 struct http_cas;
 struct idempotency_ctx;
 struct loop_ctx;
@@ -54,6 +55,7 @@ struct app {
     struct admin_ctx *admin;     /* worker 0's loop only: /metrics and the probes */
     struct health_ctx *health;
     struct rpc_server *server;
+    struct grpc_tls *tls; /* the gRPC port's certificates; NULL: plaintext */
 };
 
 /* Any thread: the worker a new call goes to. */

@@ -25,6 +25,7 @@
 #include "redis/policy.h"
 #include "redis/redis.h"
 #include "rpc/flow.h"
+#include "rpc/grpc_tls.h"
 #include "rpc/health.h"
 #include "rpc/messaging.h"
 #include "rpc/server.h"
@@ -185,6 +186,27 @@ static int worker_holds(const struct worker *w)
     return w->redis || w->account || w->twilio || w->rqueue || w->idem;
 }
 
+/* Which mode the gRPC port is in, said once at startup; a plaintext port
+ * that is not on loopback lets anyone who reaches it spend the account. */
+static void log_grpc_security(const struct config *cfg, const struct grpc_tls *tls)
+{
+    static const char *const modes[] = {"plaintext", "tls", "mutual_tls"};
+    enum grpc_tls_mode mode = grpc_tls_mode(tls);
+    char host[256];
+    int port;
+    int loopback = config_split_hostport(cfg->grpc_addr, host, sizeof(host), &port) == 0 &&
+                   (strcmp(host, "127.0.0.1") == 0 || strcmp(host, "localhost") == 0 ||
+                    strcmp(host, "::1") == 0 || strcmp(host, "[::1]") == 0);
+    log_event(LOG_LEVEL_INFO, "grpc_security",
+              json_pack("{s:s, s:s}", "mode", modes[mode], "grpc_addr", cfg->grpc_addr));
+    if (mode == GRPC_TLS_OFF && !loopback)
+        log_event(LOG_LEVEL_WARN, "grpc_plaintext_exposed",
+                  json_pack("{s:s, s:s}", "grpc_addr", cfg->grpc_addr, "msg",
+                            "the gRPC port is plaintext and not on loopback: anyone who reaches "
+                            "it can send; set COMMSGATE_GRPC_TLS_CERT_FILE, _KEY_FILE and "
+                            "_CLIENT_CA_FILE (mutual TLS), or listen on 127.0.0.1"));
+}
+
 static long long ms_since(const struct timespec *t0)
 {
     struct timespec t;
@@ -223,6 +245,12 @@ int main(int argc, char **argv)
         return 2;
     }
     log_set_level(cfg.log_level);
+    /* The gRPC port's certificates are read now: a bad one is a config
+     * error, before any thread starts. */
+    if (grpc_tls_new(&cfg, err, sizeof(err), &app.tls)) {
+        log_event(LOG_LEVEL_ERROR, "config_invalid", json_pack("{s:s}", "msg", err));
+        return 2;
+    }
 
     /* Signals are taken by sigwait in this thread only: block them before any
      * thread (gRPC's included) exists, so every thread inherits the mask. */
@@ -300,11 +328,13 @@ int main(int argc, char **argv)
             goto fail;
     }
 
+    log_grpc_security(&cfg, app.tls);
     nmethods += health_methods(methods + nmethods);
     nmethods += messaging_methods(methods + nmethods);
     struct rpc_server_opts sopts = {.addr = cfg.grpc_addr,
                                     .threads = cfg.grpc_threads,
                                     .max_message_bytes = cfg.max_message_bytes,
+                                    .tls = app.tls,
                                     .app = &app};
     rc = rpc_server_new(&sopts, methods, nmethods, &app.server);
     if (rc)
@@ -352,6 +382,7 @@ fail:
     for (int i = 0; i < app.nworkers; i++)
         worker_free(&app.workers[i]);
     rpc_server_free(&app.server);
+    grpc_tls_free(&app.tls); /* after the server, whose handshakes read it */
     for (int i = 0; i < app.nworkers; i++)
         flow_ctx_free(&app.workers[i].flows); /* after the queue threads, which make flows */
     http_cas_free(&app.cas); /* after every Twilio client */

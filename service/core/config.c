@@ -66,6 +66,14 @@ static const struct setting settings[] = {
     {"COMMSGATE_TWILIO_CA_FILE", "", K_FILE, 0, STR(twilio_ca_file), NULL, 0, 0,
      "PEM file of the CAs trusted for Twilio's HTTPS, instead of the system's bundle "
      "(a private CA, tests)"},
+    {"COMMSGATE_GRPC_TLS_CERT_FILE", "", K_FILE, 0, STR(grpc_tls_cert_file), NULL, 0, 0,
+     "PEM certificate chain for TLS on the gRPC port (reloaded when the file changes); "
+     "empty: plaintext, for a sidecar on loopback"},
+    {"COMMSGATE_GRPC_TLS_KEY_FILE", "", K_FILE, 0, STR(grpc_tls_key_file), NULL, 0, 0,
+     "PEM private key of COMMSGATE_GRPC_TLS_CERT_FILE"},
+    {"COMMSGATE_GRPC_TLS_CLIENT_CA_FILE", "", K_FILE, 0, STR(grpc_tls_client_ca_file), NULL, 0,
+     0, "PEM CAs for mutual TLS: a client without a certificate they signed is refused at the "
+        "handshake"},
     {"COMMSGATE_GRPC_THREADS", "2", K_INT, 0, NUM(grpc_threads), NULL, 1, 64,
      "threads polling the gRPC completion queue"},
     {"COMMSGATE_LOOPS", "0", K_INT, 0, NUM(loops), NULL, 0, 16,

@@ -35,6 +35,9 @@ struct config {
     char api_base_url[512];
     char verify_base_url[512];
     char twilio_ca_file[512];    /* "" : the system's CA bundle */
+    char grpc_tls_cert_file[512]; /* "": the gRPC port is plaintext */
+    char grpc_tls_key_file[512];
+    char grpc_tls_client_ca_file[512]; /* "": no client certificate asked for */
 
     int grpc_threads;
     int loops;                   /* workers (app.h); 0: one per CPU, at most 4 */

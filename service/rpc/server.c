@@ -19,6 +19,7 @@
 #include "core/log.h"
 #include "google/rpc/status.pb-c.h"
 #include "loop/loop.h"
+#include "rpc/grpc_tls.h"
 
 /* The completion queue orders what one thread did to a call before handing
  * gRPC a tag and what another does once the tag comes back, but Debian's
@@ -409,7 +410,11 @@ fail:
 
 int rpc_server_start(struct rpc_server *s, char *errbuf, size_t errlen)
 {
-    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+    grpc_server_credentials *creds = grpc_tls_credentials(s->opts.tls);
+    if (!creds) {
+        snprintf(errbuf, errlen, "cannot make the gRPC port's TLS credentials");
+        return CG_ESYS;
+    }
     s->port = grpc_server_add_http2_port(s->server, s->opts.addr, creds);
     grpc_server_credentials_release(creds);
     if (s->port == 0) {

@@ -33,10 +33,12 @@ struct rpc_method {
     const void *data;
 };
 
+struct grpc_tls;
 struct rpc_server_opts {
     const char *addr;
     int threads;
     long max_message_bytes;
+    struct grpc_tls *tls; /* rpc/grpc_tls.h; NULL: plaintext. Outlives the server */
     void *app; /* handed to handlers through rpc_call_app */
 };
 

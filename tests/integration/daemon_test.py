@@ -27,7 +27,10 @@ def run(env, args=(), timeout=10):
 
 
 GOOD = {"TWILIO_ACCOUNT_SID": harness.SIM_ACCOUNT_SID, "TWILIO_AUTH_TOKEN": "t",
-        "REDIS_URL": "redis://127.0.0.1:1/0", "COMMSGATE_GRPC_ADDR": "127.0.0.1:1"}
+        "REDIS_URL": "redis://127.0.0.1:1/0", "COMMSGATE_GRPC_ADDR": "127.0.0.1:1",
+        # Free ports, not the defaults: other tests run beside this one.
+        "COMMSGATE_HTTP_ADDR": "127.0.0.1:%d" % harness.free_port(),
+        "COMMSGATE_ADMIN_ADDR": "127.0.0.1:%d" % harness.free_port()}
 
 
 class ConfigTest(unittest.TestCase):

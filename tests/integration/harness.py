@@ -281,6 +281,21 @@ class TestCA:
         self.ca_file = d("ca.pem")
         self.cert_file, self.key_file = d("server.pem"), d("server.key")
 
+    def issue(self, name, cn, san=None, client=False):
+        """Another certificate this CA signs: (cert_file, key_file). san: an
+        extension value such as "IP:127.0.0.1" or "DNS:billing.internal"."""
+        d = lambda f: os.path.join(self.dir, f)
+        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+        run = lambda *a: subprocess.run(["openssl"] + list(a), check=True, capture_output=True)
+        run("req", *ec, "-keyout", d(name + ".key"), "-out", d(name + ".csr"), "-subj", "/CN=" + cn)
+        with open(d(name + ".ext"), "w") as f:
+            if san:
+                f.write("subjectAltName=%s\n" % san)
+            f.write("extendedKeyUsage=%s\n" % ("clientAuth" if client else "serverAuth"))
+        run("x509", "-req", "-in", d(name + ".csr"), "-CA", d("ca.pem"), "-CAkey", d("ca.key"),
+            "-CAcreateserial", "-out", d(name + ".pem"), "-days", "1", "-extfile", d(name + ".ext"))
+        return d(name + ".pem"), d(name + ".key")
+
     def bundle(self):
         """The system's CA bundle with this CA added: what commsgate parses on
         its default path, trusting the simulator too."""
@@ -297,9 +312,11 @@ class TestCA:
 class Stack:
     """redis-server + simulator (when built) + commsgate, all on loopback;
     with tls=True the simulator serves HTTPS with a CA made now, which
-    commsgate is given as COMMSGATE_TWILIO_CA_FILE."""
+    commsgate is given as COMMSGATE_TWILIO_CA_FILE. channel_creds: the
+    grpc.ChannelCredentials the stack's own channel uses (for a daemon with
+    TLS on its gRPC port); None: plaintext."""
 
-    def __init__(self, env=None, with_sim=True, tls=False):
+    def __init__(self, env=None, with_sim=True, tls=False, channel_creds=None):
         import grpc
         _statuses()
         self.redis = start_redis()
@@ -323,7 +340,10 @@ class Stack:
                 self.ca.remove()
             self.redis.stop()
             raise
-        self.channel = grpc.insecure_channel(self.daemon.grpc_target)
+        if channel_creds is not None:
+            self.channel = grpc.secure_channel(self.daemon.grpc_target, channel_creds)
+        else:
+            self.channel = grpc.insecure_channel(self.daemon.grpc_target)
         self.stubs = Stubs(self.channel)
 
     def wait_serving(self, want=1, timeout=5.0):

@@ -42,10 +42,13 @@ function load() {
   return grpc.loadPackageDefinition(def);
 }
 
-async function startStack(extraEnv = {}) {
+// creds: the channel credentials of the stack's clients (TLS to a daemon
+// given certificates in extraEnv); default plaintext.
+async function startStack(extraEnv = {}, creds = null) {
   const redisPort = await freePort();
   const grpcPort = await freePort();
   const httpPort = await freePort();
+  const adminPort = await freePort();
   const simPort = await freePort();
   const redis = spawn('redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1',
     '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
@@ -61,6 +64,7 @@ async function startStack(extraEnv = {}) {
       ...process.env,
       COMMSGATE_GRPC_ADDR: `127.0.0.1:${grpcPort}`,
       COMMSGATE_HTTP_ADDR: `127.0.0.1:${httpPort}`,
+      COMMSGATE_ADMIN_ADDR: `127.0.0.1:${adminPort}`,
       REDIS_URL: `redis://127.0.0.1:${redisPort}/0`,
       TWILIO_ACCOUNT_SID: SIM_ACCOUNT_SID,
       TWILIO_AUTH_TOKEN: 'simulator-auth-token',
@@ -77,8 +81,9 @@ async function startStack(extraEnv = {}) {
   await waitPort(grpcPort, daemon);
   const pkg = load();
   const target = `127.0.0.1:${grpcPort}`;
-  const health = new pkg.grpc.health.v1.Health(target, grpc.credentials.createInsecure());
-  const messaging = new pkg.commsgate.v1.Messaging(target, grpc.credentials.createInsecure());
+  const health = new pkg.grpc.health.v1.Health(target, creds || grpc.credentials.createInsecure());
+  const messaging = new pkg.commsgate.v1.Messaging(target,
+    creds || grpc.credentials.createInsecure());
   const stop = () => new Promise((resolve) => {
     health.close();
     messaging.close();
@@ -91,7 +96,7 @@ async function startStack(extraEnv = {}) {
     return r.json();
   };
   return { redis, redisPort, daemon, health, messaging, stop, simUrl, simRequests, httpPort,
-    log: () => log };
+    adminPort, target, pkg, log: () => log };
 }
 
 function check(health, service = '') {
