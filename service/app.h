@@ -14,6 +14,7 @@
 #include <stdatomic.h>
 
 struct account_ctx;
+struct callers;
 struct admin_ctx;
 struct config;
 struct flow_ctx;
@@ -56,6 +57,7 @@ struct app {
     struct health_ctx *health;
     struct rpc_server *server;
     struct grpc_tls *tls; /* the gRPC port's certificates; NULL: plaintext */
+    struct callers *callers; /* COMMSGATE_CALLERS_FILE, read-only; NULL: none */
 };
 
 /* Any thread: the worker a new call goes to. */

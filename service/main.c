@@ -14,6 +14,7 @@
 
 #include "admin/admin.h"
 #include "app.h"
+#include "auth/callers.h"
 #include "core/config.h"
 #include "core/error.h"
 #include "core/log.h"
@@ -24,6 +25,7 @@
 #include "resolve/resolver.h"
 #include "redis/policy.h"
 #include "redis/redis.h"
+#include "rpc/caller_auth.h"
 #include "rpc/flow.h"
 #include "rpc/grpc_tls.h"
 #include "rpc/health.h"
@@ -251,6 +253,11 @@ int main(int argc, char **argv)
         log_event(LOG_LEVEL_ERROR, "config_invalid", json_pack("{s:s}", "msg", err));
         return 2;
     }
+    if (cfg.callers_file[0] && callers_load(cfg.callers_file, &app.callers, err, sizeof(err))) {
+        log_event(LOG_LEVEL_ERROR, "config_invalid", json_pack("{s:s}", "msg", err));
+        grpc_tls_free(&app.tls);
+        return 2;
+    }
 
     /* Signals are taken by sigwait in this thread only: block them before any
      * thread (gRPC's included) exists, so every thread inherits the mask. */
@@ -335,6 +342,8 @@ int main(int argc, char **argv)
                                     .threads = cfg.grpc_threads,
                                     .max_message_bytes = cfg.max_message_bytes,
                                     .tls = app.tls,
+                                    .authorize = caller_auth,
+                                    .authorize_arg = &app,
                                     .app = &app};
     rc = rpc_server_new(&sopts, methods, nmethods, &app.server);
     if (rc)
@@ -383,6 +392,7 @@ fail:
         worker_free(&app.workers[i]);
     rpc_server_free(&app.server);
     grpc_tls_free(&app.tls); /* after the server, whose handshakes read it */
+    callers_free(&app.callers);
     for (int i = 0; i < app.nworkers; i++)
         flow_ctx_free(&app.workers[i].flows); /* after the queue threads, which make flows */
     http_cas_free(&app.cas); /* after every Twilio client */

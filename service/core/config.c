@@ -74,6 +74,10 @@ static const struct setting settings[] = {
     {"COMMSGATE_GRPC_TLS_CLIENT_CA_FILE", "", K_FILE, 0, STR(grpc_tls_client_ca_file), NULL, 0,
      0, "PEM CAs for mutual TLS: a client without a certificate they signed is refused at the "
         "handshake"},
+    {"COMMSGATE_CALLERS_FILE", "", K_FILE, 0, STR(callers_file), NULL, 0, 0,
+     "YAML or JSON file naming the services that may call, how each is recognised (client "
+     "certificate or token hash) and the RPCs each may use (deploy/callers.example.yaml); "
+     "empty: anyone who reaches the port"},
     {"COMMSGATE_GRPC_THREADS", "2", K_INT, 0, NUM(grpc_threads), NULL, 1, 64,
      "threads polling the gRPC completion queue"},
     {"COMMSGATE_LOOPS", "0", K_INT, 0, NUM(loops), NULL, 0, 16,

@@ -38,6 +38,7 @@ struct config {
     char grpc_tls_cert_file[512]; /* "": the gRPC port is plaintext */
     char grpc_tls_key_file[512];
     char grpc_tls_client_ca_file[512]; /* "": no client certificate asked for */
+    char callers_file[512];      /* "": any caller, scope from commsgate-caller */
 
     int grpc_threads;
     int loops;                   /* workers (app.h); 0: one per CPU, at most 4 */

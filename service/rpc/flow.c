@@ -253,7 +253,11 @@ void flow_set_idempotency(struct flow *f, const char *key, const uint8_t *req, s
     f->idem[0] = '\0';
     if (!key || !*key)
         return;
-    if (rpc_call_metadata(f->call, "commsgate-caller", caller, sizeof(caller)) <= 0)
+    /* The identity the callers file gave the call; without a callers file,
+     * what the client says it is. */
+    if (rpc_call_caller(f->call)[0])
+        snprintf(caller, sizeof(caller), "%s", rpc_call_caller(f->call));
+    else if (rpc_call_metadata(f->call, "commsgate-caller", caller, sizeof(caller)) <= 0)
         strcpy(caller, "default");
     idempotency_key(f->idem, sizeof(f->idem), caller, key);
     /* The whole request and its RPC: the same key with any other request

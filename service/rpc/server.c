@@ -82,6 +82,7 @@ struct rpc_call {
     grpc_byte_buffer *send_bb, *finish_bb;
     grpc_metadata trailers[2]; /* kept until the call is freed */
     size_t ntrailers;
+    char caller[40]; /* who authorize said it is; "" without a callers file */
     void *data;
 };
 
@@ -300,6 +301,10 @@ static void on_request(struct rpc_call *c, int success)
     grpc_byte_buffer_reader_destroy(&reader);
     grpc_byte_buffer_destroy(c->payload);
     c->payload = NULL;
+    if (!c->method->open && s->opts.authorize && s->opts.authorize(c, s->opts.authorize_arg)) {
+        grpc_slice_unref(req);
+        return; /* refused, and answered */
+    }
     c->method->on_call(c, GRPC_SLICE_START_PTR(req), GRPC_SLICE_LENGTH(req));
     grpc_slice_unref(req);
 }
@@ -525,6 +530,39 @@ void rpc_server_free(struct rpc_server **sp)
     free(s->counts);
     free(s);
     *sp = NULL;
+}
+
+const char *rpc_call_caller(const struct rpc_call *call)
+{
+    return call->caller;
+}
+
+void rpc_call_set_caller(struct rpc_call *call, const char *name)
+{
+    snprintf(call->caller, sizeof(call->caller), "%s", name ? name : "");
+}
+
+size_t rpc_call_peer_property(const struct rpc_call *call, const char *name, char **out,
+                              size_t max, char *buf, size_t buflen)
+{
+    grpc_auth_context *ctx = grpc_call_auth_context(call->call);
+    size_t n = 0, used = 0;
+    if (!ctx)
+        return 0;
+    grpc_auth_property_iterator it = grpc_auth_context_find_properties_by_name(ctx, name);
+    const grpc_auth_property *p;
+    while (n < max && (p = grpc_auth_property_iterator_next(&it))) {
+        if (p->value_length + 1 > buflen - used)
+            break;
+        if (memchr(p->value, 0, p->value_length))
+            continue; /* not a name anyone could have written in the callers file */
+        memcpy(buf + used, p->value, p->value_length);
+        buf[used + p->value_length] = '\0';
+        out[n++] = buf + used;
+        used += p->value_length + 1;
+    }
+    grpc_auth_context_release(ctx);
+    return n;
 }
 
 void *rpc_call_app(const struct rpc_call *c)

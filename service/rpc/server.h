@@ -31,6 +31,8 @@ struct rpc_method {
     void (*on_closed)(struct rpc_call *call, int cancelled);
     /* The method's own static data, e.g. its protobuf-c descriptor. */
     const void *data;
+    /* Served to anyone who reaches the port, callers file or not (health). */
+    int open;
 };
 
 struct grpc_tls;
@@ -39,6 +41,10 @@ struct rpc_server_opts {
     int threads;
     long max_message_bytes;
     struct grpc_tls *tls; /* rpc/grpc_tls.h; NULL: plaintext. Outlives the server */
+    /* Optional, queue thread, before each call that is not `open` reaches its
+     * handler: 0 lets it through; otherwise it answered the call (refused). */
+    int (*authorize)(struct rpc_call *call, void *arg);
+    void *authorize_arg;
     void *app; /* handed to handlers through rpc_call_app */
 };
 
@@ -80,6 +86,14 @@ int rpc_call_is_cancelled(const struct rpc_call *call);
  * its length, or -1 if absent or longer than buflen - 1. Queue thread, in
  * on_call. */
 int rpc_call_metadata(const struct rpc_call *call, const char *key, char *buf, size_t buflen);
+/* The caller authorize identified (see rpc/caller_auth.h), "" if none. */
+const char *rpc_call_caller(const struct rpc_call *call);
+void rpc_call_set_caller(struct rpc_call *call, const char *name);
+/* Queue thread: the values of the TLS peer's property `name`
+ * (GRPC_X509_SUBJECT_PROPERTY_NAME, _SAN_), up to max, copied into buf;
+ * returns how many. None over plaintext. */
+size_t rpc_call_peer_property(const struct rpc_call *call, const char *name, char **out,
+                              size_t max, char *buf, size_t buflen);
 /* Answers OK with a response packed elsewhere (an idempotent repeat). */
 int rpc_call_finish_packed(struct rpc_call *call, const uint8_t *resp, size_t len);
 /* A slot for the handler's own state. */

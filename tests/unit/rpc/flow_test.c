@@ -63,6 +63,7 @@ static struct app app;
 static struct rpc_call call;
 
 void *rpc_call_app(const struct rpc_call *c) { return c->app; }
+const char *rpc_call_caller(const struct rpc_call *c) { return ""; } /* no callers file */
 int64_t rpc_call_ms_left(const struct rpc_call *c) { return c->ms_left; }
 int rpc_call_is_cancelled(const struct rpc_call *c) { return c->cancelled; }
 void *rpc_call_get_data(const struct rpc_call *c) { return c->data; }
