@@ -73,6 +73,50 @@ static int hex_to_bytes(const char *hex, unsigned char *out, size_t n)
     return 0;
 }
 
+static const struct {
+    const char *name;
+    long long window_ms;
+} quotas[CALLER_QUOTA_COUNT] = {
+    [CALLER_QUOTA_MESSAGES_PER_SECOND] = {"messages_per_second", 1000},
+    [CALLER_QUOTA_MESSAGES_PER_DAY] = {"messages_per_day", 86400000},
+    [CALLER_QUOTA_VERIFICATIONS_PER_HOUR] = {"verifications_per_hour", 3600000},
+};
+
+const char *caller_quota_name(enum caller_quota q)
+{
+    return quotas[q].name;
+}
+
+long long caller_quota_window_ms(enum caller_quota q)
+{
+    return quotas[q].window_ms;
+}
+
+static int read_quotas(struct walk *w, struct caller *c, yaml_node_t *n)
+{
+    if (!n || n->type != YAML_MAPPING_NODE)
+        return fail(w, "caller %s: quotas must be a mapping%s", c->name, "");
+    for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
+        const char *k = scalar(w, yaml_document_get_node(w->doc, p->key));
+        const char *v = scalar(w, yaml_document_get_node(w->doc, p->value));
+        int found = -1;
+        for (int q = 0; k && q < CALLER_QUOTA_COUNT; q++)
+            if (strcmp(k, quotas[q].name) == 0)
+                found = q;
+        if (found < 0)
+            return fail(w, "caller %s: unknown quota %s (messages_per_second, messages_per_day, "
+                           "verifications_per_hour)",
+                        c->name, k ? k : "(not a string)");
+        char *end;
+        long n_ = v ? strtol(v, &end, 10) : 0;
+        if (!v || !*v || *end || n_ < 1 || n_ > 100000000)
+            return fail(w, "caller %s: quota %s must be a whole number from 1 to 100000000",
+                        c->name, k);
+        c->quota[found] = n_;
+    }
+    return CG_OK;
+}
+
 static int read_rpcs(struct walk *w, struct caller *c, yaml_node_t *n)
 {
     if (!n || n->type != YAML_SEQUENCE_NODE)
@@ -135,6 +179,9 @@ static int read_caller(struct walk *w, yaml_node_t *n, struct caller *c)
             c->by = strcmp(k, "client_cert_san") == 0 ? CALLER_BY_SAN : CALLER_BY_SUBJECT;
             snprintf(c->match, sizeof(c->match), "%s", v);
             ways++;
+        } else if (strcmp(k, "quotas") == 0) {
+            if ((rc = read_quotas(w, c, vn)))
+                return rc;
         } else if (strcmp(k, "token_sha256") == 0) {
             /* Only the hash is kept, in the file too: a token never in clear. */
             if (!v || hex_to_bytes(v, c->token_sha256, sizeof(c->token_sha256)))

@@ -8,6 +8,7 @@
  *       client_cert_san: billing.internal  # or client_cert_subject: "CN=billing,O=Example"
  *                                          # or token_sha256: <64 hex digits>
  *       rpcs: [SendSMS, GetMessage]        # or ["*"]
+ *       quotas: {messages_per_second: 10, messages_per_day: 50000, verifications_per_hour: 100}
  *
  * Unknown keys are errors: a typo must not open or close access silently. */
 #ifndef COMMSGATE_AUTH_CALLERS_H
@@ -22,13 +23,27 @@ struct callers;
 
 enum caller_by { CALLER_BY_SAN, CALLER_BY_SUBJECT, CALLER_BY_TOKEN };
 
+/* A caller's own quotas (its `quotas:` mapping), each at most N in a
+ * sliding window, across every replica (redis/caller_quota.c). */
+enum caller_quota {
+    CALLER_QUOTA_MESSAGES_PER_SECOND, /* SendSMS and SendWhatsApp */
+    CALLER_QUOTA_MESSAGES_PER_DAY,
+    CALLER_QUOTA_VERIFICATIONS_PER_HOUR, /* StartVerification */
+    CALLER_QUOTA_COUNT
+};
+
 struct caller {
     char name[CALLER_NAME_MAX];
     enum caller_by by;
     char match[256];              /* the SAN or subject; for a token, its SHA-256 in hex */
     unsigned char token_sha256[32];
     unsigned rpcs;                /* bit per CALLERS_RPC_* */
+    long quota[CALLER_QUOTA_COUNT]; /* 0: none */
 };
+
+/* messages_per_second, ...: the key in the file, and the quota's window. */
+const char *caller_quota_name(enum caller_quota q);
+long long caller_quota_window_ms(enum caller_quota q);
 
 /* The RPCs a caller may be allowed, by name. */
 #define CALLERS_RPC_NAMES                                                                          \

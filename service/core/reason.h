@@ -34,7 +34,8 @@
     X(REASON_OUTCOME_UNKNOWN,        "OUTCOME_UNKNOWN",          UNKNOWN,             -1)        \
     X(REASON_OUTCOME_RESOLVING,      "OUTCOME_RESOLVING",        ABORTED,           1000)        \
     X(REASON_CALLER_UNKNOWN,         "CALLER_UNKNOWN",           UNAUTHENTICATED,     -1)        \
-    X(REASON_RPC_NOT_ALLOWED,        "RPC_NOT_ALLOWED",          PERMISSION_DENIED,   -1)
+    X(REASON_RPC_NOT_ALLOWED,        "RPC_NOT_ALLOWED",          PERMISSION_DENIED,   -1)        \
+    X(REASON_CALLER_QUOTA,           "CALLER_QUOTA_EXHAUSTED",   RESOURCE_EXHAUSTED,  -1)
 
 enum reason {
 #define REASON_ENUM(v, name, status, retry) v,

@@ -18,7 +18,8 @@
     X(KEYS_VCHECK,      "vcheck",  "verify_limits",      "verification checks (zset)")     \
     X(KEYS_MESSAGE,     "msg",     "message_status",     "a message's latest status (hash)") \
     X(KEYS_EVENT,       "ev:",     "message_status, webhook", "a status event applied, by its status") \
-    X(KEYS_INBOUND,     "in:",     "inbound",            "an inbound message applied, by its SID")
+    X(KEYS_INBOUND,     "in:",     "inbound",            "an inbound message applied, by its SID") \
+    X(KEYS_QUOTA,       "q:",      "caller_quota",       "a caller's reservations per quota (zset); tag caller:<name>")
 
 enum keys_record {
 #define KEYS_ENUM(v, suffix, owner, what) v,

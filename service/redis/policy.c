@@ -21,6 +21,7 @@ static const char *const script_names[POLICY_SCRIPT_COUNT] = {
     [POLICY_INBOUND] = "inbound",
     [POLICY_IDEMPOTENCY] = "idempotency",
     [POLICY_RESOLVE_QUEUE] = "resolve_queue",
+    [POLICY_CALLER_QUOTA] = "caller_quota",
 };
 
 static const struct script_source *scripts[POLICY_SCRIPT_COUNT];

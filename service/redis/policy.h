@@ -26,6 +26,7 @@ enum policy_script {
     POLICY_INBOUND,      /* inbound.lua: inbound messages, keywords, window */
     POLICY_IDEMPOTENCY,  /* idempotency.lua: a key's record, claim and drop */
     POLICY_RESOLVE_QUEUE, /* resolve_queue.lua: unknown outcomes due for resolving */
+    POLICY_CALLER_QUOTA, /* caller_quota.lua: a caller's own quotas (callers file) */
     POLICY_SCRIPT_COUNT
 };
 
@@ -58,6 +59,7 @@ struct policy_result {
     /* POLICY_REFUSE: the wait in ms (verification limits), or when the
      * WhatsApp window closed (unix ms; 0: it never opened). */
     int64_t ms;
+    int which; /* POLICY_REFUSE by caller_quota.lua: the quota spent (enum caller_quota) */
     /* POLICY_REPEAT, POLICY_FOUND: the stored answer, in one allocation; the callback
      * may take it (set it NULL), else it is freed after the callback. */
     struct policy_outcome *repeat;

@@ -51,6 +51,6 @@ int caller_auth(struct rpc_call *call, void *arg)
         rpc_call_fail(call, &e);
         return 1;
     }
-    rpc_call_set_caller(call, c->name);
+    rpc_call_set_caller(call, c->name, c);
     return 0;
 }

@@ -24,6 +24,7 @@
 #include "core/log.h"
 #include "core/text.h"
 #include "loop/loop.h"
+#include "auth/callers.h"
 #include "redis/message_status.h"
 #include "redis/idempotency.h"
 #include "redis/resolve_queue.h"
@@ -48,8 +49,10 @@
 #define TWILIO_MAX_MS 30000
 
 /* What a decision round asks Redis (flow.need). */
-enum { NEED_RECIPIENT = 1 << 0, NEED_ACCOUNT = 1 << 1, NEED_CLAIM = 1 << 2 };
-#define NEED_ALL(f) (NEED_RECIPIENT | NEED_ACCOUNT | ((f)->idem[0] ? NEED_CLAIM : 0))
+enum { NEED_RECIPIENT = 1 << 0, NEED_ACCOUNT = 1 << 1, NEED_CLAIM = 1 << 2, NEED_QUOTA = 1 << 3 };
+#define NEED_ALL(f)                                                                                \
+    (NEED_RECIPIENT | NEED_ACCOUNT | ((f)->idem[0] ? NEED_CLAIM : 0) |                            \
+     (caller_quota_applies((f)->caller, (f)->kind->spend) ? NEED_QUOTA : 0))
 
 /* How a call lets go of what it holds (let_go). */
 enum let_go {
@@ -165,6 +168,7 @@ static struct flow *flow_new(struct rpc_call *call, const struct flow_kind *kind
     f->kind = kind;
     f->app = rpc_call_app(call);
     f->w = app_next_worker(f->app);
+    f->caller = rpc_call_caller_info(call);
     f->state = FLOW_PREPARED;
     snprintf(f->id, sizeof(f->id), "%s-%lu", ctx_of(f)->replica,
              atomic_fetch_add(&ctx_of(f)->next_id, 1));
@@ -327,6 +331,8 @@ static void let_go(struct flow *f, enum let_go how)
         resolve_queue_done(w->rqueue, f->idem);
     if (!sent && (f->held & FLOW_HOLD_PLACE))
         verify_limits_give_back(w->redis, f->to, f->id);
+    if (!sent && (f->held & FLOW_HOLD_QUOTA))
+        caller_quota_give_back(w->redis, f->caller, f->kind->spend, f->id);
     if ((f->held & FLOW_HOLD_LEASE) && how == LET_GO_UNSENT) {
         /* The lease, and the rate slot if it is still the last one booked. */
         if (account_give(w->account, f->id, f->cost, f->acct.slot))
@@ -448,6 +454,21 @@ static int ask_claim(struct flow *f)
                              &f->claim_req);
 }
 
+static void on_quota(struct policy_result *res, struct policy_req *req)
+{
+    struct flow *f = req->data;
+    f->quota = *res;
+    f->quota.repeat = NULL;
+    round_done(f);
+}
+
+static int ask_quota(struct flow *f)
+{
+    f->quota_req.done = on_quota;
+    f->quota_req.data = f;
+    return caller_quota_take(f->w->redis, f->caller, f->kind->spend, f->id, &f->quota_req);
+}
+
 static void on_account(struct account_req *req, enum account_result res, int64_t ms)
 {
     struct flow *f = req->data;
@@ -505,9 +526,10 @@ static void run_round(struct flow *f)
     set_state(f, FLOW_DECIDING);
     f->verdict.verdict = POLICY_GO;
     f->claim.verdict = POLICY_GO;
+    f->quota.verdict = POLICY_GO;
     f->acct_res = ACCOUNT_OK;
     f->pending = !!(f->need & NEED_RECIPIENT) + !!(f->need & NEED_ACCOUNT) +
-                 !!(f->need & NEED_CLAIM);
+                 !!(f->need & NEED_CLAIM) + !!(f->need & NEED_QUOTA);
     /* The key's record first: a repeat is answered whatever else says. */
     if ((f->need & NEED_CLAIM) && ask_claim(f)) {
         fail_for(f, REASON_REDIS_UNAVAILABLE, "Redis is unreachable; nothing was sent");
@@ -520,6 +542,13 @@ static void run_round(struct flow *f)
         }
         /* The claim just sent answers later; decide drops it then. */
         f->verdict.verdict = POLICY_LOST;
+        f->pending--;
+    }
+    /* The caller's quotas, in the same pipeline (their own slot's script).
+     * The account's take, last, always answers later, so a quota that
+     * cannot be asked is decided with the rest. */
+    if ((f->need & NEED_QUOTA) && ask_quota(f)) {
+        f->quota.verdict = POLICY_LOST;
         f->pending--;
     }
     if (f->need & NEED_ACCOUNT)
@@ -690,8 +719,8 @@ static int refused_for_shutdown(struct flow *f)
 static void decide(struct flow *f)
 {
     int asked_recipient = f->need & NEED_RECIPIENT, asked_account = f->need & NEED_ACCOUNT;
-    int asked_claim = f->need & NEED_CLAIM;
-    enum policy_verdict v = f->verdict.verdict, c = f->claim.verdict;
+    int asked_claim = f->need & NEED_CLAIM, asked_quota = f->need & NEED_QUOTA;
+    enum policy_verdict v = f->verdict.verdict, c = f->claim.verdict, q = f->quota.verdict;
     struct rpc_error e = {.retry_after_ms = -1};
 
     /* First take what this round got, so every way out below lets go of
@@ -700,6 +729,9 @@ static void decide(struct flow *f)
         f->held |= FLOW_HOLD_CLAIM;
     if (asked_recipient && v == POLICY_GO && f->kind->policy == FLOW_POLICY_VERIFY_START)
         f->held |= FLOW_HOLD_PLACE;
+    /* A lost reply may have reserved its places: give back as if it had. */
+    if (asked_quota && (q == POLICY_GO || q == POLICY_LOST))
+        f->held |= FLOW_HOLD_QUOTA;
     if (asked_account && f->acct_res == ACCOUNT_OK) {
         f->held |= FLOW_HOLD_LEASE;
         if (f->cost > 0)
@@ -718,12 +750,13 @@ static void decide(struct flow *f)
         f->held |= FLOW_HOLD_LEASE;
     }
 
-    if (v == POLICY_LOST || c == POLICY_LOST || f->acct_res == ACCOUNT_LOST) {
+    if (v == POLICY_LOST || c == POLICY_LOST || q == POLICY_LOST || f->acct_res == ACCOUNT_LOST) {
         fail_for(f, REASON_REDIS_UNAVAILABLE,
                  "Redis connection lost during the policy check; nothing was sent");
         return;
     }
-    if (v == POLICY_NOSCRIPT || c == POLICY_NOSCRIPT || f->acct_res == ACCOUNT_NOSCRIPT) {
+    if (v == POLICY_NOSCRIPT || c == POLICY_NOSCRIPT || q == POLICY_NOSCRIPT ||
+        f->acct_res == ACCOUNT_NOSCRIPT) {
         /* Redis lost the scripts (flush, failover): let go of this round,
          * reload, and run the whole decision again. */
         if (++f->reloads > MAX_RELOADS) {
@@ -788,6 +821,22 @@ static void decide(struct flow *f)
             return;
         }
         f->need &= ~(unsigned)NEED_RECIPIENT;
+    }
+    if (asked_quota) {
+        if (q == POLICY_REFUSE) {
+            long long secs = (f->quota.ms + 999) / 1000;
+            snprintf(f->errmsg, sizeof(f->errmsg),
+                     "caller %s: its quota of %ld %s is spent; retry in %lld s",
+                     f->caller->name, f->caller->quota[f->quota.which],
+                     caller_quota_name(f->quota.which), secs);
+            e = (struct rpc_error){.code = reason_status(REASON_CALLER_QUOTA),
+                                   .msg = f->errmsg,
+                                   .reason = REASON_CALLER_QUOTA,
+                                   .retry_after_ms = f->quota.ms};
+            fail_call(f, LET_GO_UNSENT, &e);
+            return;
+        }
+        f->need &= ~(unsigned)NEED_QUOTA;
     }
     if (asked_account) {
         if (f->acct_res != ACCOUNT_OK) { /* ACCOUNT_RATE or ACCOUNT_BUSY */

@@ -25,6 +25,7 @@
 #include <stdint.h>
 
 #include "redis/account.h"
+#include "redis/caller_quota.h"
 #include "redis/keys.h"
 #include "redis/policy.h"
 #include "redis/redis.h"
@@ -61,6 +62,8 @@ struct flow_kind {
     const char *not_found_fmt;
     /* Sends a message: its accepted status is recorded for GetMessage. */
     int tracks_message;
+    /* What a call spends of its caller's quotas (callers file). */
+    enum caller_spend spend;
     /* The Twilio list an unknown outcome is resolved from (resolve/):
      * "Messages", "Calls" or "Attempts" (Verify); NULL if it cannot be. */
     const char *resolve_api;
@@ -83,6 +86,7 @@ enum flow_hold {
     FLOW_HOLD_SLOT = 1 << 3,  /* a slot in the account's send rate */
     FLOW_HOLD_QUEUED = 1 << 4, /* an entry in the resolve queue, due when its claim's
                                   lease ends: a replica that dies mid-send leaves it */
+    FLOW_HOLD_QUOTA = 1 << 5,  /* places in its caller's quotas (caller_quota.lua) */
 };
 
 struct flow {
@@ -91,6 +95,7 @@ struct flow {
     struct rpc_call *call;
     struct app *app;
     struct worker *w;        /* the loop the call stays on, from arrival to answer */
+    const struct caller *caller; /* its entry in the callers file; NULL without one */
     char to[320];            /* the recipient as the keys name it */
     char *form;              /* the Twilio request body; owned */
     size_t form_len;
@@ -118,7 +123,8 @@ struct flow {
     int pending;             /* replies still due in this round */
     int reloads, polls;
     int64_t lease_ms;        /* the claim's lease, as last asked */
-    struct policy_req policy, claim_req;
+    struct policy_req policy, claim_req, quota_req;
+    struct policy_result quota;     /* this round's answer from the caller's quotas */
     struct policy_result verdict;   /* this round's recipient answer */
     struct policy_result claim;     /* this round's answer from the key's record */
     struct account_req acct;

@@ -36,6 +36,7 @@ static const struct flow_kind sms_kind = {
     .twilio_actions = TWILIO_ACTION_OPT_OUT,
     .tracks_message = 1,
     .resolve_api = "Messages",
+    .spend = CALLER_SPEND_MESSAGE,
 };
 
 static int build_form(struct flow *f, const Commsgate__V1__SendSMSRequest *r, char *msg,

@@ -68,6 +68,7 @@ static const struct flow_kind start_kind = {
     .policy = FLOW_POLICY_VERIFY_START,
     .respond = start_respond,
     .resolve_api = "Attempts",
+    .spend = CALLER_SPEND_VERIFICATION,
 };
 
 static int is_email(const char *s)

@@ -36,6 +36,7 @@ static const struct flow_kind whatsapp_kind = {
     .twilio_actions = TWILIO_ACTION_CLOSE_WINDOW,
     .tracks_message = 1,
     .resolve_api = "Messages",
+    .spend = CALLER_SPEND_MESSAGE,
 };
 
 static int check(const Commsgate__V1__SendWhatsAppRequest *r, const struct config *cfg, char *msg,

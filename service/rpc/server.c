@@ -83,6 +83,7 @@ struct rpc_call {
     grpc_metadata trailers[2]; /* kept until the call is freed */
     size_t ntrailers;
     char caller[40]; /* who authorize said it is; "" without a callers file */
+    const void *caller_info;
     void *data;
 };
 
@@ -537,9 +538,15 @@ const char *rpc_call_caller(const struct rpc_call *call)
     return call->caller;
 }
 
-void rpc_call_set_caller(struct rpc_call *call, const char *name)
+void rpc_call_set_caller(struct rpc_call *call, const char *name, const void *info)
 {
     snprintf(call->caller, sizeof(call->caller), "%s", name ? name : "");
+    call->caller_info = info;
+}
+
+const void *rpc_call_caller_info(const struct rpc_call *call)
+{
+    return call->caller_info;
 }
 
 size_t rpc_call_peer_property(const struct rpc_call *call, const char *name, char **out,

@@ -88,7 +88,9 @@ int rpc_call_is_cancelled(const struct rpc_call *call);
 int rpc_call_metadata(const struct rpc_call *call, const char *key, char *buf, size_t buflen);
 /* The caller authorize identified (see rpc/caller_auth.h), "" if none. */
 const char *rpc_call_caller(const struct rpc_call *call);
-void rpc_call_set_caller(struct rpc_call *call, const char *name);
+/* Its entry in the callers file (auth/callers.h), NULL if none. */
+const void *rpc_call_caller_info(const struct rpc_call *call);
+void rpc_call_set_caller(struct rpc_call *call, const char *name, const void *info);
 /* Queue thread: the values of the TLS peer's property `name`
  * (GRPC_X509_SUBJECT_PROPERTY_NAME, _SAN_), up to max, copied into buf;
  * returns how many. None over plaintext. */

@@ -6,6 +6,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import time
 import unittest
 
 import grpc
@@ -75,6 +76,94 @@ class TokenCallersTest(unittest.TestCase):
         b = self.s.SendSMS(req, timeout=5, metadata=(("authorization", "Bearer " + TOKEN),))
         self.assertEqual(a.sid, b.sid)
         self.assertEqual(len(self.sim.requests("Messages.json")), 1)
+
+
+class QuotaTest(unittest.TestCase):
+    """Each caller's own quotas, across two replicas on one Redis."""
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="commsgate-quota-")
+        path = os.path.join(self.dir, "callers.yaml")
+        h = lambda t: hashlib.sha256(t.encode()).hexdigest()  # noqa: E731
+        write_callers(path, (
+            "callers:\n"
+            "  - {name: batch, token_sha256: %s, rpcs: [\"*\"],\n"
+            "     quotas: {messages_per_day: 4, verifications_per_hour: 2}}\n"
+            "  - {name: burst, token_sha256: %s, rpcs: [\"*\"],\n"
+            "     quotas: {messages_per_second: 2}}\n"
+            "  - {name: free, token_sha256: %s, rpcs: [\"*\"]}\n") % (
+                h("tok-batch"), h("tok-burst"), h("tok-free")))
+        self.redis = harness.start_redis()
+        self.sim = harness.start_sim()
+        env = {"COMMSGATE_CALLERS_FILE": path, "COMMSGATE_SEND_RATE": "100000",
+               "COMMSGATE_VERIFY_COOLDOWN_SECONDS": "0"}
+        self.daemons = [harness.start_daemon(self.redis.port, self.sim.url, extra_env=env)
+                        for _ in range(2)]
+        self.channels = [grpc.insecure_channel(d.grpc_target) for d in self.daemons]
+        self.stubs = [harness.Stubs(c) for c in self.channels]
+        self.m = self.stubs[0].messaging_pb2
+        time.sleep(0.3)
+
+    def tearDown(self):
+        for c in self.channels:
+            c.close()
+        rcs = [d.stop() for d in self.daemons]
+        self.sim.stop()
+        self.redis.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.assertEqual(rcs, [0, 0])
+
+    def call(self, i, method, req, token):
+        try:
+            return getattr(self.stubs[i % 2], method)(
+                req, timeout=5, metadata=(("authorization", "Bearer " + token),)), None
+        except grpc.RpcError as e:
+            return None, e
+
+    def test_messages_per_day_across_replicas_and_refusals_give_back(self):
+        # Twilio refusing (21211) sent nothing: it spends no quota.
+        _, e = self.call(0, "SendSMS", self.m.SendSMSRequest(to="+15005550001", body="x"),
+                         "tok-batch")
+        self.assertEqual(e.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        got = [self.call(i, "SendSMS", self.m.SendSMSRequest(to="+1415555%04d" % i, body="x"),
+                         "tok-batch") for i in range(6)]
+        ok = [r for r, e in got if r]
+        refused = [e for r, e in got if e]
+        self.assertEqual(len(ok), 4)
+        self.assertEqual(len(refused), 2)
+        for e in refused:
+            self.assertEqual(e.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+            _, info, retry = harness.status_details(e)
+            self.assertEqual(info.reason, "CALLER_QUOTA_EXHAUSTED")
+            self.assertIn("messages_per_day", e.details())
+            self.assertGreater(retry.retry_delay.seconds, 3600)
+        self.assertEqual(len(harness.Sim(self.sim.url).requests("Messages.json")), 5)
+        # Another caller has its own quotas; verifications are counted apart.
+        r, e = self.call(0, "SendSMS", self.m.SendSMSRequest(to="+14155550100", body="x"),
+                         "tok-free")
+        self.assertIsNone(e)
+        vs = [self.call(i, "StartVerification", self.m.StartVerificationRequest(
+            to="+1415666%04d" % i), "tok-batch") for i in range(3)]
+        self.assertEqual([e is None for _, e in vs], [True, True, False])
+        _, info, _ = harness.status_details(vs[2][1])
+        self.assertEqual(info.reason, "CALLER_QUOTA_EXHAUSTED")
+        # Every quota key expires.
+        for k in harness.redis_cli(self.redis.port, "KEYS", "cg:{caller:*").split():
+            self.assertGreater(int(harness.redis_cli(self.redis.port, "PTTL", k)), 0, k)
+
+    def test_messages_per_second(self):
+        import concurrent.futures
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            got = list(pool.map(lambda i: self.call(i, "SendSMS", self.m.SendSMSRequest(
+                to="+1415777%04d" % i, body="x"), "tok-burst"), range(3)))
+        errors = [e for _, e in got if e]
+        self.assertEqual(len(errors), 1, [e.details() for e in errors])
+        _, _, retry = harness.status_details(errors[0])
+        self.assertLessEqual(retry.retry_delay.seconds, 1)
+        time.sleep(1.1)
+        r, e = self.call(0, "SendSMS", self.m.SendSMSRequest(to="+14157770009", body="x"),
+                         "tok-burst")
+        self.assertIsNone(e)
 
 
 class CertificateCallersTest(unittest.TestCase):

@@ -64,6 +64,21 @@ static struct rpc_call call;
 
 void *rpc_call_app(const struct rpc_call *c) { return c->app; }
 const char *rpc_call_caller(const struct rpc_call *c) { return ""; } /* no callers file */
+const void *rpc_call_caller_info(const struct rpc_call *c) { return NULL; }
+/* Without a callers file no quota applies (tests/integration/callers_test.py
+ * covers them against Redis). */
+int caller_quota_applies(const struct caller *caller, enum caller_spend spend) { return 0; }
+int caller_quota_take(struct redis_ctx *r, const struct caller *caller, enum caller_spend spend,
+                      const char *id, struct policy_req *req)
+{
+    fail_msg("a quota was taken with no caller");
+    return 0;
+}
+void caller_quota_give_back(struct redis_ctx *r, const struct caller *caller,
+                            enum caller_spend spend, const char *id)
+{
+    fail_msg("a quota was given back with no caller");
+}
 int64_t rpc_call_ms_left(const struct rpc_call *c) { return c->ms_left; }
 int rpc_call_is_cancelled(const struct rpc_call *c) { return c->cancelled; }
 void *rpc_call_get_data(const struct rpc_call *c) { return c->data; }
