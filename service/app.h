@@ -15,6 +15,7 @@
 
 struct account_ctx;
 struct callers;
+struct caller_auth;
 struct admin_ctx;
 struct config;
 struct flow_ctx;
@@ -58,6 +59,7 @@ struct app {
     struct rpc_server *server;
     struct grpc_tls *tls; /* the gRPC port's certificates; NULL: plaintext */
     struct callers *callers; /* COMMSGATE_CALLERS_FILE, read-only; NULL: none */
+    struct caller_auth *auth; /* the file applied to calls, and its counters */
 };
 
 /* Any thread: the worker a new call goes to. */

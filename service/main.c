@@ -336,6 +336,9 @@ int main(int argc, char **argv)
     }
 
     log_grpc_security(&cfg, app.tls);
+    rc = caller_auth_new(app.callers, &app.auth);
+    if (rc)
+        goto fail;
     nmethods += health_methods(methods + nmethods);
     nmethods += messaging_methods(methods + nmethods);
     struct rpc_server_opts sopts = {.addr = cfg.grpc_addr,
@@ -343,7 +346,7 @@ int main(int argc, char **argv)
                                     .max_message_bytes = cfg.max_message_bytes,
                                     .tls = app.tls,
                                     .authorize = caller_auth,
-                                    .authorize_arg = &app,
+                                    .authorize_arg = app.auth,
                                     .app = &app};
     rc = rpc_server_new(&sopts, methods, nmethods, &app.server);
     if (rc)
@@ -392,6 +395,7 @@ fail:
         worker_free(&app.workers[i]);
     rpc_server_free(&app.server);
     grpc_tls_free(&app.tls); /* after the server, whose handshakes read it */
+    caller_auth_free(&app.auth); /* after the server, whose calls it counted */
     callers_free(&app.callers);
     for (int i = 0; i < app.nworkers; i++)
         flow_ctx_free(&app.workers[i].flows); /* after the queue threads, which make flows */

@@ -6,6 +6,7 @@
 #include "app.h"
 #include "rpc/health.h"
 #include "resolve/resolver.h"
+#include "rpc/caller_auth.h"
 #include "rpc/flow.h"
 #include "rpc/server.h"
 #include "twilio/twilio.h"
@@ -32,6 +33,7 @@ void metrics_page(struct app *app, struct evbuffer *out)
     rpc_server_metrics(app->server, out);
     twilio_metrics(twilio, app->nworkers, out);
     flow_metrics(flows, app->nworkers, out);
+    caller_auth_metrics(app->auth, out);
     if (app->resolver)
         resolver_metrics(app->resolver, out);
     evbuffer_add_printf(out, "# HELP commsgate_message_status_total Message status callbacks "

@@ -65,6 +65,12 @@ class TokenCallersTest(unittest.TestCase):
             to="+14155550100"), good, P, "RPC_NOT_ALLOWED")
         self.assertIn("batch may not use StartVerification", e.details())
         self.assertEqual(len(self.sim.requests()), 1)
+        import urllib.request
+        text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % self.stack.daemon.admin_port,
+                                      timeout=5).read().decode()
+        self.assertIn('commsgate_caller_calls_total{caller="batch",result="accepted"} 1', text)
+        self.assertIn('commsgate_caller_calls_total{caller="batch",result="denied"} 1', text)
+        self.assertIn("commsgate_caller_unknown_total 4", text)
 
     def test_the_identity_scopes_idempotency_not_the_header(self):
         md = (("authorization", "Bearer " + TOKEN), ("commsgate-caller", "billing"))
