@@ -207,18 +207,30 @@ class CertificateCallersTest(unittest.TestCase):
         finally:
             ca.remove()
 
-    def test_the_shipped_example_is_valid(self):
-        example = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "deploy",
-                               "callers.example.yaml")
-        stack = harness.Stack(env={"COMMSGATE_CALLERS_FILE": example}, with_sim=False)
+    def test_the_shipped_callers_files_are_valid(self):
+        import yaml
+        deploy = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "deploy")
+        with open(os.path.join(deploy, "k8s", "gateway.yaml")) as f:
+            maps = [d for d in yaml.safe_load_all(f)
+                    if d and d["kind"] == "ConfigMap" and "callers.yaml" in d.get("data", {})]
+        self.assertEqual(len(maps), 1)
+        d = tempfile.mkdtemp()
+        gateway = os.path.join(d, "callers.yaml")
+        write_callers(gateway, maps[0]["data"]["callers.yaml"])
         try:
-            stack.wait_serving(1)
-            m = stack.stubs.messaging_pb2
-            with self.assertRaises(grpc.RpcError) as cm:
-                stack.stubs.SendSMS(m.SendSMSRequest(to="+14155550100", body="x"), timeout=5)
-            self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAUTHENTICATED)
+            for path in (os.path.join(deploy, "callers.example.yaml"), gateway):
+                stack = harness.Stack(env={"COMMSGATE_CALLERS_FILE": path}, with_sim=False)
+                try:
+                    stack.wait_serving(1)
+                    m = stack.stubs.messaging_pb2
+                    with self.assertRaises(grpc.RpcError) as cm:
+                        stack.stubs.SendSMS(m.SendSMSRequest(to="+14155550100", body="x"),
+                                            timeout=5)
+                    self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAUTHENTICATED)
+                finally:
+                    self.assertEqual(stack.close(), 0, stack.daemon.output())
         finally:
-            self.assertEqual(stack.close(), 0, stack.daemon.output())
+            shutil.rmtree(d, ignore_errors=True)
 
     def test_a_bad_callers_file_stops_startup(self):
         d = tempfile.mkdtemp()

@@ -102,7 +102,11 @@ class DeployTest(unittest.TestCase):
         names = set()
         for d in k8s_docs():
             if d["kind"] in ("ConfigMap", "Secret"):
-                names |= set((d.get("data") or d.get("stringData")).keys())
+                # Keys naming files (callers.yaml) are mounted, not variables.
+                names |= {k for k in (d.get("data") or d.get("stringData")) if "." not in k}
+        for _, c in containers(k8s_docs()):
+            if c["name"] == "commsgate":
+                names |= {e["name"] for e in c.get("env", [])}
         for line in read("deploy", ".env.example").splitlines():
             if "=" in line and not line.startswith("#"):
                 names.add(line.split("=", 1)[0])
@@ -116,7 +120,7 @@ class DeployTest(unittest.TestCase):
         self.assertIn("EXPOSE %d %d %d" % (self.grpc_port, self.http_port, self.admin_port),
                       read("Dockerfile"))
         docs = k8s_docs()
-        seen = 0
+        seen, tls_seen = 0, False
         for _, c in containers(docs):
             if c["name"] != "commsgate":
                 continue
@@ -124,17 +128,37 @@ class DeployTest(unittest.TestCase):
             ports = {p["name"]: p["containerPort"] for p in c["ports"]}
             self.assertEqual(ports, {"grpc": self.grpc_port, "http": self.http_port,
                                      "admin": self.admin_port})
-            self.assertEqual(c["livenessProbe"]["grpc"]["port"], self.grpc_port)
-            self.assertEqual(c["readinessProbe"]["grpc"]["port"], self.grpc_port)
-            # The service name the probe asks about is one the health service knows.
-            self.assertIn(c["readinessProbe"]["grpc"].get("service", ""),
-                          ("", "commsgate.v1.Messaging"))
+            env = {e["name"]: e["value"] for e in c.get("env", [])}
+            if "COMMSGATE_GRPC_TLS_CERT_FILE" in env:
+                # TLS on the gRPC port: the kubelet's gRPC probe cannot
+                # speak it, so the admin listener's HTTP endpoints.
+                self.assertEqual(c["livenessProbe"]["httpGet"], {"path": "/healthz",
+                                                                 "port": "admin"})
+                self.assertEqual(c["readinessProbe"]["httpGet"], {"path": "/readyz",
+                                                                  "port": "admin"})
+                # Mutual TLS and a callers file, each file from a mount.
+                self.assertIn("COMMSGATE_GRPC_TLS_CLIENT_CA_FILE", env)
+                self.assertIn("COMMSGATE_CALLERS_FILE", env)
+                mounts = [m["mountPath"] for m in c["volumeMounts"]]
+                for k in ("COMMSGATE_GRPC_TLS_CERT_FILE", "COMMSGATE_GRPC_TLS_KEY_FILE",
+                          "COMMSGATE_GRPC_TLS_CLIENT_CA_FILE", "COMMSGATE_CALLERS_FILE"):
+                    self.assertTrue(any(env[k].startswith(m + "/") for m in mounts), k)
+                tls_seen = True
+            else:
+                # Plaintext: only on loopback (a sidecar), probed over gRPC.
+                self.assertTrue(env.get("COMMSGATE_GRPC_ADDR", "").startswith("127.0.0.1:"), env)
+                self.assertEqual(c["livenessProbe"]["grpc"]["port"], self.grpc_port)
+                self.assertEqual(c["readinessProbe"]["grpc"]["port"], self.grpc_port)
+                # The service name the probe asks about is one the health service knows.
+                self.assertIn(c["readinessProbe"]["grpc"].get("service", ""),
+                              ("", "commsgate.v1.Messaging"))
             sc = c["securityContext"]
             self.assertTrue(sc["readOnlyRootFilesystem"])
             self.assertFalse(sc["allowPrivilegeEscalation"])
             self.assertIn("limits", c["resources"])
             self.assertIn("requests", c["resources"])
         self.assertEqual(seen, 2)  # the sidecar and the gateway
+        self.assertTrue(tls_seen)  # the gateway, which other pods reach
         for d in docs:
             if d["kind"] == "Deployment":
                 self.assertTrue(d["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"])
