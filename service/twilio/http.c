@@ -304,8 +304,7 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *userdata)
     return n;
 }
 
-/* Retry-After is delay-seconds or an HTTP date. */
-static long parse_retry_after(const char *v, size_t n)
+long http_parse_retry_after(const char *v, size_t n)
 {
     char buf[64];
     long secs = 0;
@@ -345,7 +344,7 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *userdata)
     if (n >= 5 && memcmp(line, "HTTP/", 5) == 0)
         req->retry_after_ms = -1; /* a new response, after a 100 Continue say */
     else if (n > name && strncasecmp(line, RETRY_AFTER, name) == 0)
-        req->retry_after_ms = parse_retry_after(line + name, n - name);
+        req->retry_after_ms = http_parse_retry_after(line + name, n - name);
     return n;
 }
 

@@ -45,6 +45,11 @@ struct http_cas;
 int http_cas_new(const char *ca_file, struct http_cas **out);
 void http_cas_free(struct http_cas **cas);
 
+/* A Retry-After value (n bytes, not NUL-terminated): delay-seconds or an
+ * HTTP date, in ms from now (0 for a date past); -1 when it is neither. Any
+ * thread. */
+long http_parse_retry_after(const char *v, size_t n);
+
 /* Everything is copied by http_start; nothing needs to outlive the call. */
 struct http_request {
     const char *method;       /* "POST" or "GET" */
