@@ -207,6 +207,13 @@ static void log_grpc_security(const struct config *cfg, const struct grpc_tls *t
                             "the gRPC port is plaintext and not on loopback: anyone who reaches "
                             "it can send; set COMMSGATE_GRPC_TLS_CERT_FILE, _KEY_FILE and "
                             "_CLIENT_CA_FILE (mutual TLS), or listen on 127.0.0.1"));
+    /* TLS without client certificates or a callers file still lets anyone
+     * who reaches the port spend the account. */
+    if (mode != GRPC_TLS_MUTUAL && !cfg->callers_file[0] && !loopback)
+        log_event(LOG_LEVEL_WARN, "grpc_callers_unchecked",
+                  json_pack("{s:s, s:s}", "grpc_addr", cfg->grpc_addr, "msg",
+                            "no callers file and no client certificates: any client that "
+                            "reaches this port can send; set COMMSGATE_CALLERS_FILE"));
 }
 
 static long long ms_since(const struct timespec *t0)

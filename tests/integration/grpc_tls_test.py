@@ -163,6 +163,7 @@ class GrpcTlsConfigTest(unittest.TestCase):
                          port=port)
         try:
             self.assertIn('"grpc_plaintext_exposed"', d.output())
+            self.assertIn('"grpc_callers_unchecked"', d.output())
             self.assertIn('"mode":"plaintext"', d.output())
         finally:
             self.assertEqual(d.stop(), 0)
@@ -172,6 +173,7 @@ class GrpcTlsConfigTest(unittest.TestCase):
         try:
             stack.wait_serving(1)
             self.assertNotIn('"grpc_plaintext_exposed"', stack.daemon.output())
+            self.assertNotIn('"grpc_callers_unchecked"', stack.daemon.output())
         finally:
             stack.close()
 
