@@ -890,6 +890,8 @@ static void send_to_twilio(struct flow *f)
         fail_for(f, REASON_INTERNAL, "cannot start the Twilio request");
         return;
     }
+    if (f->caller)
+        twilio_req_set_caller(f->twilio, rpc_call_caller(f->call));
     /* Should this replica die with the request out, its claim's entry falls
      * due when the lease ends and any replica resolves it. */
     if ((f->held & FLOW_HOLD_CLAIM) && f->kind->resolve_api) {

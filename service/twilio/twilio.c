@@ -77,6 +77,7 @@ struct twilio_req {
     long last_status;
     int last_code;
     char last_msg[200];
+    char caller[40]; /* who asked (the callers file's name), for the logs; "" if none */
 };
 
 static const char *const api_names[TWILIO_API_COUNT] = {
@@ -242,7 +243,8 @@ static void finish(struct twilio_req *r, enum twilio_outcome outcome, long http_
     }
     if (outcome != TWILIO_OK)
         log_event(outcome == TWILIO_REFUSED ? LOG_LEVEL_INFO : LOG_LEVEL_WARN, "twilio_failed",
-                  json_pack("{s:s, s:s, s:I, s:i, s:i, s:s}", "api", api_names[r->api],
+                  json_pack("{s:s, s:s, s:s, s:I, s:i, s:i, s:s}", "api", api_names[r->api],
+                            "caller", r->caller,
                             "outcome",
                             outcome == TWILIO_REFUSED  ? "refused"
                             : outcome == TWILIO_FAILED ? "failed"
@@ -287,7 +289,8 @@ static void retry_or_fail(struct twilio_req *r, long retry_after_ms)
     }
     COUNT(t->stats.retries[r->api], 1);
     log_event(LOG_LEVEL_INFO, "twilio_retry",
-              json_pack("{s:s, s:i, s:i, s:I, s:i}", "api", api_names[r->api], "attempt",
+              json_pack("{s:s, s:s, s:i, s:i, s:I, s:i}", "api", api_names[r->api], "caller",
+                        r->caller, "attempt",
                         r->attempts, "code", r->last_code, "http_status",
                         (json_int_t)r->last_status, "wait_ms", (int)wait));
     if (!r->timer)
@@ -382,6 +385,11 @@ static void start_attempt(struct twilio_req *r)
 
 /* Defers the first attempt's failure so done never runs inside
  * twilio_request: the first attempt starts from a zero timer. */
+void twilio_req_set_caller(struct twilio_req *r, const char *caller)
+{
+    snprintf(r->caller, sizeof(r->caller), "%s", caller ? caller : "");
+}
+
 int twilio_request(struct twilio_ctx *t, enum twilio_api api, const char *form, size_t form_len,
                    int64_t ms_left, twilio_done_fn *done, void *data, struct twilio_req **out)
 {

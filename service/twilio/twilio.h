@@ -77,6 +77,8 @@ int twilio_new(struct event_base *base, const struct config *cfg, struct http_ca
 int twilio_request(struct twilio_ctx *t, enum twilio_api api, const char *form, size_t form_len,
                    int64_t ms_left, twilio_done_fn *done, void *data, struct twilio_req **out);
 
+/* The caller (callers file) this request is for: named in its log lines. */
+void twilio_req_set_caller(struct twilio_req *req, const char *caller);
 /* done is not called. NULL is a no-op. */
 void twilio_cancel(struct twilio_req *req);
 /* True while an attempt of req may have reached Twilio (Twilio may be

@@ -71,6 +71,11 @@ class TokenCallersTest(unittest.TestCase):
         self.assertIn('commsgate_caller_calls_total{caller="batch",result="accepted"} 1', text)
         self.assertIn('commsgate_caller_calls_total{caller="batch",result="denied"} 1', text)
         self.assertIn("commsgate_caller_unknown_total 4", text)
+        # Its log lines name it: a Twilio refusal is logged with the caller.
+        self.fails(self.s.SendSMS, self.m.SendSMSRequest(to="+15005550001", body="x"), good,
+                   grpc.StatusCode.INVALID_ARGUMENT, "TWILIO_ERROR")
+        lines = [l for l in self.stack.daemon.output().splitlines() if '"twilio_failed"' in l]
+        self.assertTrue(lines and '"caller":"batch"' in lines[-1], lines)
 
     def test_the_identity_scopes_idempotency_not_the_header(self):
         md = (("authorization", "Bearer " + TOKEN), ("commsgate-caller", "billing"))
