@@ -152,10 +152,10 @@ const char *text_mask_recipient(const char *in, char *out, size_t cap)
     if (text_is_e164(in)) {
         size_t digits = len - 1;
         PUT('+');
+        /* The last two digits always; the first two too when that still
+         * hides at least three. */
         for (size_t i = 0; i < digits; i++)
-            PUT(digits > 6 && (i < 2 || i >= digits - 2) ? in[1 + i]
-                : digits <= 6 && i >= digits - 2    ? in[1 + i]
-                                                    : '*');
+            PUT(i + 2 >= digits || (digits > 6 && i < 2) ? in[1 + i] : '*');
     } else if ((at = strchr(in, '@')) && at > in && at[1]) {
         PUT(in[0]);
         PUT('*');

@@ -185,7 +185,7 @@ static void flow_free(struct flow *f)
         event_free(f->timer);
     free(f->form);
     free(f->claim.repeat);
-    free(f->reply);
+    free(f->reply_heap);
     free(f);
 }
 
@@ -985,7 +985,8 @@ static void on_recorded(struct redis_waiter *w, int ok)
     if (!ok)
         log_warn("flow_record_unconfirmed", "%s %s: answered without Redis confirming what "
                  "Twilio's answer changed (the connection was lost)", f->kind->rpc, f->id);
-    answer_packed(f, f->reply, f->reply_len, &f->reply_err);
+    answer_packed(f, f->reply_heap ? f->reply_heap : f->reply_inline, f->reply_len,
+                  &f->reply_err);
 }
 
 /* Twilio answered and that answer was written to Redis on this loop's
@@ -995,12 +996,13 @@ static void on_recorded(struct redis_waiter *w, int ok)
 static void answer_recorded(struct flow *f, const uint8_t *buf, size_t len,
                             const struct rpc_error *e)
 {
-    if (len && !(f->reply = malloc(len))) {
+    uint8_t *copy = f->reply_inline;
+    if (len > sizeof(f->reply_inline) && !(copy = f->reply_heap = malloc(len))) {
         answer_packed(f, buf, len, e); /* without the wait, rather than not at all */
         return;
     }
     if (len)
-        memcpy(f->reply, buf, len);
+        memcpy(copy, buf, len);
     f->reply_len = len;
     f->reply_err = *e;
     set_state(f, FLOW_RECORDING);

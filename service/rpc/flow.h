@@ -133,7 +133,11 @@ struct flow {
     struct event *timer;
     struct twilio_req *twilio;          /* SENDING: the request, for shutdown */
     struct redis_waiter recorded;       /* RECORDING: Redis has the writes */
-    uint8_t *reply;                     /* RECORDING: the packed answer, owned */
+    /* RECORDING: the packed answer. Every family's fits the flow (a SID, a
+     * status, a few numbers: under 100 bytes), so no allocation per send;
+     * a larger one would be heap (reply_heap, owned). */
+    uint8_t reply_inline[128];
+    uint8_t *reply_heap;
     size_t reply_len;                   /* 0: answer reply_err instead */
     struct rpc_error reply_err;
     struct flow *list_prev, *list_next; /* on the ctx's list of its state, WAITING or SENDING */

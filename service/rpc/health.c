@@ -26,7 +26,6 @@ struct watcher {
 
 struct health_ctx {
     pthread_mutex_t lock;
-    int serving;     /* every part up */
     unsigned down;   /* bit per part (a worker's Redis connection) not up */
     int shutting_down;
     struct watcher *watchers;
@@ -71,7 +70,7 @@ static serving_status status_for(struct health_ctx *h, int known)
 {
     if (!known)
         return GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVICE_UNKNOWN;
-    if (h->serving && !h->shutting_down)
+    if (h->down == 0 && !h->shutting_down)
         return GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
     return GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING;
 }
@@ -128,7 +127,6 @@ void health_set_serving(struct health_ctx *h, int part, int up)
         h->down &= ~(1u << part);
     else
         h->down |= 1u << part;
-    h->serving = h->down == 0;
     for (struct watcher *w = h->watchers; w; w = w->next)
         push(h, w);
     pthread_mutex_unlock(&h->lock);
@@ -137,7 +135,7 @@ void health_set_serving(struct health_ctx *h, int part, int up)
 int health_is_serving(struct health_ctx *h)
 {
     pthread_mutex_lock(&h->lock);
-    int s = h->serving && !h->shutting_down;
+    int s = h->down == 0 && !h->shutting_down;
     pthread_mutex_unlock(&h->lock);
     return s;
 }
