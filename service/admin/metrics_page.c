@@ -10,6 +10,7 @@
 #include "rpc/flow.h"
 #include "rpc/server.h"
 #include "twilio/twilio.h"
+#include "webhook/connections.h"
 #include "webhook/server.h"
 
 static const char *const buckets[] = {"2xx", "400", "403", "413", "415", "5xx", "4xx"};
@@ -52,6 +53,19 @@ void metrics_page(struct app *app, struct evbuffer *out)
                              "# TYPE commsgate_webhook_signature_failures_total counter\n"
                              "commsgate_webhook_signature_failures_total %lu\n",
                         m->signature_failures);
+    struct conns_stats conns;
+    webhook_connections(app->webhook, &conns);
+    evbuffer_add_printf(out,
+                        "# HELP commsgate_webhook_connections Connections open on the webhook "
+                        "port.\n# TYPE commsgate_webhook_connections gauge\n"
+                        "commsgate_webhook_connections %d\n"
+                        "# HELP commsgate_webhook_connections_cut_total Connections closed by "
+                        "COMMSGATE_HTTP_MAX_CONNECTIONS (full) or "
+                        "COMMSGATE_HTTP_REQUEST_TIMEOUT_S (slow).\n"
+                        "# TYPE commsgate_webhook_connections_cut_total counter\n"
+                        "commsgate_webhook_connections_cut_total{reason=\"full\"} %lu\n"
+                        "commsgate_webhook_connections_cut_total{reason=\"slow\"} %lu\n",
+                        conns.open, conns.cut_full, conns.cut_slow);
     evbuffer_add_printf(out, "# HELP commsgate_webhook_requests_total Webhook requests by route "
                              "and answer.\n# TYPE commsgate_webhook_requests_total counter\n");
     for (int r = 0; r < 4; r++)

@@ -38,6 +38,11 @@ static const struct setting settings[] = {
      "listen address for /metrics, /healthz and /readyz (keep it off the internet)"},
     {"COMMSGATE_HTTP_ADDR", "0.0.0.0:8080", K_ADDR, 0, STR(http_addr), NULL, 0, 0,
      "host:port of the webhook server (Twilio webhooks only; it faces the internet)"},
+    {"COMMSGATE_HTTP_MAX_CONNECTIONS", "1024", K_INT, 0, NUM(http_max_connections), NULL, 1,
+     1000000, "webhook port: connections open at once; one more is closed as it arrives"},
+    {"COMMSGATE_HTTP_REQUEST_TIMEOUT_S", "30", K_INT, 0, NUM(http_request_timeout_s), NULL, 1,
+     3600, "webhook port: the longest one request may take, first byte to last, however "
+           "slowly it trickles in"},
     {"COMMSGATE_PUBLIC_URL", "", K_URL, 0, STR(public_url), NULL, 0, 0,
      "base URL Twilio reaches our webhooks at, e.g. https://hooks.example.com "
      "(empty: http://<COMMSGATE_HTTP_ADDR>)"},

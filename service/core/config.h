@@ -20,6 +20,8 @@ struct config {
     char grpc_addr[272];
     char http_addr[272];
     char admin_addr[272];
+    int http_max_connections;    /* webhook port: open at once */
+    int http_request_timeout_s;  /* webhook port: one request, first byte to last */
     char public_url[512];
     char redis_url[768];
     struct config_redis redis;

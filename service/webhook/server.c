@@ -17,6 +17,7 @@
 #include "loop/loop.h"
 #include "redis/redis.h"
 #include "twilio/form.h"
+#include "webhook/connections.h"
 #include "webhook/edge.h"
 
 enum route { ROUTE_STATUS, ROUTE_INBOUND, ROUTE_CALLS, ROUTE_OTHER };
@@ -27,6 +28,7 @@ struct webhook_ctx {
     struct app *app;
     struct evhttp *http;
     struct edge_guard *guard; /* the listener's accept errors */
+    struct conns *conns;      /* the port's connections, capped and timed */
     struct log_limit refusal_log;
     struct webhook_metrics metrics;
 };
@@ -34,6 +36,11 @@ struct webhook_ctx {
 struct webhook_metrics *webhook_metrics(struct webhook_ctx *w)
 {
     return &w->metrics;
+}
+
+void webhook_connections(const struct webhook_ctx *w, struct conns_stats *out)
+{
+    conns_stats(w->conns, out);
 }
 
 static int status_bucket(int status)
@@ -297,8 +304,11 @@ int webhook_new(struct app *app, char *errbuf, size_t errlen, struct webhook_ctx
         goto fail;
     }
     if (edge_guard_new(loop_base(app_home(app)->loop), evhttp_bound_socket_get_listener(bound),
-                       &w->guard))
+                       &w->guard) ||
+        conns_new(loop_base(app_home(app)->loop), app->cfg->http_max_connections,
+                  app->cfg->http_request_timeout_s, &w->conns))
         goto fail;
+    evhttp_set_bevcb(w->http, conns_bufferevent, w->conns);
     *out = w;
     return CG_OK;
 fail:
@@ -314,6 +324,7 @@ void webhook_free(struct webhook_ctx **wp)
     edge_guard_free(&w->guard); /* before the listener it pauses */
     if (w->http)
         evhttp_free(w->http);
+    conns_free(&w->conns); /* after evhttp let its connections go */
     free(w);
     *wp = NULL;
 }

@@ -40,6 +40,10 @@ int webhook_new(struct app *app, char *errbuf, size_t errlen, struct webhook_ctx
 /* Clears *w; NULL is a no-op. Loop thread (or before it started). */
 void webhook_free(struct webhook_ctx **w);
 
+struct conns_stats;
+/* The port's connections now. Loop thread. */
+void webhook_connections(const struct webhook_ctx *w, struct conns_stats *out);
+
 /* The value of a parameter, or NULL. */
 const char *webhook_param(const struct webhook_req *w, const char *name);
 /* The same with its length: a Body may hold a NUL (every other parameter

@@ -116,6 +116,87 @@ class EdgeTest(unittest.TestCase):
         self.assertLess(waited, 20)
 
 
+class ConnectionLimitsTest(unittest.TestCase):
+    def setUp(self):
+        self.stack = harness.Stack(env={"COMMSGATE_HTTP_MAX_CONNECTIONS": "20",
+                                        "COMMSGATE_HTTP_REQUEST_TIMEOUT_S": "3"})
+        self.stack.wait_serving(1)
+        self.port = self.stack.daemon.http_port
+
+    def tearDown(self):
+        self.assertEqual(self.stack.close(), 0, self.stack.daemon.output())
+
+    def metric(self, name):
+        import urllib.request
+        text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % self.stack.daemon.admin_port,
+                                      timeout=5).read().decode()
+        return int(float([l for l in text.splitlines() if l.startswith(name + " ")][0].split()[1]))
+
+    def test_past_the_cap_a_connection_is_closed_and_room_comes_back(self):
+        idle = [socket.create_connection(("127.0.0.1", self.port), timeout=5) for _ in range(20)]
+        time.sleep(0.3)
+        self.assertEqual(self.metric("commsgate_webhook_connections"), 20)
+        # The 21st is closed as it arrives, before it sends anything.
+        extra = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+        t0 = time.monotonic()
+        try:
+            closed = extra.recv(1) == b""
+        except ConnectionResetError:
+            closed = True
+        extra.close()
+        self.assertTrue(closed)
+        self.assertLess(time.monotonic() - t0, 2)  # not the 10 s idle timeout
+        self.assertEqual(self.metric('commsgate_webhook_connections_cut_total{reason="full"}'), 1)
+        for s in idle[:5]:
+            s.close()
+        time.sleep(0.3)
+        self.assertEqual(self.metric("commsgate_webhook_connections"), 15)
+        form = ("Content-Type", "application/x-www-form-urlencoded")
+        self.assertEqual(raw(self.port, post([form, ("Content-Length", "6")])), 403)
+        for s in idle[5:]:
+            s.close()
+        time.sleep(0.3)
+        self.assertEqual(self.metric("commsgate_webhook_connections"), 0)
+
+    def test_a_kept_alive_connection_is_timed_per_request_not_per_life(self):
+        form = ("Content-Type", "application/x-www-form-urlencoded")
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+        try:
+            for _ in range(2):  # 4 s apart: past the 3 s limit, were it the connection's
+                s.sendall(post([form, ("Content-Length", "6")]))
+                got = b""
+                while b"not match" not in got and b"X-Twilio-Signature" not in got:
+                    chunk = s.recv(4096)
+                    self.assertTrue(chunk, got)
+                    got += chunk
+                self.assertTrue(got.startswith(b"HTTP/1.1 403"), got)
+                time.sleep(4)
+        finally:
+            s.close()
+        self.assertEqual(self.metric('commsgate_webhook_connections_cut_total{reason="slow"}'), 0)
+
+    def test_a_client_trickling_bytes_is_cut(self):
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+        t0 = time.monotonic()
+        cut = False
+        try:
+            s.sendall(b"POST / HTTP/1.1\r\n")
+            for _ in range(20):  # a header byte a second: never idle for long
+                time.sleep(0.5)
+                s.sendall(b"X")
+        except OSError:
+            cut = True
+        if not cut:  # the last send may have gone into the buffer: read the close
+            try:
+                cut = s.recv(1) == b""
+            except OSError:
+                cut = True
+        s.close()
+        self.assertTrue(cut)
+        self.assertLess(time.monotonic() - t0, 8)
+        self.assertEqual(self.metric('commsgate_webhook_connections_cut_total{reason="slow"}'), 1)
+
+
 class OutOfDescriptorsTest(unittest.TestCase):
     """300 idle connections against a limit of 128 open files."""
 
