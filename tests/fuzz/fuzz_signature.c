@@ -12,19 +12,25 @@
 struct collect {
     struct signature_param p[MAX_PARAMS];
     size_t n;
+    char *next; /* the pairs are valid only during the call: copied here */
 };
 
 static void on_pair(const char *n, size_t nl, const char *v, size_t vl, void *data)
 {
     struct collect *c = data;
-    if (c->n < MAX_PARAMS)
-        c->p[c->n++] = (struct signature_param){.name = n, .nlen = nl, .value = v, .vlen = vl};
+    if (c->n == MAX_PARAMS)
+        return;
+    memcpy(c->next, n, nl);
+    memcpy(c->next + nl, v, vl);
+    c->p[c->n++] = (struct signature_param){.name = c->next, .nlen = nl,
+                                            .value = c->next + nl, .vlen = vl};
+    c->next += nl + vl;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    char *copy = malloc(size + 1), *scratch = malloc(size + 1);
-    struct collect c = {.n = 0};
+    char *copy = malloc(size + 1), *scratch = malloc(size + 1), *copies = malloc(size + 1);
+    struct collect c = {.n = 0, .next = copies};
     char sig[SIGNATURE_LEN + 1];
     memcpy(copy, data, size);
     copy[size] = '\0';
@@ -40,5 +46,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     free(copy);
     free(scratch);
+    free(copies);
     return 0;
 }
