@@ -196,6 +196,44 @@ class ConnectionLimitsTest(unittest.TestCase):
         self.assertLess(time.monotonic() - t0, 8)
         self.assertEqual(self.metric('commsgate_webhook_connections_cut_total{reason="slow"}'), 1)
 
+    def test_a_crowd_of_slow_clients_costs_little_and_sends_go_on(self):
+        pid = self.stack.daemon.pid
+        rss0, cpu0 = rss_mb(pid), cpu_s(pid)
+        crowd = []
+        for _ in range(200):
+            s = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+            s.setblocking(False)
+            crowd.append(s)
+        m = self.stack.stubs.messaging_pb2
+        sent = 0
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 5:  # each trickles a byte every 250 ms
+            for s in crowd:
+                try:
+                    s.send(b"X")
+                except OSError:
+                    pass  # cut: what should happen
+            self.stack.stubs.SendSMS(m.SendSMSRequest(to="+14155550100", body="x"), timeout=5)
+            sent += 1
+            time.sleep(0.25)
+        cpu = cpu_s(pid) - cpu0
+        grown = rss_mb(pid) - rss0
+        for s in crowd:
+            s.close()
+        self.assertGreaterEqual(sent, 10)
+        # 180 turned away as they came (and the simulator's status callbacks
+        # for the sends, while the port was full), the 20 let in cut in 3 s.
+        self.assertGreaterEqual(
+            self.metric('commsgate_webhook_connections_cut_total{reason="full"}'), 180)
+        self.assertEqual(self.metric('commsgate_webhook_connections_cut_total{reason="slow"}'), 20)
+        self.assertLess(cpu, 2.5, "%.2f s of CPU in 5 s" % cpu)
+        self.assertLess(grown, 10, "RSS grew %.1f MB" % grown)
+        # Once the simulator's last status callbacks are in, nothing is held.
+        deadline = time.monotonic() + 10
+        while self.metric("commsgate_webhook_connections") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.assertEqual(self.metric("commsgate_webhook_connections"), 0)
+
 
 class OutOfDescriptorsTest(unittest.TestCase):
     """300 idle connections against a limit of 128 open files."""
