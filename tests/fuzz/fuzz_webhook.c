@@ -27,11 +27,11 @@
 #include "twilio/form.h"
 #include "webhook/connections.h"
 #include "webhook/server.h"
+#include "signed_pairs.h"
 #include "webhook/signature.h"
 
 #define TOKEN "fuzz-auth-token"
 #define PUBLIC_URL "https://hooks.example.com"
-#define MAX_PARAMS 256
 #define PLACEHOLDER "\r\nX-Twilio-Signature: @\r\n"
 
 static struct app app;
@@ -81,23 +81,6 @@ static void start(void)
     }
 }
 
-struct collect {
-    struct signature_param p[MAX_PARAMS];
-    size_t n;
-    char *next; /* the pairs are valid only during the call: copied here */
-};
-
-static void on_pair(const char *n, size_t nl, const char *v, size_t vl, void *data)
-{
-    struct collect *c = data;
-    if (c->n == MAX_PARAMS)
-        return;
-    memcpy(c->next, n, nl);
-    memcpy(c->next + nl, v, vl);
-    c->p[c->n++] = (struct signature_param){.name = c->next, .nlen = nl,
-                                            .value = c->next + nl, .vlen = vl};
-    c->next += nl + vl;
-}
 
 static void pump(void)
 {
@@ -193,10 +176,10 @@ static char *signed_copy(const char *req, size_t len, size_t *outlen)
         const char *body = end + 4;
         size_t blen = len - (size_t)(body - req);
         char *scratch = malloc(blen + 1), *copies = malloc(blen + 1);
-        struct collect *c = calloc(1, sizeof(*c));
+        struct signed_pairs *c = calloc(1, sizeof(*c));
         if (scratch && copies && c) {
             c->next = copies;
-            if (form_decode(body, blen, on_pair, c, scratch, blen + 1) == 0)
+            if (form_decode(body, blen, signed_pairs_add, c, scratch, blen + 1) == 0)
                 signature_compute(TOKEN, url, c->p, c->n, 1, sig);
         }
         free(scratch);
