@@ -272,22 +272,35 @@ static int parse_redis_url(const char *url, struct config_redis *r)
 }
 
 /* Value of a setting: the variable itself, else the content of NAME_FILE for
- * secrets (trailing newlines dropped), else the default. */
+ * secrets (trailing newlines dropped), else the default. Both forms at once
+ * is refused (which one was meant?), and so is a required setting given
+ * empty. */
 static int read_value(const struct setting *s, const char *(*getenv_fn)(const char *),
                       char *buf, size_t len, char *errbuf, size_t errlen)
 {
     char fname[96];
     const char *v = getenv_fn(s->name);
+    const char *path = NULL;
 
+    if (s->secret) {
+        snprintf(fname, sizeof(fname), "%s_FILE", s->name);
+        path = getenv_fn(fname);
+    }
+    if (v && path) {
+        snprintf(errbuf, errlen, "config: both %s and %s are set: set one", s->name, fname);
+        return CG_ECONFIG;
+    }
     if (v) {
         if (strlen(v) >= len)
             goto too_long;
+        if (!s->def && !*v) {
+            snprintf(errbuf, errlen, "config: %s is set but empty; it is required", s->name);
+            return CG_ECONFIG;
+        }
         strcpy(buf, v);
         return 0;
     }
     if (s->secret) {
-        snprintf(fname, sizeof(fname), "%s_FILE", s->name);
-        const char *path = getenv_fn(fname);
         if (path) {
             FILE *f = fopen(path, "r");
             if (!f) {
@@ -305,6 +318,11 @@ static int read_value(const struct setting *s, const char *(*getenv_fn)(const ch
             buf[n] = '\0';
             while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
                 buf[--n] = '\0';
+            if (!s->def && !n) {
+                snprintf(errbuf, errlen, "config: %s: file %s is empty; %s is required", fname,
+                         path, s->name);
+                return CG_ECONFIG;
+            }
             return 0;
         }
     }
@@ -439,8 +457,12 @@ int config_load(struct config *cfg, const char *(*getenv_fn)(const char *name),
         return CG_ECONFIG;
     }
     if (!cfg->auth_token[0] && !cfg->api_key_sid[0]) {
-        snprintf(errbuf, errlen,
-                 "config: TWILIO_AUTH_TOKEN (or TWILIO_API_KEY_SID + TWILIO_API_KEY_SECRET) is required");
+        const char *file = getenv_fn("TWILIO_AUTH_TOKEN_FILE");
+        if (file)
+            snprintf(errbuf, errlen, "config: TWILIO_AUTH_TOKEN_FILE: file %s is empty", file);
+        else
+            snprintf(errbuf, errlen, "config: TWILIO_AUTH_TOKEN (or TWILIO_API_KEY_SID + "
+                                     "TWILIO_API_KEY_SECRET) is required");
         return CG_ECONFIG;
     }
     return CG_OK;

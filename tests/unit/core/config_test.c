@@ -171,10 +171,24 @@ static void test_secret_from_file(void **state)
     assert_int_equal(load(&cfg, err), CG_OK);
     assert_string_equal(cfg.auth_token, "from-a-file");
 
-    /* The variable itself wins over its file. */
+    /* Both forms at once: which was meant? Refused, naming both, showing
+     * neither value. */
     set("TWILIO_AUTH_TOKEN", "direct");
-    assert_int_equal(load(&cfg, err), CG_OK);
-    assert_string_equal(cfg.auth_token, "direct");
+    assert_int_equal(load(&cfg, err), CG_ECONFIG);
+    assert_non_null(strstr(err, "TWILIO_AUTH_TOKEN and TWILIO_AUTH_TOKEN_FILE"));
+    assert_null(strstr(err, "direct"));
+    assert_null(strstr(err, "from-a-file"));
+
+    /* An empty file gives no token: said so, with the file's name. */
+    f = fopen(path, "w");
+    fputs("\n", f);
+    fclose(f);
+    nvars = 0;
+    set("TWILIO_ACCOUNT_SID", "AC0123456789abcdef0123456789abcdef");
+    set("TWILIO_AUTH_TOKEN_FILE", path);
+    assert_int_equal(load(&cfg, err), CG_ECONFIG);
+    assert_non_null(strstr(err, "TWILIO_AUTH_TOKEN_FILE"));
+    assert_non_null(strstr(err, path));
     unlink(path);
 
     nvars = 0;
@@ -182,6 +196,18 @@ static void test_secret_from_file(void **state)
     set("TWILIO_AUTH_TOKEN_FILE", "/nonexistent/commsgate/token");
     assert_int_equal(load(&cfg, err), CG_ECONFIG);
     assert_non_null(strstr(err, "TWILIO_AUTH_TOKEN_FILE"));
+    assert_non_null(strstr(err, "/nonexistent/commsgate/token"));
+}
+
+/* A required setting given empty (TWILIO_ACCOUNT_SID= in an env file) is
+ * refused at startup, not discovered at the first send. */
+static void test_required_but_empty(void **state)
+{
+    struct config cfg;
+    char err[256];
+    set("TWILIO_ACCOUNT_SID", "");
+    assert_int_equal(load(&cfg, err), CG_ECONFIG);
+    assert_non_null(strstr(err, "TWILIO_ACCOUNT_SID is set but empty"));
 }
 
 static void test_normalisation(void **state)
@@ -265,6 +291,7 @@ int main(void)
         cmocka_unit_test_setup(test_each_bad_setting_is_named, setup),
         cmocka_unit_test_setup(test_required, setup),
         cmocka_unit_test_setup(test_secret_from_file, setup),
+        cmocka_unit_test_setup(test_required_but_empty, setup),
         cmocka_unit_test_setup(test_normalisation, setup),
         cmocka_unit_test(test_split_hostport),
         cmocka_unit_test(test_help_lists_every_setting),
