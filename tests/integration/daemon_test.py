@@ -69,6 +69,25 @@ class ConfigTest(unittest.TestCase):
         del env["TWILIO_ACCOUNT_SID"]
         self.assert_one_line_naming(env, "TWILIO_ACCOUNT_SID")
 
+    def test_empty_required_a_missing_file_and_both_forms_are_refused(self):
+        env = dict(GOOD)
+        env["TWILIO_ACCOUNT_SID"] = ""
+        self.assertIn("empty", self.assert_one_line_naming(env, "TWILIO_ACCOUNT_SID"))
+        env = dict(GOOD)
+        del env["TWILIO_AUTH_TOKEN"]
+        env["TWILIO_AUTH_TOKEN_FILE"] = "/nonexistent/token"
+        self.assertIn("/nonexistent/token",
+                      self.assert_one_line_naming(env, "TWILIO_AUTH_TOKEN_FILE"))
+        with tempfile.NamedTemporaryFile("w") as f:
+            f.write("from-the-file\n")
+            f.flush()
+            env = dict(GOOD, TWILIO_AUTH_TOKEN="from-the-variable")
+            env["TWILIO_AUTH_TOKEN_FILE"] = f.name
+            msg = self.assert_one_line_naming(env, "TWILIO_AUTH_TOKEN_FILE")
+            self.assertIn("both", msg)
+            self.assertNotIn("from-the-file", msg)
+            self.assertNotIn("from-the-variable", msg)
+
     def test_malformed_settings(self):
         for name, value in (("REDIS_URL", "localhost:6379"),
                             ("COMMSGATE_GRPC_ADDR", "nope"),
