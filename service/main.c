@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "admin/admin.h"
+#include "admin/process_metrics.h"
 #include "app.h"
 #include "auth/callers.h"
 #include "core/config.h"
@@ -35,7 +36,6 @@
 #include "twilio/twilio.h"
 #include "webhook/server.h"
 
-#define COMMSGATE_VERSION "0.1.0"
 
 static const char *env(const char *name)
 {
@@ -231,6 +231,8 @@ int main(int argc, char **argv)
     size_t nmethods = 0;
     char err[512];
     sigset_t sigs;
+
+    process_metrics_init();
     int sig = 0, rc, exit_code = 1;
     struct timespec t0;
 

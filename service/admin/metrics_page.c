@@ -1,5 +1,6 @@
 /* The /metrics page, gathered from the modules that own the counters. */
 #include "admin/metrics_page.h"
+#include "admin/process_metrics.h"
 
 #include <event2/buffer.h>
 
@@ -27,6 +28,7 @@ void metrics_page(struct app *app, struct evbuffer *out)
         twilio[i] = app->workers[i].twilio;
         flows[i] = app->workers[i].flows;
     }
+    process_metrics_page(out);
 
     evbuffer_add_printf(out, "# HELP commsgate_redis_up 1 while Redis answers every worker's "
                              "pings.\n# TYPE commsgate_redis_up gauge\ncommsgate_redis_up %d\n",

@@ -304,6 +304,32 @@ class DeliveryTest(Base):
         self.assertEqual(urllib.request.urlopen(self.admin + "/healthz", timeout=5).status, 200)
         self.stack.redis = harness.start_redis(port)
 
+    def test_process_metrics_and_build_info(self):
+        text = urllib.request.urlopen(self.admin + "/metrics", timeout=5).read().decode()
+        values = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, value = line.rsplit(" ", 1)
+                values[name] = float(value)
+        pid = self.stack.daemon.pid
+        with open("/proc/%d/status" % pid) as f:
+            rss = [int(l.split()[1]) * 1024 for l in f if l.startswith("VmRSS:")][0]
+        self.assertLess(abs(values["process_resident_memory_bytes"] - rss), rss / 2)
+        # The same count, give or take the admin connection it was asked on.
+        self.assertLessEqual(abs(values["process_open_fds"] - len(os.listdir("/proc/%d/fd" % pid))),
+                             2)
+        self.assertGreater(values["process_max_fds"], values["process_open_fds"])
+        self.assertLess(abs(values["process_start_time_seconds"] -
+                            os.stat("/proc/%d" % pid).st_mtime), 60)
+        self.assertGreater(values["process_cpu_seconds_total"], 0)
+        version = subprocess.run([os.path.join(harness.BIN_DIR, "commsgate"), "--version"],
+                                 capture_output=True, text=True).stdout.split()[1]
+        info = [n for n in values if n.startswith("commsgate_build_info{")]
+        self.assertEqual(len(info), 1, info)
+        self.assertIn('version="%s"' % version, info[0])
+        self.assertIn('grpc="', info[0])
+        self.assertEqual(values[info[0]], 1)
+
     def test_the_public_port_serves_webhooks_only(self):
         # /metrics and the probes are on the admin listener, never on the
         # port that faces the internet.
