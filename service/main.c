@@ -288,7 +288,7 @@ int main(int argc, char **argv)
     if (config_is_simulator(&cfg))
         log_event(LOG_LEVEL_WARN, "twilio_simulator",
                   json_pack("{s:s, s:s}", "msg",
-                            "no Twilio credentials: using the simulator's test account; "
+                            "TWILIO_ACCOUNT_SID is the simulator's test account: "
                             "nothing reaches a real phone",
                             "twilio_api", cfg.api_base_url));
 

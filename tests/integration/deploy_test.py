@@ -117,6 +117,12 @@ class DeployTest(unittest.TestCase):
         self.assertTrue(names)
         self.assertEqual(names - self.settings, set())
 
+    def test_the_build_context_leaves_out_npm_installs(self):
+        # make test installs npm packages in several places (240 MB): the
+        # image's build context must hold none of them.
+        ignore = read(".dockerignore").splitlines()
+        self.assertIn("**/node_modules/", ignore)
+
     def test_ports_and_probes_match(self):
         self.assertIn("EXPOSE %d %d %d" % (self.grpc_port, self.http_port, self.admin_port),
                       read("Dockerfile"))
