@@ -450,8 +450,9 @@ class Bench:
                     s.close()
                 time.sleep(1)
                 after.append(rss_mb(daemon.pid))
+            # RSS against the same process before the crowd, not the echo
+            # server: in the note, not the ratio column.
             self.row("9 webhook crowd of %d, closed" % n9, None, None, rss=after[-1],
-                     base_rss=before,
                      note="RSS before %.1f MB; with the crowd %s; after it closed %s"
                           % (before, ", ".join("%.1f" % x for x in held),
                              ", ".join("%.1f" % x for x in after)))

@@ -117,6 +117,16 @@ class DeployTest(unittest.TestCase):
         self.assertTrue(names)
         self.assertEqual(names - self.settings, set())
 
+    def test_the_bootstrap_runs_make_with_its_arguments_from_anywhere(self):
+        # ./make is the README's first command: with make present it is make,
+        # run in the clone whatever the current directory. (Without make it
+        # installs the package list first; that was run on a bare Debian 12
+        # root, see the README.)
+        r = subprocess.run([os.path.join(harness.SRC_DIR, "make"), "-n", "deps"],
+                           cwd="/", capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("sh scripts/deps.sh build test", r.stdout)
+
     def test_the_build_context_leaves_out_npm_installs(self):
         # make test installs npm packages in several places (240 MB): the
         # image's build context must hold none of them.
