@@ -28,6 +28,7 @@
 #include "redis/redis.h"
 #include "rpc/caller_auth.h"
 #include "rpc/flow.h"
+#include "rpc/grpc_log.h"
 #include "rpc/grpc_tls.h"
 #include "rpc/health.h"
 #include "rpc/messaging.h"
@@ -296,6 +297,7 @@ int main(int argc, char **argv)
         log_error("curl_init_failed", "curl_global_init failed");
         return 1;
     }
+    grpc_log_route(); /* before gRPC can log anything */
     grpc_init();
 
     rc = policy_init();

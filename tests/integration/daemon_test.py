@@ -88,6 +88,26 @@ class ConfigTest(unittest.TestCase):
             self.assertNotIn("from-the-file", msg)
             self.assertNotIn("from-the-variable", msg)
 
+    def test_grpc_cores_own_lines_are_json_too(self):
+        # A busy gRPC port makes gRPC core log its own error: in the JSON
+        # log like every other line, not in gRPC's text format.
+        import socket
+        busy = socket.socket()
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        try:
+            env = dict(GOOD, COMMSGATE_GRPC_ADDR="127.0.0.1:%d" % busy.getsockname()[1])
+            r = run(env)
+        finally:
+            busy.close()
+        self.assertNotEqual(r.returncode, 0)
+        lines = [json.loads(l) for l in r.stderr.strip().splitlines()]  # each parses
+        core = [l for l in lines if l["event"] == "grpc_core"]
+        self.assertTrue(core, r.stderr)
+        self.assertEqual(core[0]["level"], "error")
+        self.assertIn("Address already in use", core[0]["msg"])
+        self.assertIn("grpc_listen_failed", [l["event"] for l in lines])
+
     def test_malformed_settings(self):
         for name, value in (("REDIS_URL", "localhost:6379"),
                             ("COMMSGATE_GRPC_ADDR", "nope"),
