@@ -50,7 +50,8 @@ fuzz: deps
 	cd $(FUZZ_BUILD) && ctest --output-on-failure -j $(JOBS) -R '^fuzz[.]'
 
 # make bench: Release build, then bench/run.py prints the table and writes
-# bench/results/latest.md (see docs/PERFORMANCE.md).
+# build-bench/latest.md; `--out bench/results/latest.md` records it in the
+# repository, on purpose (see docs/PERFORMANCE.md).
 bench: deps
 	cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release
 	cmake --build build-bench -j $(JOBS)

@@ -496,12 +496,18 @@ class Bench:
         return "\n".join(lines)
 
 
+ALL_SCENARIOS = "123456789"
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", default=os.path.join(ROOT, "build-bench", "bin"))
     ap.add_argument("--smoke", action="store_true", help="tiny counts, for make test")
-    ap.add_argument("--out", default=os.path.join(HERE, "results", "latest.md"))
-    ap.add_argument("--only", default="123456789",
+    # The build tree, not the clone: a run never rewrites a tracked file.
+    # The table kept in the repository (bench/results/latest.md) is updated
+    # on purpose, with --out.
+    ap.add_argument("--out", default=os.path.join(ROOT, "build-bench", "latest.md"))
+    ap.add_argument("--only", default=ALL_SCENARIOS,
                     help="scenarios to run, e.g. 13 (a partial run does not write --out)")
     args = ap.parse_args()
     bench = Bench(os.path.abspath(args.bin), args.smoke)
@@ -514,7 +520,8 @@ def main():
         time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), os.cpu_count(),
         "smoke run" if args.smoke else "full run")
     print(header + table)
-    if not args.smoke and sorted(args.only) == list("12345678"):
+    if not args.smoke and sorted(args.only) == sorted(ALL_SCENARIOS):
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out, "w") as f:
             f.write(header + table + "\n")
     errors = sum(sum(r["res"]["errors"].values()) for r in bench.rows if r["res"])
