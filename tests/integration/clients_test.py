@@ -155,10 +155,10 @@ class ClientsTest(unittest.TestCase):
             exe = os.path.join(prefix, "hello")
             san = ["-fsanitize=address,undefined"] if os.environ.get("COMMSGATE_SANITIZE") == "ON" else []
             subprocess.run(["cc", src, "-o", exe] + san + flags, check=True)
-            libdir = os.path.dirname(pc)
+            # Run as a user would: no LD_LIBRARY_PATH, no ldconfig.
+            env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
             r = subprocess.run([exe, self.stack.daemon.grpc_target], capture_output=True,
-                               text=True, timeout=30,
-                               env=dict(os.environ, LD_LIBRARY_PATH=libdir))
+                               text=True, timeout=30, env=env)
             self.assertEqual(r.returncode, 0, r.stderr)
             self.assertRegex(r.stdout, r"^SM[0-9a-f]{32} 1$")
 
