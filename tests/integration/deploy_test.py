@@ -4,9 +4,11 @@ parses; ports, variable names and probes agree with `commsgate --help`."""
 import os
 import re
 import subprocess
+import tempfile
 import time
 import unittest
 
+import grpc
 import yaml
 
 import harness
@@ -210,6 +212,88 @@ class DeployTest(unittest.TestCase):
             self.assertEqual(probe("/healthz"), 200)
         finally:
             self.assertEqual(stack.close(), 0)
+
+class DashboardTest(unittest.TestCase):
+    """deploy/grafana/commsgate.json and the alert rules it links to ask only
+    for metrics, and labels, that a running commsgate exposes."""
+
+    METRIC = re.compile(r"\b((?:commsgate|process)_[a-z0-9_]+)\b")
+    BY = re.compile(r"\bby \(([^)]*)\)\s*\(\s*(?:rate|increase)?\(?\s*([a-z_0-9]+)")
+    SELECTOR = re.compile(r"\b([a-z_0-9]+)\{([^}]*)\}")
+
+    def exprs(self):
+        import json
+        with open(os.path.join(harness.SRC_DIR, "deploy", "grafana", "commsgate.json")) as f:
+            dash = json.load(f)
+        out = []
+        for p in dash["panels"]:
+            self.assertTrue(p["targets"], p["title"])
+            out += [("panel " + p["title"], t["expr"]) for t in p["targets"]]
+        self.assertIn("commsgate-alerts.yml", json.dumps(dash["links"]))
+        rules = yaml.safe_load(read(os.path.join("deploy", "prometheus", "commsgate-alerts.yml")))
+        out += [("alert " + r["alert"], r["expr"]) for g in rules["groups"] for r in g["rules"]]
+        return out
+
+    def exposed(self):
+        """(families from # TYPE, with a histogram's series names; labels seen per family),
+        after traffic that makes every family have a series."""
+        import hashlib
+        import urllib.request
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml") as callers:
+            callers.write("callers:\n  - name: dash\n    token_sha256: %s\n    rpcs: [\"*\"]\n"
+                          % hashlib.sha256(b"dash-token").hexdigest())
+            callers.flush()
+            stack = harness.Stack(env={"COMMSGATE_CALLERS_FILE": callers.name})
+            try:
+                stack.wait_serving(1)
+                auth = [("authorization", "Bearer dash-token")]
+                m = stack.stubs.messaging_pb2
+                sid = stack.stubs.SendSMS(m.SendSMSRequest(to="+14155550100", body="x"),
+                                          timeout=5, metadata=auth).sid
+                for req in (m.SendSMSRequest(to="+15005550001", body="x"),  # Twilio 21211
+                            m.SendWhatsAppRequest(to="+14155550100", body="x")):  # window
+                    rpc = stack.stubs.SendSMS if isinstance(req, m.SendSMSRequest) \
+                        else stack.stubs.SendWhatsApp
+                    with self.assertRaises(grpc.RpcError):
+                        rpc(req, timeout=5, metadata=auth)
+                deadline = time.monotonic() + 10  # the simulator's status callbacks
+                while stack.stubs.GetMessage(m.GetMessageRequest(sid=sid), timeout=5,
+                                             metadata=auth).status != "delivered":
+                    self.assertLess(time.monotonic(), deadline)
+                    time.sleep(0.1)
+                text = urllib.request.urlopen("http://127.0.0.1:%d/metrics"
+                                              % stack.daemon.admin_port, timeout=5).read().decode()
+            finally:
+                self.assertEqual(stack.close(), 0)
+        names, labels = set(), {}
+        for line in text.splitlines():
+            if line.startswith("# TYPE "):
+                _, _, name, kind = line.split()
+                names.add(name)
+                if kind == "histogram":
+                    names |= {name + "_bucket", name + "_sum", name + "_count"}
+            elif line and not line.startswith("#"):
+                name = line.split("{")[0].split(" ")[0]
+                found = re.findall(r'([a-z_]+)="', line.split("}")[0]) if "{" in line else []
+                labels.setdefault(name, set()).update(found)
+        return names, labels
+
+    def test_every_query_names_what_commsgate_exposes(self):
+        names, labels = self.exposed()
+        for where, expr in self.exprs():
+            used = set(self.METRIC.findall(expr))
+            self.assertTrue(used, where)
+            self.assertFalse(used - names, "%s asks for %s, not exposed" % (where, used - names))
+            grouped = [(metric, {l.strip() for l in by.split(",")})
+                       for by, metric in self.BY.findall(expr)]
+            grouped += [(metric, set(re.findall(r"([a-z_]+)\s*(?:=~|!=|!~|=)", sel)))
+                        for metric, sel in self.SELECTOR.findall(expr)]
+            for metric, want in grouped:
+                want -= {"le", "instance"}
+                have = labels.get(metric, set())
+                self.assertFalse(want - have, "%s groups %s by %s, labels %s"
+                                 % (where, metric, want, sorted(have)))
+
 
 if __name__ == "__main__":
     unittest.main()
