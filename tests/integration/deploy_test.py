@@ -79,6 +79,39 @@ class DeployTest(unittest.TestCase):
         # No apt-get of its own in the Dockerfile: the list is the one place.
         self.assertNotIn("apt-get install", docker)
 
+    def test_the_runtime_packages_hold_every_library_the_image_loads(self):
+        # The image once exited at start: libevent_extra-2.1.so.7 was in no
+        # runtime package listed. Each library the shipped binaries need
+        # directly must come from a package with the runtime role.
+        listed = {line.split()[0] for line in read("deploy", "debian-packages.txt").splitlines()
+                  if line.strip() and not line.startswith("#") and "runtime" in line.split()}
+        # What apt installs with them: their dependencies, recursively (as
+        # this machine's dpkg knows them; libgrpc29 brings libre2-9).
+        runtime, todo = set(), list(listed)
+        while todo:
+            pkg = todo.pop()
+            if pkg in runtime:
+                continue
+            runtime.add(pkg)
+            deps = subprocess.run(["dpkg-query", "-W", "-f=${Depends},${Pre-Depends}", pkg],
+                                  capture_output=True, text=True).stdout
+            todo += [alt.split()[0].split(":")[0] for dep in deps.split(",") if dep.strip()
+                     for alt in dep.split("|")[:1]]
+        shipped = re.search(r"^COPY --from=build (.*) /usr/local/bin/$", read("Dockerfile"), re.M)
+        self.assertTrue(shipped)
+        for path in shipped.group(1).split():
+            binary = os.path.join(harness.BIN_DIR, os.path.basename(path))
+            dyn = subprocess.run(["readelf", "-d", binary], capture_output=True, text=True,
+                                 check=True).stdout
+            for lib in re.findall(r"\(NEEDED\).*\[(.+)\]", dyn):
+                if lib.startswith(("libc.so", "libm.so", "libgcc_s", "libstdc++",
+                                   "libasan", "libubsan", "libtsan", "libatomic")):
+                    continue  # the C runtime, and what this test build's sanitizers add
+                owner = subprocess.run(["dpkg", "-S", "*/" + lib], capture_output=True,
+                                       text=True).stdout.split(":")[0]
+                self.assertIn(owner, runtime, "%s needs %s (from %s), not in the runtime list"
+                              % (os.path.basename(binary), lib, owner or "no package"))
+
     def test_every_path_named_exists(self):
         docker = read("Dockerfile")
         for src in re.findall(r"^COPY (?!--from)(\S+) ", docker, re.M):
