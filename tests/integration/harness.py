@@ -157,15 +157,36 @@ def daemon_env(redis_port, sim_url, grpc_port, http_port, extra=None, admin_port
 
 
 def start_daemon(redis_port, sim_url, extra_env=None, args=()):
-    grpc_port, http_port, admin_port = free_port(), free_port(), free_port()
-    env = daemon_env(redis_port, sim_url, grpc_port, http_port, extra_env, admin_port)
-    p = Proc("commsgate", [os.path.join(BIN_DIR, "commsgate")] + list(args),
-             env=env, port=grpc_port)
-    p.grpc_port = grpc_port
-    p.grpc_target = "127.0.0.1:%d" % grpc_port
-    p.http_port = http_port
-    p.admin_port = admin_port  # /metrics, /healthz, /readyz
-    return p
+    # Something answering on the port is not proof enough: a process of a
+    # test running beside this one may have taken it between free_port()
+    # and our bind (then commsgate exits, and the tests would talk to the
+    # other). commsgate says "ready" once every listener is its own; a port
+    # lost that way is tried again with new ones.
+    for attempt in range(3):
+        grpc_port, http_port, admin_port = free_port(), free_port(), free_port()
+        env = daemon_env(redis_port, sim_url, grpc_port, http_port, extra_env, admin_port)
+        try:
+            p = Proc("commsgate", [os.path.join(BIN_DIR, "commsgate")] + list(args),
+                     env=env, port=grpc_port)
+        except RuntimeError as e:
+            if "listen_failed" in str(e) and attempt < 2:
+                continue
+            raise
+        deadline = time.monotonic() + 10
+        while '"event":"ready"' not in p.output():
+            if p.proc.poll() is not None or time.monotonic() > deadline:
+                p.stop()
+                if "listen_failed" in p.output() and attempt < 2:
+                    break
+                raise RuntimeError("commsgate did not start:\n%s" % p.output())
+            time.sleep(0.02)
+        else:
+            p.grpc_port = grpc_port
+            p.grpc_target = "127.0.0.1:%d" % grpc_port
+            p.http_port = http_port
+            p.admin_port = admin_port  # /metrics, /healthz, /readyz
+            return p
+    raise AssertionError("unreachable")
 
 
 def thread_count(pid):

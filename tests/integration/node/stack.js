@@ -78,7 +78,19 @@ async function startStack(extraEnv = {}, creds = null) {
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   daemon.stderr.on('data', (d) => { log += d; });
+  // Something answering on the port is not proof enough: a process of a
+  // test running beside this one may have taken it between freePort() and
+  // our bind (commsgate then exits). It says "ready" once every listener is
+  // its own.
   await waitPort(grpcPort, daemon);
+  for (const until = Date.now() + 10000; !log.includes('"event":"ready"');) {
+    if (daemon.exitCode !== null || Date.now() > until) {
+      redis.kill('SIGTERM');
+      sim.kill('SIGTERM');
+      throw new Error(`commsgate did not start:\n${log}`);
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
   const pkg = load();
   const target = `127.0.0.1:${grpcPort}`;
   const health = new pkg.grpc.health.v1.Health(target, creds || grpc.credentials.createInsecure());
@@ -87,7 +99,12 @@ async function startStack(extraEnv = {}, creds = null) {
   const stop = () => new Promise((resolve) => {
     health.close();
     messaging.close();
-    daemon.on('exit', (code) => { redis.kill('SIGTERM'); sim.kill('SIGTERM'); resolve(code); });
+    const done = (code) => { redis.kill('SIGTERM'); sim.kill('SIGTERM'); resolve(code); };
+    if (daemon.exitCode !== null || daemon.signalCode !== null) {
+      done(daemon.exitCode); // gone already: waiting for 'exit' would hang the test
+      return;
+    }
+    daemon.on('exit', done);
     daemon.kill('SIGTERM');
   });
   const simUrl = `http://127.0.0.1:${simPort}`;
