@@ -1,0 +1,306 @@
+"""The image, the compose file and the sidecar manifest, run for real with
+podman: the image built from the Dockerfile answers health and a SendSMS;
+deploy/docker-compose.yml comes up under podman-compose (and parses under
+Debian's docker-compose 1.29); deploy/k8s/sidecar.yaml runs under
+`podman kube play`, and a Redis outage makes it unready, never dead.
+
+No image registry is reachable where the tests run, so the Debian base image
+is made here with mmdebstrap (once; podman keeps it), and the compose file's
+Redis is Debian's redis-server in a small image of its own. podman writes
+its own notes on this machine's lack of systemd to stderr; they are noise."""
+import base64
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import unittest
+import urllib.error
+import urllib.request
+
+import grpc
+import yaml
+
+import harness
+
+ROOT = harness.SRC_DIR
+IMAGE = "localhost/commsgate:test"
+REDIS_IMAGE = "localhost/commsgate-test-redis:latest"
+BASE = "docker.io/library/debian"
+# Every name this test gives podman starts with this, so cleanup is exact.
+PREFIX = "cgtest-%d" % os.getpid()
+
+# Settings podman needs on machines without a full cgroup v2 and systemd
+# (crun fails there; runc works), and limits below the sandbox's own so that
+# setting them is allowed. Harmless on a machine that needs none of it.
+CONTAINERS_CONF = """\
+[containers]
+default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+"""
+
+
+class Podman:
+    def __init__(self, workdir):
+        conf = os.path.join(workdir, "containers.conf")
+        with open(conf, "w") as f:
+            f.write(CONTAINERS_CONF)
+        self.env = dict(os.environ, CONTAINERS_CONF=conf)
+
+    def run(self, *args, check=True, timeout=600, env=None, cwd=None, tool="podman"):
+        r = subprocess.run([tool] + [str(a) for a in args], capture_output=True, text=True,
+                           timeout=timeout, env=dict(self.env, **(env or {})), cwd=cwd)
+        if check and r.returncode != 0:
+            raise AssertionError("%s %s failed (%d):\n%s\n%s" % (
+                tool, " ".join(map(str, args)), r.returncode, r.stdout[-3000:], r.stderr[-3000:]))
+        return r
+
+    def exists(self, image):
+        return self.run("image", "exists", image, check=False).returncode == 0
+
+    def ip(self, container):
+        out = self.run("inspect", "-f",
+                       "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
+                       container).stdout.split()
+        return out[0]
+
+
+def base_image(podman, workdir):
+    """debian:bookworm and bookworm-slim as the Dockerfile names them: the real
+    ones if this machine has them, else a minimal Debian 12 made now."""
+    if not podman.exists(BASE + ":bookworm"):
+        tar = os.path.join(workdir, "base.tar")
+        subprocess.run(["mmdebstrap", "--variant=minbase", "--quiet", "bookworm", tar],
+                       check=True, capture_output=True, timeout=600)
+        podman.run("import", tar, BASE + ":bookworm")
+        os.unlink(tar)
+    if not podman.exists(BASE + ":bookworm-slim"):
+        podman.run("tag", BASE + ":bookworm", BASE + ":bookworm-slim")
+
+
+def wait_http(url, want=200, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                last = r.status
+        except urllib.error.HTTPError as e:
+            last = e.code
+        except OSError as e:
+            last = e
+        if last == want:
+            return
+        time.sleep(0.2)
+    raise AssertionError("%s: wanted %s, last %s" % (url, want, last))
+
+
+def send_sms(target, to):
+    with grpc.insecure_channel(target) as ch:
+        grpc.channel_ready_future(ch).result(timeout=20)
+        stubs = harness.Stubs(ch)
+        return stubs.SendSMS(stubs.messaging_pb2.SendSMSRequest(to=to, body="from a container"),
+                             timeout=10)
+
+
+class ContainerTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = tempfile.mkdtemp(prefix="commsgate-containers-")
+        cls.podman = Podman(cls.dir)
+        base_image(cls.podman, cls.dir)
+        cls.podman.run("build", "--pull=never", "--format", "docker", "-t", IMAGE, ROOT,
+                       timeout=1200)
+        cls.podman.run("build", "--pull=never", "-t", REDIS_IMAGE, "-f",
+                       os.path.join(ROOT, "tests/integration/containers/redis.Containerfile"),
+                       os.path.join(ROOT, "tests/integration/containers"), timeout=600)
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.dir, ignore_errors=True)
+
+    def tearDown(self):
+        p = self.podman
+        for pod in p.run("pod", "ps", "-q", "--filter", "name=" + PREFIX, check=False).stdout.split():
+            p.run("pod", "rm", "-f", pod, check=False)
+        for c in p.run("ps", "-aq", "--filter", "name=" + PREFIX, check=False).stdout.split():
+            p.run("rm", "-f", c, check=False)
+        p.run("secret", "rm", PREFIX + "-secrets", check=False)
+        # podman-compose 1.0.3's down leaves its network behind.
+        for net in p.run("network", "ls", "-q", "--filter", "name=" + PREFIX,
+                         check=False).stdout.split():
+            p.run("network", "rm", "-f", net, check=False)
+
+    def container(self, name, *args):
+        self.podman.run("run", "-d", "--name", "%s-%s" % (PREFIX, name), *args)
+        return "%s-%s" % (PREFIX, name)
+
+    def test_image_runs_and_sends(self):
+        """The image on the host's loopback (--network host), against a real
+        redis-server and the simulator from the same image."""
+        redis = harness.start_redis()
+        self.addCleanup(redis.stop)
+        sim_port, grpc_port, http_port, admin_port = (harness.free_port() for _ in range(4))
+        self.container("sim", "--network", "host", "--entrypoint", "/usr/local/bin/twilio-sim",
+                       IMAGE, "--listen", "127.0.0.1:%d" % sim_port)
+        sim = harness.Sim("http://127.0.0.1:%d" % sim_port)
+        env = harness.daemon_env(redis.port, sim.url, grpc_port, http_port,
+                                 admin_port=admin_port)
+        env_args = []
+        for k, v in env.items():
+            env_args += ["-e", "%s=%s" % (k, v)]
+        cg = self.container("commsgate", "--network", "host", "--read-only", *env_args, IMAGE)
+        wait_http("http://127.0.0.1:%d/readyz" % admin_port)
+
+        # The Dockerfile's HEALTHCHECK, run as the engine would (kept by
+        # --format docker; this machine has no systemd to schedule it).
+        self.podman.run("healthcheck", "run", cg)
+        user = self.podman.run("inspect", "-f", "{{.Config.User}}", cg).stdout.strip()
+        self.assertEqual(user, "10001:10001")
+
+        r = send_sms("127.0.0.1:%d" % grpc_port, "+14155550100")
+        self.assertTrue(r.sid.startswith("SM"), r)
+        got = [q for q in sim.requests("/Messages.json") if q["method"] == "POST"]
+        self.assertEqual(len(got), 1, got)
+        self.assertEqual(sim.params(got[0])["To"], "+14155550100")
+
+        # Redis gone: not ready, still alive.
+        redis.stop()
+        wait_http("http://127.0.0.1:%d/readyz" % admin_port, want=503)
+        wait_http("http://127.0.0.1:%d/healthz" % admin_port, want=200)
+
+    def test_compose_file(self):
+        work = os.path.join(self.dir, "compose")
+        os.makedirs(work)
+        # The compose file as shipped, beside the .env its header says to make.
+        shutil.copy(os.path.join(ROOT, "deploy/docker-compose.yml"), work)
+        shutil.copy(os.path.join(ROOT, "deploy/.env.example"), os.path.join(work, ".env"))
+        grpc_port, admin_port = harness.free_port(), harness.free_port()
+        env = {
+            "COMMSGATE_IMAGE": IMAGE,
+            "REDIS_IMAGE": REDIS_IMAGE,
+            "COMMSGATE_GRPC_PUBLISH": "127.0.0.1:%d" % grpc_port,
+            "COMMSGATE_HTTP_PUBLISH": "127.0.0.1:%d" % harness.free_port(),
+            "COMMSGATE_ADMIN_PUBLISH": "127.0.0.1:%d" % admin_port,
+        }
+        # Debian 12's docker-compose (1.29) reads the same file.
+        r = self.podman.run("-f", "docker-compose.yml", "config", "-q", tool="docker-compose",
+                            env=env, cwd=work, check=False)
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+        project = PREFIX + "-compose"
+        compose = ["-p", project, "-f", "docker-compose.yml"]
+        self.addCleanup(self.podman.run, *compose, "down", "-v", tool="podman-compose", env=env,
+                        cwd=work, check=False)
+        self.podman.run(*compose, "up", "-d", tool="podman-compose", env=env, cwd=work,
+                        timeout=300)
+        wait_http("http://127.0.0.1:%d/readyz" % admin_port, timeout=60)
+
+        r = send_sms("127.0.0.1:%d" % grpc_port, "+14155550101")
+        sim = harness.Sim("http://%s:8089" % self.podman.ip(project + "_twilio-sim_1"))
+        got = [q for q in sim.requests("/Messages.json") if q["method"] == "POST"]
+        self.assertEqual(len(got), 1, got)
+        # The simulator's status callbacks reach commsgate by its service
+        # name (COMMSGATE_PUBLIC_URL) and pass the signature check.
+        with grpc.insecure_channel("127.0.0.1:%d" % grpc_port) as ch:
+            stubs = harness.Stubs(ch)
+            deadline = time.monotonic() + 20
+            while True:
+                m = stubs.GetMessage(stubs.messaging_pb2.GetMessageRequest(sid=r.sid), timeout=5)
+                if m.status == "delivered" or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            self.assertEqual(m.status, "delivered")
+
+    def test_sidecar_manifest(self):
+        """deploy/k8s/sidecar.yaml under `podman kube play`. Only what a real
+        cluster would supply differs from the files as shipped: the app
+        container (a placeholder image) sleeps, one replica, the Secret and
+        ConfigMap values point at this test's Redis and simulator, and
+        each port is published on the host's loopback only (podman 4.3
+        publishes every containerPort on the host)."""
+        p = self.podman
+        rd = self.container("redis", REDIS_IMAGE, "redis-server", "--protected-mode", "no",
+                            "--save", "")
+        sim = self.container("sim2", "--entrypoint", "/usr/local/bin/twilio-sim", IMAGE,
+                             "--listen", "0.0.0.0:8089")
+        redis_ip, sim_ip = p.ip(rd), p.ip(sim)
+
+        def load(name):
+            with open(os.path.join(ROOT, "deploy/k8s", name)) as f:
+                return [d for d in yaml.safe_load_all(f) if d]
+        (cm,) = load("configmap.yaml")
+        (secret,) = load("secret.example.yaml")
+        cm["data"]["TWILIO_API_BASE_URL"] = "http://%s:8089" % sim_ip
+        cm["data"]["TWILIO_VERIFY_BASE_URL"] = "http://%s:8089" % sim_ip
+        secret["stringData"]["REDIS_URL"] = "redis://%s:6379/0" % redis_ip
+
+        docs = load("sidecar.yaml")
+        (dep,) = [d for d in docs if d["kind"] == "Deployment"]
+        dep["metadata"]["name"] = PREFIX + "-app"
+        dep["spec"]["replicas"] = 1
+        pod = dep["spec"]["template"]["spec"]
+        host_ports = {}
+        for c in pod["containers"]:
+            if c["name"] == "app":
+                c["image"] = BASE + ":bookworm"
+                c["command"] = ["/bin/sleep", "infinity"]
+            for port in c.get("ports", []):
+                port["hostIP"] = "127.0.0.1"
+                port["hostPort"] = host_ports.setdefault(port["name"], harness.free_port())
+            for ref in c.get("envFrom", []):
+                if "secretRef" in ref:
+                    ref["secretRef"]["name"] = PREFIX + "-secrets"
+        (cg,) = [c for c in pod["containers"] if c["name"] == "commsgate"]
+
+        # podman 4.3 reads a Secret the pod refers to from its own secret
+        # store, as JSON of base64 values (it cannot play a Secret document).
+        values = {k: base64.b64encode(v.encode()).decode()
+                  for k, v in secret["stringData"].items()}
+        secret_file = os.path.join(self.dir, "secret.json")
+        with open(secret_file, "w") as f:
+            json.dump(values, f)
+        p.run("secret", "create", PREFIX + "-secrets", secret_file)
+        play = os.path.join(self.dir, "play.yaml")
+        with open(play, "w") as f:
+            yaml.safe_dump_all([cm, dep], f)
+        self.addCleanup(p.run, "kube", "down", play, check=False)
+        p.run("kube", "play", play, timeout=300)
+        name = PREFIX + "-app-pod-0-commsgate"
+
+        # The probes, asked as the kubelet asks them: path and named port
+        # from the manifest.
+        def probe(kind):
+            get = cg[kind]["httpGet"]
+            return "http://127.0.0.1:%d%s" % (host_ports[get["port"]], get["path"])
+        wait_http(probe("readinessProbe"), timeout=60)
+        wait_http(probe("livenessProbe"))
+
+        # The app's view: the sidecar on the pod's loopback.
+        r = p.run("exec", name, "commsctl", "--json", "--addr", cg_addr(cg), "sms", "send",
+                  "--to", "+14155550102", "--body", "from the app container")
+        self.assertTrue(json.loads(r.stdout)["sid"].startswith("SM"), r.stdout)
+        self.assertEqual(p.run("exec", name, "id", "-u").stdout.strip(), "10001")
+        r = p.run("exec", name, "sh", "-c", "touch /x", check=False)
+        self.assertNotEqual(r.returncode, 0, "the root filesystem should be read-only")
+
+        # Redis down: unready (no traffic), alive (no restart).
+        p.run("stop", "-t", "1", rd)
+        wait_http(probe("readinessProbe"), want=503, timeout=30)
+        wait_http(probe("livenessProbe"), want=200)
+        restarts = p.run("inspect", "-f", "{{.RestartCount}}", name).stdout.strip()
+        self.assertEqual(restarts, "0")
+
+
+def cg_addr(container):
+    for e in container.get("env", []):
+        if e["name"] == "COMMSGATE_GRPC_ADDR":
+            return e["value"]
+    raise AssertionError("the sidecar names no COMMSGATE_GRPC_ADDR")
+
+
+if __name__ == "__main__":
+    unittest.main()
