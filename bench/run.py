@@ -187,7 +187,7 @@ class Bench:
 
     def run(self, only):
         sms = self.sms_payloads()
-        smsm = "/commsgate.v1.Messaging/SendSMS"
+        smsm = "/commsgate.v1.MessagingService/SendSMS"
         shared = [k for k in "51346" if k in only]
 
         if shared:
@@ -292,9 +292,9 @@ class Bench:
                 eb = self.load(e.target, "/bench.Echo/Echo", sms, 2 * n4, 200)
                 ecpu = (cpu_s(e.pid) - ecpu) * 1e6 / max(eb["ok"], 1)
                 dcpu = cpu_s(daemon.pid)
-                a = self.load(daemon.grpc_target, "/commsgate.v1.Messaging/StartVerification",
+                a = self.load(daemon.grpc_target, "/commsgate.v1.MessagingService/StartVerification",
                               starts, n4, 200)
-                b = self.load(daemon.grpc_target, "/commsgate.v1.Messaging/CheckVerification",
+                b = self.load(daemon.grpc_target, "/commsgate.v1.MessagingService/CheckVerification",
                               checks, n4, 200)
                 dcpu = (cpu_s(daemon.pid) - dcpu) * 1e6 / max(a["ok"] + b["ok"], 1)
                 runs4.append((dcpu / max(ecpu, 1e-9), a, b, dcpu, ecpu, eb))

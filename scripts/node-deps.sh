@@ -3,7 +3,8 @@
 # when node_modules is missing or older than its lock.
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
-for dir in "$here/tests/integration/node" "$here/tests/integration/contract" "$here/clients/node"; do
+for dir in "$here/tests/integration/node" "$here/tests/integration/contract" "$here/tests/proto" \
+    "$here/clients/node"; do
     lock="$dir/package-lock.json"
     stamp="$dir/node_modules/.commsgate-installed"
     if [ -f "$stamp" ] && [ ! "$lock" -nt "$stamp" ]; then

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "commsgate_client.h"
 
@@ -166,7 +167,7 @@ static int sms_opt(int c, const char *arg, void *data)
     switch (c) {
     case 't': r->to = (char *)arg; break;
     case 'b': r->body = (char *)arg; break;
-    case 'f': r->from = (char *)arg; break;
+    case 'f': r->sender = (char *)arg; break;
     case 'k': r->idempotency_key = (char *)arg; break;
     default: return -1;
     }
@@ -291,7 +292,7 @@ static int call_opt(int c, const char *arg, void *data)
     struct call_args *a = data;
     switch (c) {
     case 't': a->req.to = (char *)arg; break;
-    case 'f': a->req.from = (char *)arg; break;
+    case 'f': a->req.caller_id = (char *)arg; break;
     case 'k': a->req.idempotency_key = (char *)arg; break;
     case 'u':
         a->req.instructions_case = COMMSGATE__V1__PLACE_CALL_REQUEST__INSTRUCTIONS_URL;
@@ -449,9 +450,17 @@ static int cmd_message(struct cgc_client *cl, int argc, char **argv)
     r.sid = argv[2];
     cgc_get_message(cl, &r, opt.timeout_ms, &resp, &st);
     if (resp) {
-        obj = json_pack("{s:s, s:s, s:i, s:I}", "sid", resp->sid, "status", resp->status,
-                        "error_code", (int)resp->error_code, "updated_at",
-                        (json_int_t)resp->updated_at);
+        /* proto3's JSON form of a Timestamp: RFC 3339, UTC. */
+        char when[40] = "";
+        if (resp->updated_at) {
+            time_t secs = (time_t)resp->updated_at->seconds;
+            struct tm tm;
+            gmtime_r(&secs, &tm);
+            size_t n = strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
+            snprintf(when + n, sizeof(when) - n, ".%03dZ", (int)(resp->updated_at->nanos / 1000000));
+        }
+        obj = json_pack("{s:s, s:s, s:i, s:s}", "sid", resp->sid, "status", resp->status,
+                        "error_code", (int)resp->error_code, "updated_at", when);
         commsgate__v1__get_message_response__free_unpacked(resp, NULL);
     }
     return report(&st, obj);

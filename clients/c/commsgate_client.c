@@ -105,7 +105,7 @@ grpc_status_code cgc_call(struct cgc_client *c, const char *method, const char *
     if (method[0] == '/')
         snprintf(path, sizeof(path), "%s", method);
     else
-        snprintf(path, sizeof(path), "/commsgate.v1.Messaging/%s", method);
+        snprintf(path, sizeof(path), "/commsgate.v1.MessagingService/%s", method);
     if (!caller && c->caller[0])
         caller = c->caller;
 

@@ -28,7 +28,7 @@ int cgc_client_new(const char *target, struct cgc_client **out);
 /* Clears *c; NULL is a no-op. */
 void cgc_client_free(struct cgc_client **c);
 
-/* Calls /commsgate.v1.Messaging/<method>. On GRPC_STATUS_OK, *resp is the
+/* Calls /commsgate.v1.MessagingService/<method>. On GRPC_STATUS_OK, *resp is the
  * unpacked answer (free it with protobuf_c_message_free_unpacked). Returns
  * st->code. `caller` (may be NULL) is sent as commsgate-caller metadata. */
 grpc_status_code cgc_call(struct cgc_client *c, const char *method, const char *caller,

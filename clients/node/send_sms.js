@@ -19,8 +19,8 @@ function main() {
   const def = protoLoader.loadSync('commsgate/v1/messaging.proto', {
     keepCase: true, enums: String, defaults: true, includeDirs: [PROTO_DIR],
   });
-  const { Messaging } = grpc.loadPackageDefinition(def).commsgate.v1;
-  const client = new Messaging(target, grpc.credentials.createInsecure());
+  const { MessagingService } = grpc.loadPackageDefinition(def).commsgate.v1;
+  const client = new MessagingService(target, grpc.credentials.createInsecure());
   const md = new grpc.Metadata();
   md.set('commsgate-caller', 'node-example');
   // An idempotency key makes a retry of this call safe.

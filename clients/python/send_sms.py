@@ -23,7 +23,7 @@ def main():
     target, to, body = sys.argv[1:]
     with grpc.insecure_channel(target) as channel:
         send = channel.unary_unary(
-            "/commsgate.v1.Messaging/SendSMS",
+            "/commsgate.v1.MessagingService/SendSMS",
             request_serializer=messaging_pb2.SendSMSRequest.SerializeToString,
             response_deserializer=messaging_pb2.SendSMSResponse.FromString)
         try:

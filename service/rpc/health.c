@@ -31,7 +31,7 @@ struct health_ctx {
     struct watcher *watchers;
 };
 
-static const char *const served[] = {"", "commsgate.v1.Messaging", "grpc.health.v1.Health"};
+static const char *const served[] = {"", "commsgate.v1.MessagingService", "grpc.health.v1.Health"};
 
 static int is_served(const char *service)
 {

@@ -38,7 +38,7 @@ static struct rpc_method *find(struct rpc_method *m, size_t n, const char *name)
 
 size_t messaging_methods(struct rpc_method *out)
 {
-    const ProtobufCServiceDescriptor *sd = &commsgate__v1__messaging__descriptor;
+    const ProtobufCServiceDescriptor *sd = &commsgate__v1__messaging_service__descriptor;
     size_t n = sd->n_methods < MESSAGING_MAX_METHODS ? sd->n_methods : MESSAGING_MAX_METHODS;
 
     for (size_t i = 0; i < n; i++) {

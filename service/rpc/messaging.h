@@ -1,4 +1,4 @@
-/* commsgate.v1.Messaging: the method table. Each RPC family lives in its
+/* commsgate.v1.MessagingService: the method table. Each RPC family lives in its
  * own rpc_<family>.c (rpc_sms, rpc_whatsapp, rpc_voice, rpc_verify,
  * rpc_message); a method no family has taken answers UNIMPLEMENTED. */
 #ifndef COMMSGATE_RPC_MESSAGING_H

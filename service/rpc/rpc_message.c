@@ -26,6 +26,7 @@ static void on_record(struct message_status_get_req *req, int found,
 {
     struct lookup *l = (struct lookup *)req;
     Commsgate__V1__GetMessageResponse resp = COMMSGATE__V1__GET_MESSAGE_RESPONSE__INIT;
+    Google__Protobuf__Timestamp updated = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
     char msg[96];
 
     if (found < 0) {
@@ -38,7 +39,9 @@ static void on_record(struct message_status_get_req *req, int found,
         resp.sid = l->sid;
         resp.status = (char *)rec->status;
         resp.error_code = rec->error_code;
-        resp.updated_at = rec->updated_at_ms / 1000;
+        updated.seconds = rec->updated_at_ms / 1000;
+        updated.nanos = (int32_t)(rec->updated_at_ms % 1000) * 1000000;
+        resp.updated_at = &updated;
         rpc_call_finish(l->call, GRPC_STATUS_OK, NULL, &resp.base);
     }
     free(l);

@@ -48,10 +48,10 @@ static int build_form(struct flow *f, const Commsgate__V1__SendSMSRequest *r, ch
 
     form_init(&form, buf, sizeof(buf));
     form_add(&form, "To", r->to);
-    if (*r->from && r->from[0] == '+')
-        form_add(&form, "From", r->from);
-    else if (*r->from)
-        form_add(&form, "MessagingServiceSid", r->from);
+    if (*r->sender && r->sender[0] == '+')
+        form_add(&form, "From", r->sender);
+    else if (*r->sender)
+        form_add(&form, "MessagingServiceSid", r->sender);
     else if (cfg->phone_number[0])
         form_add(&form, "From", cfg->phone_number);
     else
@@ -70,7 +70,7 @@ static int check(const Commsgate__V1__SendSMSRequest *r, const struct config *cf
                  size_t len)
 {
     if (validate_utf8("to", r->to, msg, len) || validate_utf8("body", r->body, msg, len) ||
-        validate_utf8("from", r->from, msg, len) ||
+        validate_utf8("sender", r->sender, msg, len) ||
         validate_utf8("idempotency_key", r->idempotency_key, msg, len))
         return -1;
     if (validate_e164("to", r->to, msg, len))
@@ -84,9 +84,9 @@ static int check(const Commsgate__V1__SendSMSRequest *r, const struct config *cf
         snprintf(msg, len, "body: at most %d characters, got %zu", SMS_MAX_CHARS, chars);
         return -1;
     }
-    if (*r->from && r->from[0] == '+' && validate_e164("from", r->from, msg, len))
+    if (*r->sender && r->sender[0] == '+' && validate_e164("sender", r->sender, msg, len))
         return -1;
-    if (*r->from && r->from[0] != '+' && validate_sid("from", r->from, "MG", msg, len))
+    if (*r->sender && r->sender[0] != '+' && validate_sid("sender", r->sender, "MG", msg, len))
         return -1;
     return validate_idempotency_key(r->idempotency_key, msg, len);
 }
@@ -100,10 +100,10 @@ static int prepare(struct flow *f, const ProtobufCMessage *msg, const uint8_t *r
 
     if (check(r, cfg, f->errmsg, sizeof(f->errmsg)))
         return -1;
-    if (!*r->from && !cfg->phone_number[0] && !cfg->messaging_service_sid[0]) {
+    if (!*r->sender && !cfg->phone_number[0] && !cfg->messaging_service_sid[0]) {
         err->code = GRPC_STATUS_FAILED_PRECONDITION;
         snprintf(f->errmsg, sizeof(f->errmsg),
-                 "from: empty, and neither TWILIO_PHONE_NUMBER nor TWILIO_MESSAGING_SERVICE_SID "
+                 "sender: empty, and neither TWILIO_PHONE_NUMBER nor TWILIO_MESSAGING_SERVICE_SID "
                  "is configured");
         return -1;
     }

@@ -17,11 +17,11 @@
 static const char *channel_name(int channel)
 {
     switch (channel) {
-    case COMMSGATE__V1__CHANNEL__CALL:
+    case COMMSGATE__V1__CHANNEL__CHANNEL_CALL:
         return "call";
-    case COMMSGATE__V1__CHANNEL__EMAIL:
+    case COMMSGATE__V1__CHANNEL__CHANNEL_EMAIL:
         return "email";
-    case COMMSGATE__V1__CHANNEL__WHATSAPP:
+    case COMMSGATE__V1__CHANNEL__CHANNEL_WHATSAPP:
         return "whatsapp";
     default:
         return "sms";
@@ -31,12 +31,12 @@ static const char *channel_name(int channel)
 static int channel_value(const char *name)
 {
     if (name && strcmp(name, "call") == 0)
-        return COMMSGATE__V1__CHANNEL__CALL;
+        return COMMSGATE__V1__CHANNEL__CHANNEL_CALL;
     if (name && strcmp(name, "email") == 0)
-        return COMMSGATE__V1__CHANNEL__EMAIL;
+        return COMMSGATE__V1__CHANNEL__CHANNEL_EMAIL;
     if (name && strcmp(name, "whatsapp") == 0)
-        return COMMSGATE__V1__CHANNEL__WHATSAPP;
-    return COMMSGATE__V1__CHANNEL__SMS;
+        return COMMSGATE__V1__CHANNEL__CHANNEL_WHATSAPP;
+    return COMMSGATE__V1__CHANNEL__CHANNEL_SMS;
 }
 
 /* The verification forms are small; a too-large one is refused. */
@@ -102,12 +102,12 @@ static int start_prepare(struct flow *f, const ProtobufCMessage *msg, const uint
         validate_utf8("idempotency_key", r->idempotency_key, f->errmsg, sizeof(f->errmsg)) ||
         validate_idempotency_key(r->idempotency_key, f->errmsg, sizeof(f->errmsg)))
         return -1;
-    int channel = r->channel ? (int)r->channel : COMMSGATE__V1__CHANNEL__SMS;
-    if (channel < COMMSGATE__V1__CHANNEL__SMS || channel > COMMSGATE__V1__CHANNEL__WHATSAPP) {
+    int channel = r->channel ? (int)r->channel : COMMSGATE__V1__CHANNEL__CHANNEL_SMS;
+    if (channel < COMMSGATE__V1__CHANNEL__CHANNEL_SMS || channel > COMMSGATE__V1__CHANNEL__CHANNEL_WHATSAPP) {
         snprintf(f->errmsg, sizeof(f->errmsg), "channel: unknown value %d", channel);
         return -1;
     }
-    if (channel == COMMSGATE__V1__CHANNEL__EMAIL) {
+    if (channel == COMMSGATE__V1__CHANNEL__CHANNEL_EMAIL) {
         if (!is_email(r->to)) {
             snprintf(f->errmsg, sizeof(f->errmsg), "to: an email address for channel EMAIL");
             return -1;

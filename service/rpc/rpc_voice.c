@@ -64,12 +64,12 @@ static int say_twiml(const Commsgate__V1__Say *say, char *out, size_t len, char 
 
 static int check(const Commsgate__V1__PlaceCallRequest *r, char *msg, size_t len)
 {
-    if (validate_utf8("to", r->to, msg, len) || validate_utf8("from", r->from, msg, len) ||
+    if (validate_utf8("to", r->to, msg, len) || validate_utf8("caller_id", r->caller_id, msg, len) ||
         validate_utf8("idempotency_key", r->idempotency_key, msg, len))
         return -1;
     if (validate_e164("to", r->to, msg, len))
         return -1;
-    if (*r->from && validate_e164("from", r->from, msg, len))
+    if (*r->caller_id && validate_e164("caller_id", r->caller_id, msg, len))
         return -1;
     switch (r->instructions_case) {
     case COMMSGATE__V1__PLACE_CALL_REQUEST__INSTRUCTIONS_URL:
@@ -111,7 +111,7 @@ static int build_form(struct flow *f, const Commsgate__V1__PlaceCallRequest *r, 
 
     form_init(&form, buf, sizeof(buf));
     form_add(&form, "To", r->to);
-    form_add(&form, "From", *r->from ? r->from : cfg->phone_number);
+    form_add(&form, "From", *r->caller_id ? r->caller_id : cfg->phone_number);
     switch (r->instructions_case) {
     case COMMSGATE__V1__PLACE_CALL_REQUEST__INSTRUCTIONS_URL:
         form_add(&form, "Url", r->url);
@@ -143,10 +143,10 @@ static int prepare(struct flow *f, const ProtobufCMessage *msg, const uint8_t *r
 
     if (check(r, f->errmsg, sizeof(f->errmsg)))
         return -1;
-    if (!*r->from && !f->app->cfg->phone_number[0]) {
+    if (!*r->caller_id && !f->app->cfg->phone_number[0]) {
         err->code = GRPC_STATUS_FAILED_PRECONDITION;
         snprintf(f->errmsg, sizeof(f->errmsg),
-                 "from: empty, and TWILIO_PHONE_NUMBER is not configured");
+                 "caller_id: empty, and TWILIO_PHONE_NUMBER is not configured");
         return -1;
     }
     snprintf(f->to, sizeof(f->to), "%s", r->to);

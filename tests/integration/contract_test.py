@@ -82,7 +82,7 @@ class ContractTest(unittest.TestCase):
         s, m = cls.stack.stubs, cls.stack.stubs.messaging_pb2
         s.SendSMS(m.SendSMSRequest(to="+14155550100", body="Hello, world"), timeout=5)
         s.SendSMS(m.SendSMSRequest(to="+14155550100", body="unicode \u00e7\U0001F600",
-                                   **{"from": "+15005550006"}), timeout=5)
+                                   sender="+15005550006"), timeout=5)
         harness.redis_cli(cls.stack.redis.port, "SET", "cg:{+14155550101}:wa",
                           str(int(time.time() * 1000)), "EX", "3600")
         s.SendWhatsApp(m.SendWhatsAppRequest(to="+14155550101", body="free-form",
@@ -94,10 +94,10 @@ class ContractTest(unittest.TestCase):
         s.PlaceCall(m.PlaceCallRequest(to="+14155550102", twiml="<Response/>"), timeout=5)
         s.PlaceCall(m.PlaceCallRequest(to="+14155550102", say=m.Say(text="Hi", voice="alice",
                                                                    language="en-US")), timeout=5)
-        for ch in (m.SMS, m.CALL, m.WHATSAPP):
+        for ch in (m.CHANNEL_SMS, m.CHANNEL_CALL, m.CHANNEL_WHATSAPP):
             s.StartVerification(m.StartVerificationRequest(to="+14155550103", channel=ch,
                                                            locale="en"), timeout=5)
-        s.StartVerification(m.StartVerificationRequest(to="ada@example.com", channel=m.EMAIL),
+        s.StartVerification(m.StartVerificationRequest(to="ada@example.com", channel=m.CHANNEL_EMAIL),
                             timeout=5)
         s.CheckVerification(m.CheckVerificationRequest(to="+14155550103", code="123456"),
                             timeout=5)
@@ -112,7 +112,7 @@ class ContractTest(unittest.TestCase):
                  m.PlaceCallRequest(to="+14155550105", twiml="<Response/>",
                                     idempotency_key="c-2")),
                 ("Verifications", s.StartVerification,
-                 m.StartVerificationRequest(to="+14155550106", channel=m.WHATSAPP,
+                 m.StartVerificationRequest(to="+14155550106", channel=m.CHANNEL_WHATSAPP,
                                             idempotency_key="c-3"))):
             sim.fault(path_suffix=suffix, after="close", times=1)
             try:

@@ -264,11 +264,11 @@ class Stubs:
             "/grpc.health.v1.Health/Watch",
             request_serializer=health.HealthCheckRequest.SerializeToString,
             response_deserializer=health.HealthCheckResponse.FromString)
-        svc = msg.DESCRIPTOR.services_by_name["Messaging"]
+        svc = msg.DESCRIPTOR.services_by_name["MessagingService"]
         for m in svc.methods:
             req = getattr(msg, m.input_type.name)
             resp = getattr(msg, m.output_type.name)
-            setattr(self, m.name, unary("/commsgate.v1.Messaging/%s" % m.name, req, resp))
+            setattr(self, m.name, unary("/commsgate.v1.MessagingService/%s" % m.name, req, resp))
 
 
 # The status of an answer whose outcome is unknown (Twilio may have acted).

@@ -22,7 +22,7 @@ class HealthTest(unittest.TestCase):
     def test_serving_for_known_services(self):
         S = self.h.HealthCheckResponse.SERVING
         self.assertEqual(self.check(""), S)
-        self.assertEqual(self.check("commsgate.v1.Messaging"), S)
+        self.assertEqual(self.check("commsgate.v1.MessagingService"), S)
         # The first SERVING is logged with the time it took, for operators.
         self.assertRegex(self.stack.daemon.output(),
                          r'"event":"serving","since_start_ms":\d+')

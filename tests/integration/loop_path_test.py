@@ -132,7 +132,7 @@ class LoopPathTest(unittest.TestCase):
         self.stack.wait_serving(R.SERVING)
 
     def test_unknown_method_answers_at_once(self):
-        call = self.stack.channel.unary_unary("/commsgate.v1.Messaging/NoSuchMethod")
+        call = self.stack.channel.unary_unary("/commsgate.v1.MessagingService/NoSuchMethod")
         t0 = time.monotonic()
         with self.assertRaises(grpc.RpcError) as cm:
             call(b"", timeout=20)
@@ -140,7 +140,7 @@ class LoopPathTest(unittest.TestCase):
         self.assertLess(time.monotonic() - t0, 5)
 
     def test_garbage_request_is_invalid_argument(self):
-        call = self.stack.channel.unary_unary("/commsgate.v1.Messaging/SendSMS")
+        call = self.stack.channel.unary_unary("/commsgate.v1.MessagingService/SendSMS")
         with self.assertRaises(grpc.RpcError) as cm:
             call(b"\xff\xff\xff\xff", timeout=5)
         self.assertEqual(cm.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)

@@ -62,8 +62,8 @@ class SmsTest(Base):
         for req, field in ((self.m.SendSMSRequest(to="4155550100", body="x"), "to"),
                            (self.m.SendSMSRequest(to="+14155550100", body=""), "body"),
                            (self.m.SendSMSRequest(to="+14155550100", body="x" * 1601), "body"),
-                           (self.m.SendSMSRequest(to="+14155550100", body="x", **{"from": "MGx"}),
-                            "from"),
+                           (self.m.SendSMSRequest(to="+14155550100", body="x", sender="MGx"),
+                            "sender"),
                            (self.m.SendSMSRequest(to="+14155550100", body="x",
                                                   idempotency_key="has space"),
                             "idempotency_key")):
@@ -73,7 +73,7 @@ class SmsTest(Base):
 
     def test_invalid_utf8_is_refused(self):
         # protobuf-c accepts any bytes in a string; commsgate must not.
-        call = self.stack.channel.unary_unary("/commsgate.v1.Messaging/SendSMS")
+        call = self.stack.channel.unary_unary("/commsgate.v1.MessagingService/SendSMS")
         bad = b"\x0a\x0c+14155550100\x12\x02\xc3\x28"  # to=..., body=invalid UTF-8
         with self.assertRaises(grpc.RpcError) as cm:
             call(bad, timeout=5)
@@ -413,8 +413,8 @@ class VerifyTest(Base):
         self.assertEqual(len(self.sim.requests("Verifications")), 4)
 
     def test_right_code_valid_wrong_code_not_an_error(self):
-        r = self.start(channel=self.m.CALL, locale="fr")
-        self.assertEqual(r.channel, self.m.CALL)
+        r = self.start(channel=self.m.CHANNEL_CALL, locale="fr")
+        self.assertEqual(r.channel, self.m.CHANNEL_CALL)
         sent = self.sim.params(self.sim.requests("Verifications")[0])
         self.assertEqual((sent["Channel"], sent["Locale"]), ("call", "fr"))
         code = self.sim.verifications()[0]["code"]
@@ -448,10 +448,10 @@ class VerifyTest(Base):
         self.assertEqual(harness.trailer(e, "twilio-error-code"), "60203")
 
     def test_email_channel_and_bad_input(self):
-        r = self.start(to="ada@example.com", channel=self.m.EMAIL)
+        r = self.start(to="ada@example.com", channel=self.m.CHANNEL_EMAIL)
         self.assertEqual(r.status, "pending")
         self.fails(self.s.StartVerification,
-                   self.m.StartVerificationRequest(to="not-an-email", channel=self.m.EMAIL),
+                   self.m.StartVerificationRequest(to="not-an-email", channel=self.m.CHANNEL_EMAIL),
                    grpc.StatusCode.INVALID_ARGUMENT)
         self.fails(self.s.CheckVerification,
                    self.m.CheckVerificationRequest(to=self.TO, code="12ab"),

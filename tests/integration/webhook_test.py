@@ -233,7 +233,7 @@ class DeliveryTest(Base):
     def test_simulator_callbacks_reach_delivered(self):
         r = self.s.SendSMS(self.m.SendSMSRequest(to="+14155550113", body="track me"), timeout=5)
         got = self.wait_status(r.sid, "delivered")
-        self.assertGreater(got.updated_at, 0)
+        self.assertGreater(got.updated_at.seconds, 0)
         r = self.s.SendSMS(self.m.SendSMSRequest(to="+15005550020", body="x"), timeout=5)
         got = self.wait_status(r.sid, "undelivered")
         self.assertEqual(got.error_code, 30003)

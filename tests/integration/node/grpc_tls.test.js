@@ -47,7 +47,7 @@ test('mutual TLS from @grpc/grpc-js', async (t) => {
       assert.match(res.sid, /^SM[0-9a-f]{32}$/);
     });
     await t.test('no client certificate is refused at the handshake', async () => {
-      const anon = new s.pkg.commsgate.v1.Messaging(s.target,
+      const anon = new s.pkg.commsgate.v1.MessagingService(s.target,
         grpc.credentials.createSsl(read('ca.pem')));
       const err = await new Promise((resolve) => {
         anon.SendSMS({ to: '+14155550100', body: 'x' }, { deadline: Date.now() + 3000 },

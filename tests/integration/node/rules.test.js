@@ -28,11 +28,11 @@ test('policy rules from @grpc/grpc-js', async (t) => {
 
     await t.test('the 4th verification in 10 minutes is refused with the wait', async () => {
       for (let i = 0; i < 3; i++) {
-        const r = await unary(s.messaging, 'StartVerification', { to: '+14155550170', channel: 'SMS' });
+        const r = await unary(s.messaging, 'StartVerification', { to: '+14155550170', channel: 'CHANNEL_SMS' });
         assert.ifError(r.err);
         assert.strictEqual(r.res.status, 'pending');
       }
-      const r = await unary(s.messaging, 'StartVerification', { to: '+14155550170', channel: 'SMS' });
+      const r = await unary(s.messaging, 'StartVerification', { to: '+14155550170', channel: 'CHANNEL_SMS' });
       assert.strictEqual(r.err.code, grpc.status.RESOURCE_EXHAUSTED);
       const d = statusDetails(r.err);
       assert.strictEqual(d.ErrorInfo.reason, 'VERIFY_SEND_LIMIT');

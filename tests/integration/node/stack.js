@@ -94,7 +94,7 @@ async function startStack(extraEnv = {}, creds = null) {
   const pkg = load();
   const target = `127.0.0.1:${grpcPort}`;
   const health = new pkg.grpc.health.v1.Health(target, creds || grpc.credentials.createInsecure());
-  const messaging = new pkg.commsgate.v1.Messaging(target,
+  const messaging = new pkg.commsgate.v1.MessagingService(target,
     creds || grpc.credentials.createInsecure());
   const stop = () => new Promise((resolve) => {
     health.close();
