@@ -56,6 +56,7 @@ struct app {
     struct webhook_ctx *webhook; /* worker 0's loop only */
     struct admin_ctx *admin;     /* worker 0's loop only: /metrics and the probes */
     struct health_ctx *health;
+    struct reflection *reflection; /* read-only once built: any queue thread */
     struct rpc_server *server;
     struct grpc_tls *tls; /* the gRPC port's certificates; NULL: plaintext */
     struct callers *callers; /* COMMSGATE_CALLERS_FILE, read-only; NULL: none */

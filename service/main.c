@@ -30,8 +30,10 @@
 #include "rpc/flow.h"
 #include "rpc/grpc_log.h"
 #include "rpc/grpc_tls.h"
+#include "rpc/descriptors.h"
 #include "rpc/health.h"
 #include "rpc/messaging.h"
+#include "rpc/reflection.h"
 #include "rpc/server.h"
 #include "twilio/http.h"
 #include "twilio/twilio.h"
@@ -228,7 +230,7 @@ int main(int argc, char **argv)
 {
     static struct config cfg;
     struct app app = {.cfg = &cfg};
-    struct rpc_method methods[2 + MESSAGING_MAX_METHODS];
+    struct rpc_method methods[2 + 2 + MESSAGING_MAX_METHODS]; /* health, reflection, ... */
     size_t nmethods = 0;
     char err[512];
     sigset_t sigs;
@@ -307,6 +309,9 @@ int main(int argc, char **argv)
     rc = health_new(app.nworkers, &app.health);
     if (rc)
         goto fail;
+    rc = reflection_new(descriptor_set, descriptor_set_len, &app.reflection);
+    if (rc)
+        goto fail;
     rc = http_cas_new(cfg.twilio_ca_file, &app.cas);
     if (rc)
         goto fail;
@@ -351,6 +356,7 @@ int main(int argc, char **argv)
     if (rc)
         goto fail;
     nmethods += health_methods(methods + nmethods);
+    nmethods += reflection_methods(app.reflection, methods + nmethods);
     nmethods += messaging_methods(methods + nmethods);
     struct rpc_server_opts sopts = {.addr = cfg.grpc_addr,
                                     .threads = cfg.grpc_threads,
@@ -412,6 +418,7 @@ fail:
         flow_ctx_free(&app.workers[i].flows); /* after the queue threads, which make flows */
     http_cas_free(&app.cas); /* after every Twilio client */
     health_free(&app.health);
+    reflection_free(&app.reflection); /* after the server, whose calls read it */
     grpc_shutdown();
     curl_global_cleanup();
     return exit_code;

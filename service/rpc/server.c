@@ -47,6 +47,7 @@ enum tag_kind {
     TAG_REQUEST,
     TAG_CLOSE,
     TAG_SEND,
+    TAG_RECV,
     TAG_FINISH,
     TAG_GENERIC_REQUEST,
     TAG_GENERIC_DONE,
@@ -64,7 +65,7 @@ enum call_state {
 };
 
 struct rpc_call {
-    struct rpc_tag tag_request, tag_close, tag_send, tag_finish;
+    struct rpc_tag tag_request, tag_close, tag_send, tag_recv, tag_finish;
     struct loop_task task;
     struct rpc_server *server;
     const struct rpc_method *method;
@@ -80,6 +81,7 @@ struct rpc_call {
     grpc_metadata_array request_md;
     grpc_byte_buffer *payload;
     grpc_byte_buffer *send_bb, *finish_bb;
+    grpc_byte_buffer *recv_bb; /* written by the core when a recv batch completes */
     grpc_metadata trailers[2]; /* kept until the call is freed */
     size_t ntrailers;
     char caller[40]; /* who authorize said it is; "" without a callers file */
@@ -142,6 +144,8 @@ static void call_free(struct rpc_call *c)
     grpc_metadata_array_destroy(&c->request_md);
     if (c->payload)
         grpc_byte_buffer_destroy(c->payload);
+    if (c->recv_bb)
+        grpc_byte_buffer_destroy(c->recv_bb);
     if (c->send_bb)
         grpc_byte_buffer_destroy(c->send_bb);
     if (c->finish_bb)
@@ -173,6 +177,7 @@ static int arm(struct rpc_server *s, const struct rpc_method *m, void *handle)
     c->tag_request.kind = TAG_REQUEST;
     c->tag_close.kind = TAG_CLOSE;
     c->tag_send.kind = TAG_SEND;
+    c->tag_recv.kind = TAG_RECV;
     c->tag_finish.kind = TAG_FINISH;
     c->server = s;
     c->method = m;
@@ -181,8 +186,9 @@ static int arm(struct rpc_server *s, const struct rpc_method *m, void *handle)
     grpc_metadata_array_init(&c->request_md);
     TAG_HANDED(&c->tag_request);
     grpc_call_error err = grpc_server_request_registered_call(
-        s->server, handle, &c->call, &c->deadline, &c->request_md, &c->payload, s->cq, s->cq,
-        &c->tag_request);
+        s->server, handle, &c->call, &c->deadline, &c->request_md,
+        m->client_streams ? NULL : &c->payload, /* the core asserts NULL for PAYLOAD_NONE */
+        s->cq, s->cq, &c->tag_request);
     if (err != GRPC_CALL_OK) {
         grpc_metadata_array_destroy(&c->request_md);
         free(c);
@@ -270,8 +276,9 @@ static void on_request(struct rpc_call *c, int success)
     s->live++;
     pthread_mutex_unlock(&s->lock);
 
-    /* No payload: the call was cancelled or expired before delivery. */
-    if (!c->payload) {
+    /* No payload: the call was cancelled or expired before delivery (a
+     * client-streaming call has none: its messages are asked for). */
+    if (!c->payload && !c->method->client_streams) {
         atomic_store(&c->refs, 1);
         call_unref(c);
         return;
@@ -294,6 +301,12 @@ static void on_request(struct rpc_call *c, int success)
                         NULL);
         return;
     }
+    if (c->method->client_streams) {
+        if (!c->method->open && s->opts.authorize && s->opts.authorize(c, s->opts.authorize_arg))
+            return; /* refused, and answered */
+        c->method->on_call(c, NULL, 0);
+        return;
+    }
     if (!grpc_byte_buffer_reader_init(&reader, c->payload)) {
         rpc_call_finish(c, GRPC_STATUS_INTERNAL, "cannot read the request", NULL);
         return;
@@ -308,6 +321,28 @@ static void on_request(struct rpc_call *c, int success)
     }
     c->method->on_call(c, GRPC_SLICE_START_PTR(req), GRPC_SLICE_LENGTH(req));
     grpc_slice_unref(req);
+}
+
+/* A message rpc_call_recv asked for arrived, or the stream ended. */
+static void on_recv(struct rpc_call *c, int success)
+{
+    grpc_byte_buffer_reader reader;
+    grpc_byte_buffer *bb = c->recv_bb;
+
+    c->recv_bb = NULL;
+    if (!success || !bb) {
+        c->method->on_message(c, NULL, 0, success);
+    } else if (!grpc_byte_buffer_reader_init(&reader, bb)) {
+        c->method->on_message(c, NULL, 0, 0);
+    } else {
+        grpc_slice msg = grpc_byte_buffer_reader_readall(&reader);
+        grpc_byte_buffer_reader_destroy(&reader);
+        c->method->on_message(c, GRPC_SLICE_START_PTR(msg), GRPC_SLICE_LENGTH(msg), 1);
+        grpc_slice_unref(msg);
+    }
+    if (bb)
+        grpc_byte_buffer_destroy(bb);
+    call_unref(c);
 }
 
 static void dispatch(struct rpc_server *s, grpc_event ev)
@@ -332,6 +367,9 @@ static void dispatch(struct rpc_server *s, grpc_event ev)
         if (c->method->on_sent)
             c->method->on_sent(c, ev.success);
         call_unref(c);
+        break;
+    case TAG_RECV:
+        on_recv(CONTAINER(tag, struct rpc_call, tag_recv), ev.success);
         break;
     case TAG_FINISH:
         call_unref(CONTAINER(tag, struct rpc_call, tag_finish));
@@ -400,8 +438,11 @@ int rpc_server_new(const struct rpc_server_opts *opts, const struct rpc_method *
         goto fail;
     grpc_server_register_completion_queue(s->server, s->cq, NULL);
     for (size_t i = 0; i < nmethods; i++) {
-        s->handles[i] = grpc_server_register_method(s->server, methods[i].path, NULL,
-                                                    GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+        s->handles[i] = grpc_server_register_method(
+            s->server, methods[i].path, NULL,
+            methods[i].client_streams ? GRPC_SRM_PAYLOAD_NONE
+                                      : GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER,
+            0);
         if (!s->handles[i]) {
             rc = CG_EGRPC;
             goto fail;
@@ -653,12 +694,17 @@ int rpc_call_metadata(const struct rpc_call *c, const char *key, char *buf, size
 static int finish(struct rpc_call *c, grpc_status_code code, const char *msg,
                   grpc_byte_buffer *bb);
 
-int rpc_call_finish_packed(struct rpc_call *c, const uint8_t *resp, size_t len)
+static grpc_byte_buffer *copied(const uint8_t *bytes, size_t len)
 {
-    grpc_slice slice = grpc_slice_from_copied_buffer((const char *)resp, len);
+    grpc_slice slice = grpc_slice_from_copied_buffer((const char *)bytes, len);
     grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&slice, 1);
     grpc_slice_unref(slice);
-    return finish(c, GRPC_STATUS_OK, NULL, bb);
+    return bb;
+}
+
+int rpc_call_finish_packed(struct rpc_call *c, const uint8_t *resp, size_t len)
+{
+    return finish(c, GRPC_STATUS_OK, NULL, copied(resp, len));
 }
 
 int rpc_call_finish(struct rpc_call *c, grpc_status_code code, const char *msg,
@@ -788,7 +834,8 @@ int rpc_call_fail(struct rpc_call *c, const struct rpc_error *e)
     return rpc_call_finish(c, e->code, e->msg, NULL);
 }
 
-int rpc_call_send(struct rpc_call *c, const ProtobufCMessage *msg)
+/* bb: the message; owned by the call from here on. */
+static int send_bb(struct rpc_call *c, grpc_byte_buffer *bb)
 {
     grpc_op ops[2];
     size_t n = 0;
@@ -800,13 +847,40 @@ int rpc_call_send(struct rpc_call *c, const ProtobufCMessage *msg)
     }
     if (c->send_bb)
         grpc_byte_buffer_destroy(c->send_bb); /* its batch has completed */
-    c->send_bb = pack(msg);
+    c->send_bb = bb;
     ops[n].op = GRPC_OP_SEND_MESSAGE;
     ops[n++].data.send_message.send_message = c->send_bb;
     atomic_fetch_add(&c->refs, 1);
     grpc_call *call = c->call; /* read before the tag is handed over */
     TAG_HANDED(&c->tag_send);
     if (grpc_call_start_batch(call, ops, n, &c->tag_send, NULL) != GRPC_CALL_OK) {
+        call_unref(c);
+        return CG_EGRPC;
+    }
+    return CG_OK;
+}
+
+int rpc_call_send(struct rpc_call *c, const ProtobufCMessage *msg)
+{
+    return send_bb(c, pack(msg));
+}
+
+int rpc_call_send_packed(struct rpc_call *c, const uint8_t *msg, size_t len)
+{
+    return send_bb(c, copied(msg, len));
+}
+
+int rpc_call_recv(struct rpc_call *c)
+{
+    grpc_op op;
+
+    memset(&op, 0, sizeof(op));
+    op.op = GRPC_OP_RECV_MESSAGE;
+    op.data.recv_message.recv_message = &c->recv_bb;
+    atomic_fetch_add(&c->refs, 1);
+    grpc_call *call = c->call; /* read before the tag is handed over */
+    TAG_HANDED(&c->tag_recv);
+    if (grpc_call_start_batch(call, &op, 1, &c->tag_recv, NULL) != GRPC_CALL_OK) {
         call_unref(c);
         return CG_EGRPC;
     }

@@ -29,10 +29,17 @@ struct rpc_method {
      * cancelled, its deadline passed, or the server shuts down). Queue
      * thread; may run while the handler still holds the call. */
     void (*on_closed)(struct rpc_call *call, int cancelled);
+    /* Client-streaming methods (client_streams set): the message asked for
+     * with rpc_call_recv, valid only during the call; NULL once the client
+     * has said it sends no more (ok) or the call failed (!ok). Queue thread. */
+    void (*on_message)(struct rpc_call *call, const uint8_t *msg, size_t len, int ok);
     /* The method's own static data, e.g. its protobuf-c descriptor. */
     const void *data;
     /* Served to anyone who reaches the port, callers file or not (health). */
     int open;
+    /* The client sends a stream: on_call gets no request (NULL, 0) and the
+     * handler reads each message with rpc_call_recv. */
+    int client_streams;
 };
 
 struct grpc_tls;
@@ -130,6 +137,11 @@ int rpc_call_fail(struct rpc_call *call, const struct rpc_error *e);
 /* Streaming: sends one message; at most one in flight per call. The holder
  * keeps the call; on_sent reports completion. */
 int rpc_call_send(struct rpc_call *call, const ProtobufCMessage *msg);
+/* The same with a message packed elsewhere (copied). */
+int rpc_call_send_packed(struct rpc_call *call, const uint8_t *msg, size_t len);
+/* Client streaming: asks for the next message, delivered to on_message; at
+ * most one asked for at a time. The holder keeps the call. */
+int rpc_call_recv(struct rpc_call *call);
 /* Gives the call up without answering (the client is gone). */
 void rpc_call_release(struct rpc_call *call);
 
