@@ -5,8 +5,11 @@
 set -eu
 build=${1:-build}
 here=$(cd "$(dirname "$0")/.." && pwd)
-bin="$here/$build/bin"
-state="$here/.run"
+case $build in
+    /*) bin="$build/bin" ;; # an absolute build directory (the README test)
+    *) bin="$here/$build/bin" ;;
+esac
+state=${COMMSGATE_RUN_DIR:-$here/.run} # logs and redis.url
 mkdir -p "$state"
 
 say() { printf 'make run: %s\n' "$*" >&2; }
@@ -49,6 +52,7 @@ if [ -z "${REDIS_URL:-}" ]; then
         sleep 0.1
     done
     export REDIS_URL="redis://127.0.0.1:$redis_port/0"
+    echo "$REDIS_URL" > "$state/redis.url" # for redis-cli -u in another terminal
     say "redis-server on 127.0.0.1:$redis_port, ours alone (log: .run/redis.log)"
 fi
 

@@ -128,15 +128,8 @@ class ClientsTest(unittest.TestCase):
         self.assertRegex(r.stdout, r"^sent SM[0-9a-f]{32} \(queued, 1 segment\(s\)\)")
 
     def test_installed_library_with_pkg_config(self):
-        build = os.path.normpath(os.path.join(harness.BIN_DIR, ".."))
         with tempfile.TemporaryDirectory() as prefix:
-            subprocess.run(["cmake", "--install", build, "--prefix", prefix, "--component",
-                            "Unspecified"], check=True, capture_output=True)
-            pc = os.path.join(prefix, "lib", "pkgconfig")
-            if not os.path.isdir(pc):
-                pc = [os.path.join(d, "pkgconfig") for d, _, _ in os.walk(prefix)
-                      if os.path.isfile(os.path.join(d, "pkgconfig", "commsgate.pc"))][0]
-            env = dict(os.environ, PKG_CONFIG_PATH=pc)
+            env = harness.install_client(prefix)
             flags = subprocess.run(["pkg-config", "--cflags", "--libs", "commsgate"], env=env,
                                    capture_output=True, text=True, check=True).stdout.split()
             src = os.path.join(prefix, "hello.c")
@@ -153,8 +146,7 @@ class ClientsTest(unittest.TestCase):
                         '    commsgate__v1__send_smsresponse__free_unpacked(resp, NULL); }\n'
                         '  cgc_client_free(&cl); return st.code; }\n')
             exe = os.path.join(prefix, "hello")
-            san = ["-fsanitize=address,undefined"] if os.environ.get("COMMSGATE_SANITIZE") == "ON" else []
-            subprocess.run(["cc", src, "-o", exe] + san + flags, check=True)
+            subprocess.run(["cc", src, "-o", exe] + harness.SANITIZE_CFLAGS + flags, check=True)
             # Run as a user would: no LD_LIBRARY_PATH, no ldconfig.
             env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
             r = subprocess.run([exe, self.stack.daemon.grpc_target], capture_output=True,

@@ -225,6 +225,25 @@ def http_json(method, url, body=None, headers=None, timeout=5.0):
         return r.status, (json.loads(raw) if raw else None)
 
 
+# A program linked against the ASan build of libcommsgate must be built with
+# the same sanitizers (the ASan runtime has to come first).
+SANITIZE_CFLAGS = (["-fsanitize=address,undefined"]
+                   if os.environ.get("COMMSGATE_SANITIZE") == "ON" else [])
+
+
+def install_client(prefix):
+    """`cmake --install` of the build into prefix, as a user installs
+    libcommsgate and commsctl; returns an environment whose PKG_CONFIG_PATH
+    finds commsgate.pc and whose PATH starts with the installed bin/."""
+    build = os.path.normpath(os.path.join(BIN_DIR, ".."))
+    subprocess.run(["cmake", "--install", build, "--prefix", prefix, "--component",
+                    "Unspecified"], check=True, capture_output=True)
+    pc = [os.path.join(d, "pkgconfig") for d, _, _ in os.walk(prefix)
+          if os.path.isfile(os.path.join(d, "pkgconfig", "commsgate.pc"))][0]
+    return dict(os.environ, PKG_CONFIG_PATH=pc,
+                PATH=os.path.join(prefix, "bin") + os.pathsep + os.environ.get("PATH", ""))
+
+
 def redis_cli(port, *args):
     out = subprocess.run(["redis-cli", "-p", str(port)] + [str(a) for a in args],
                          check=True, capture_output=True, text=True)
