@@ -34,7 +34,8 @@ test: test-build
 	@$(MAKE) --no-print-directory tsan
 	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=3
 
-# ThreadSanitizer: every unit test and tsan.loop_path_test (part of make test).
+# ThreadSanitizer: every unit test, tsan.loop_path_test and tsan.reflection_test
+# (part of make test).
 tsan: deps
 	cmake -S . -B $(TSAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DCOMMSGATE_TSAN=ON -DCOMMSGATE_WERROR=ON
 	cmake --build $(TSAN_BUILD) -j $(JOBS)
