@@ -6,11 +6,7 @@
  * coming mean Redis is alive, only busy. */
 #include "redis/redis.h"
 
-#include <arpa/inet.h>
-#include <event2/dns.h>
 #include <event2/event.h>
-#include <event2/util.h>
-#include <hiredis/adapters/libevent.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -18,13 +14,14 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "loop/loop.h"
+#include "redis/dial.h"
 
 enum conn_state { CONN_IDLE, CONN_RESOLVING, CONN_CONNECTING, CONN_READY };
 
 struct redis_ctx {
     struct event_base *base;
-    struct evdns_base *dns;
-    struct evdns_getaddrinfo_request *dns_req;
+    struct redis_dialer *dialer;
+    struct redis_dial *dial; /* while the server's name resolves */
     struct event *tick;
     struct redis_opts opts;
     struct config_redis server;
@@ -172,74 +169,26 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
     note_failure(r, status == REDIS_OK ? "connection closed" : ac->errstr);
 }
 
-static void connect_ip(struct redis_ctx *r, const char *ip)
+static void on_dialed(redisAsyncContext *ac, const char *why, void *data)
 {
-    redisAsyncContext *ac = redisAsyncConnect(ip, r->server.port);
+    struct redis_ctx *r = data;
+
+    r->state = CONN_IDLE;
     if (!ac) {
-        note_failure(r, "out of memory");
-        return;
-    }
-    if (ac->err) {
-        note_failure(r, ac->errstr);
-        redisAsyncFree(ac);
+        note_failure(r, why);
         return;
     }
     ac->data = r;
     r->ac = ac;
     r->state = CONN_CONNECTING;
-    redisLibeventAttach(ac, r->base);
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
 }
 
-static void on_resolved(int result, struct evutil_addrinfo *res, void *arg)
-{
-    struct redis_ctx *r = arg;
-    char ip[INET6_ADDRSTRLEN];
-
-    if (result == EVUTIL_EAI_CANCEL)
-        return; /* redis_free cancelled us; r may be going away */
-    r->dns_req = NULL;
-    r->state = CONN_IDLE;
-    if (result != 0 || !res) {
-        note_failure(r, evutil_gai_strerror(result));
-        goto done;
-    }
-    if (res->ai_family == AF_INET)
-        inet_ntop(AF_INET, &((struct sockaddr_in *)res->ai_addr)->sin_addr, ip, sizeof(ip));
-    else
-        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)res->ai_addr)->sin6_addr, ip, sizeof(ip));
-    connect_ip(r, ip);
-done:
-    if (res)
-        evutil_freeaddrinfo(res);
-}
-
-/* Host names are resolved with evdns so that a slow DNS server never blocks
- * the loop (hiredis 0.14 would call getaddrinfo inline). */
 static void start_connect(struct redis_ctx *r)
 {
-    struct in6_addr tmp;
-    struct evutil_addrinfo hints;
-
-    if (inet_pton(AF_INET, r->server.host, &tmp) == 1 ||
-        inet_pton(AF_INET6, r->server.host, &tmp) == 1) {
-        connect_ip(r, r->server.host);
-        return;
-    }
-    if (!r->dns) {
-        r->dns = evdns_base_new(r->base, EVDNS_BASE_INITIALIZE_NAMESERVERS |
-                                             EVDNS_BASE_DISABLE_WHEN_INACTIVE);
-        if (!r->dns) {
-            note_failure(r, "cannot start the DNS resolver");
-            return;
-        }
-    }
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
     r->state = CONN_RESOLVING;
-    r->dns_req = evdns_getaddrinfo(r->dns, r->server.host, NULL, &hints, on_resolved, r);
+    redis_dial(r->dialer, r->server.host, r->server.port, on_dialed, r, &r->dial);
 }
 
 static void on_tick(evutil_socket_t fd, short what, void *arg)
@@ -335,12 +284,9 @@ int redis_new(struct event_base *base, const struct redis_opts *opts, struct red
     r->opts.server = &r->server;
     r->tick = event_new(base, -1, EV_PERSIST, on_tick, r);
     r->barrier = event_new(base, -1, 0, on_barrier, r);
-    if (!r->tick || !r->barrier) {
-        if (r->tick)
-            event_free(r->tick);
-        if (r->barrier)
-            event_free(r->barrier);
-        free(r);
+    r->dialer = redis_dialer_new(base);
+    if (!r->tick || !r->barrier || !r->dialer) {
+        redis_free(&r);
         return CG_ENOMEM;
     }
     *out = r;
@@ -391,10 +337,8 @@ void redis_free(struct redis_ctx **rp)
         event_free(r->tick);
     if (r->barrier)
         event_free(r->barrier);
-    if (r->dns_req)
-        evdns_getaddrinfo_cancel(r->dns_req);
-    if (r->dns)
-        evdns_base_free(r->dns, 0);
+    redis_dial_cancel(&r->dial);
+    redis_dialer_free(&r->dialer);
     r->opts.on_health = NULL; /* nobody is listening any more */
     if (r->ac) {
         redisAsyncContext *ac = r->ac;
