@@ -47,7 +47,8 @@ static const struct setting settings[] = {
      "base URL Twilio reaches our webhooks at, e.g. https://hooks.example.com "
      "(empty: http://<COMMSGATE_HTTP_ADDR>)"},
     {"REDIS_URL", "redis://127.0.0.1:6379/0", K_REDIS_URL, 1, STR(redis_url), NULL, 0, 0,
-     "redis://[[user]:password@]host:port/db"},
+     "redis://[[user]:password@]host:port/db, or through Sentinel\n"
+     "    redis-sentinel://[[user]:password@]host:port[,host:port...][/db]#master-name"},
     {"TWILIO_ACCOUNT_SID", NULL, K_SID, 0, STR(account_sid), "AC", 0, 0,
      "Twilio account SID (AC...), required"},
     {"TWILIO_AUTH_TOKEN", "", K_TEXT, 1, STR(auth_token), NULL, 0, 0,
@@ -224,18 +225,52 @@ static int url_decode(const char *s, size_t n, char *out, size_t outlen)
     return 0;
 }
 
+/* One host[:port] (IPv6 in brackets) of `len` bytes at p; 6379 if no port. */
+static int parse_node(const char *p, size_t len, int def_port, struct config_redis_node *n)
+{
+    char hostport[300];
+    if (len == 0 || len >= sizeof(hostport))
+        return -1;
+    memcpy(hostport, p, len);
+    hostport[len] = '\0';
+    if (hostport[0] == '[' || strchr(hostport, ':'))
+        return config_split_hostport(hostport, n->host, sizeof(n->host), &n->port) ||
+                       n->port == 0
+                   ? -1
+                   : 0;
+    if (len >= sizeof(n->host))
+        return -1;
+    memcpy(n->host, hostport, len + 1);
+    n->port = def_port;
+    return 0;
+}
+
+/* redis://[[user]:password@]host[:port][/db] or
+ * redis-sentinel://[[user]:password@]host1[:port1][,host2[:port2]...][/db]#master
+ * (the form Lettuce and other clients read; sentinels default to 26379). */
 static int parse_redis_url(const char *url, struct config_redis *r)
 {
-    const char *p;
-    const char *at, *slash;
-    char hostport[300];
+    const char *p, *end;
+    const char *at, *slash, *hash = NULL;
+    int sentinel = 0;
 
     memset(r, 0, sizeof(*r));
-    if (strncmp(url, "redis://", 8) != 0)
+    if (strncmp(url, "redis://", 8) == 0) {
+        p = url + 8;
+    } else if (strncmp(url, "redis-sentinel://", 17) == 0) {
+        p = url + 17;
+        sentinel = 1;
+        hash = strchr(p, '#');
+        if (!hash || !hash[1] || strlen(hash + 1) >= sizeof(r->master_name))
+            return -1; /* the master's name is what sentinels are asked about */
+        if (url_decode(hash + 1, strlen(hash + 1), r->master_name, sizeof(r->master_name)))
+            return -1;
+    } else {
         return -1;
-    p = url + 8;
-    slash = strchr(p, '/');
-    at = memchr(p, '@', slash ? (size_t)(slash - p) : strlen(p));
+    }
+    end = hash ? hash : p + strlen(p);
+    slash = memchr(p, '/', (size_t)(end - p));
+    at = memchr(p, '@', slash ? (size_t)(slash - p) : (size_t)(end - p));
     if (at) {
         const char *colon = memchr(p, ':', (size_t)(at - p));
         if (!colon)
@@ -245,26 +280,39 @@ static int parse_redis_url(const char *url, struct config_redis *r)
             return -1;
         p = at + 1;
     }
-    size_t hl = slash ? (size_t)(slash - p) : strlen(p);
-    if (hl == 0 || hl >= sizeof(hostport))
-        return -1;
-    memcpy(hostport, p, hl);
-    hostport[hl] = '\0';
-    if (hostport[0] == '[' || strchr(hostport, ':')) {
-        if (config_split_hostport(hostport, r->host, sizeof(r->host), &r->port) || r->port == 0)
+    const char *hosts_end = slash ? slash : end;
+    if (!sentinel) {
+        struct config_redis_node n;
+        if (parse_node(p, (size_t)(hosts_end - p), 6379, &n))
             return -1;
+        memcpy(r->host, n.host, sizeof(r->host));
+        r->port = n.port;
     } else {
-        if (hl >= sizeof(r->host))
+        while (p < hosts_end) {
+            const char *comma = memchr(p, ',', (size_t)(hosts_end - p));
+            const char *stop = comma ? comma : hosts_end;
+            if (r->nsentinels == CONFIG_MAX_SENTINELS ||
+                parse_node(p, (size_t)(stop - p), 26379, &r->sentinels[r->nsentinels]))
+                return -1;
+            r->nsentinels++;
+            p = comma ? comma + 1 : hosts_end;
+            if (comma && p == hosts_end)
+                return -1; /* a trailing comma */
+        }
+        if (!r->nsentinels)
             return -1;
-        memcpy(r->host, hostport, hl + 1);
-        r->port = 6379;
     }
     r->db = 0;
-    if (slash && slash[1]) {
-        char *end;
+    if (slash && slash + 1 < end) {
+        char dbs[8], *tail;
+        size_t dl = (size_t)(end - slash - 1);
+        if (dl >= sizeof(dbs))
+            return -1;
+        memcpy(dbs, slash + 1, dl);
+        dbs[dl] = '\0';
         errno = 0;
-        long db = strtol(slash + 1, &end, 10);
-        if (errno || *end || db < 0 || db > 65535)
+        long db = strtol(dbs, &tail, 10);
+        if (errno || *tail || db < 0 || db > 65535)
             return -1;
         r->db = (int)db;
     }
@@ -356,7 +404,8 @@ static int check_value(const struct setting *s, struct config *cfg, const char *
         break;
     case K_REDIS_URL:
         if (parse_redis_url(v, &cfg->redis))
-            want = "redis://[[user]:password@]host:port/db";
+            want = "redis://[[user]:password@]host:port/db, or "
+                   "redis-sentinel://[[user]:password@]host:port[,host:port...][/db]#master";
         break;
     case K_SID:
         if (*v && !is_sid(v, s->prefix))

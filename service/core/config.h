@@ -8,12 +8,25 @@
 
 #include "core/log.h"
 
-struct config_redis {
+#define CONFIG_MAX_SENTINELS 8
+
+struct config_redis_node {
     char host[256];
     int port;
-    char user[128];
+};
+
+struct config_redis {
+    /* redis://: host and port are the server. redis-sentinel://: they are
+     * whichever master the sentinels named last (redis.c writes them), and
+     * the sentinels and master name say where to ask. */
+    char host[256];
+    int port;
+    char user[128];     /* the data node's, never sent to sentinels */
     char password[256];
     int db;
+    int nsentinels; /* 0: a single node (redis://) */
+    struct config_redis_node sentinels[CONFIG_MAX_SENTINELS];
+    char master_name[128];
 };
 
 struct config {

@@ -15,13 +15,17 @@
 #include "core/log.h"
 #include "loop/loop.h"
 #include "redis/dial.h"
+#include "redis/sentinel.h"
 
-enum conn_state { CONN_IDLE, CONN_RESOLVING, CONN_CONNECTING, CONN_READY };
+/* DISCOVERING: asking the sentinels where the master is (sentinel mode). */
+enum conn_state { CONN_IDLE, CONN_DISCOVERING, CONN_RESOLVING, CONN_CONNECTING, CONN_READY };
 
 struct redis_ctx {
     struct event_base *base;
     struct redis_dialer *dialer;
     struct redis_dial *dial; /* while the server's name resolves */
+    struct sentinel *sentinel; /* REDIS_URL=redis-sentinel://; NULL: one node */
+    int not_master; /* ROLE said replica: this connection must not serve */
     struct event *tick;
     struct redis_opts opts;
     struct config_redis server;
@@ -106,12 +110,34 @@ static void on_ping(redisAsyncContext *ac, void *reply, void *privdata)
         set_up(r, 0, "error reply to PING");
         return;
     }
+    if (r->not_master)
+        return; /* it answers, but it is a replica: on_role drops it */
     r->failures = 0;
     set_up(r, 1, NULL);
 }
 
+/* Sentinel mode: the node must say it is the master, on each connection and
+ * at each ping, since a master the sentinels demoted (SENTINEL FAILOVER, or
+ * a partition healed) stays up and answers, as a replica. */
+static void on_role(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct redis_ctx *r = privdata;
+    const redisReply *rep = reply;
+
+    if (ac != r->ac || !rep)
+        return;
+    if (rep->type == REDIS_REPLY_ARRAY && rep->elements > 0 &&
+        rep->element[0]->type == REDIS_REPLY_STRING && strcmp(rep->element[0]->str, "master") == 0)
+        return;
+    r->not_master = 1;
+    set_up(r, 0, "not the master (its ROLE says otherwise)");
+    redisAsyncDisconnect(ac); /* on_disconnect asks the sentinels again */
+}
+
 static void send_ping(struct redis_ctx *r)
 {
+    if (r->sentinel)
+        redisAsyncCommand(r->ac, on_role, r, "ROLE");
     if (redisAsyncCommand(r->ac, on_ping, r, "PING") == REDIS_OK) {
         r->ping_outstanding = 1;
         r->progress_ms = now_ms();
@@ -142,6 +168,7 @@ static void on_connect(const redisAsyncContext *ac, int status)
         return;
     }
     r->state = CONN_READY;
+    r->not_master = 0;
     /* AUTH and SELECT are pipelined ahead of the first PING: Redis answers in
      * order, so the PING only succeeds if both did. */
     if (r->server.password[0]) {
@@ -191,14 +218,60 @@ static void start_connect(struct redis_ctx *r)
     redis_dial(r->dialer, r->server.host, r->server.port, on_dialed, r, &r->dial);
 }
 
+static void on_master(const char *host, int port, const char *why, void *data)
+{
+    struct redis_ctx *r = data;
+
+    r->state = CONN_IDLE;
+    if (!host) {
+        char msg[800];
+        snprintf(msg, sizeof(msg), "no master: no sentinel named one for %s (%s)",
+                 r->server.master_name, why ? why : "no sentinel answered");
+        note_failure(r, msg);
+        return;
+    }
+    if (strcmp(host, r->server.host) || port != r->server.port) {
+        log_event(LOG_LEVEL_INFO, "redis_master",
+                  json_pack("{s:s, s:s, s:i}", "master", r->server.master_name, "host", host,
+                            "port", port));
+        snprintf(r->server.host, sizeof(r->server.host), "%s", host);
+        r->server.port = port;
+    }
+    start_connect(r);
+}
+
+/* Connects to the node REDIS_URL names, or first asks the sentinels. */
+static void start(struct redis_ctx *r)
+{
+    if (!r->sentinel) {
+        start_connect(r);
+        return;
+    }
+    r->state = CONN_DISCOVERING;
+    sentinel_ask(r->sentinel);
+}
+
+static void on_switch(const char *host, int port, void *data)
+{
+    struct redis_ctx *r = data;
+    (void)host;
+    (void)port;
+    /* Whatever this connection is doing, it is to the old master now. */
+    if (r->state == CONN_READY || r->state == CONN_CONNECTING)
+        drop(r, "the sentinels switched the master");
+    if (r->state == CONN_IDLE)
+        start(r); /* ask at once rather than at the next tick */
+}
+
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
     struct redis_ctx *r = arg;
 
     switch (r->state) {
     case CONN_IDLE:
-        start_connect(r);
+        start(r);
         break;
+    case CONN_DISCOVERING: /* the sentinel client keeps its own deadline */
     case CONN_RESOLVING:
     case CONN_CONNECTING:
         break;
@@ -289,6 +362,18 @@ int redis_new(struct event_base *base, const struct redis_opts *opts, struct red
         redis_free(&r);
         return CG_ENOMEM;
     }
+    if (r->server.nsentinels) {
+        struct sentinel_opts so = {.cfg = &r->server,
+                                   .timeout_ms = opts->timeout_ms,
+                                   .on_master = on_master,
+                                   .on_switch = on_switch,
+                                   .data = r};
+        int rc = sentinel_new(base, r->dialer, &so, &r->sentinel);
+        if (rc) {
+            redis_free(&r);
+            return rc;
+        }
+    }
     *out = r;
     return CG_OK;
 }
@@ -300,7 +385,7 @@ int redis_start(struct redis_ctx *r)
                          (r->opts.ping_interval_ms % 1000) * 1000};
     if (event_add(r->tick, &tv))
         return CG_ESYS;
-    start_connect(r);
+    start(r);
     return CG_OK;
 }
 
@@ -338,6 +423,7 @@ void redis_free(struct redis_ctx **rp)
     if (r->barrier)
         event_free(r->barrier);
     redis_dial_cancel(&r->dial);
+    sentinel_free(&r->sentinel); /* before the dialer its dials use */
     redis_dialer_free(&r->dialer);
     r->opts.on_health = NULL; /* nobody is listening any more */
     if (r->ac) {

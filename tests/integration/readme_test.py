@@ -3,7 +3,8 @@ taken from README.md itself, against the stack `make run` starts
 (scripts/run.sh: its own Redis, the simulator, commsgate), so the two cannot
 drift. So are the steps in clients/python/send_sms.py's docstring.
 
-A block is run unless the line before it says why not:
+A block is run (sh, python, c; plain and `text` ones are not code) unless
+the line before it says why not:
     <!-- readme_test: skip: REASON -->
 Other markers: `file: NAME` saves the block (C, say) as NAME in a scratch
 directory, and `cwd: files` runs an sh block there (to build that file).
@@ -163,8 +164,9 @@ class ReadmeTest(unittest.TestCase):
         for line, lang, mark, value, text in found:
             where = "README.md:%d" % line
             if lang not in ("sh", "python", "c"):
-                self.assertEqual(lang, "", "%s: a %s block readme_test cannot run" % (where, lang))
-                continue  # a diagram
+                self.assertIn(lang, ("", "text"), "%s: a %s block readme_test cannot run" % (
+                    where, lang))
+                continue  # a diagram, a form to fill in
             if mark == "skip":
                 self.assertTrue(len(value) > 20, "%s: say why it is not run" % where)
                 continue

@@ -88,6 +88,42 @@ static void test_redis_url(void **state)
     assert_int_equal(load(&cfg, err), CG_OK);
     assert_string_equal(cfg.redis.host, "redis");
     assert_int_equal(cfg.redis.port, 6379);
+    assert_int_equal(cfg.redis.nsentinels, 0);
+}
+
+static void test_sentinel_url(void **state)
+{
+    struct config cfg;
+    char err[256];
+    set("REDIS_URL", "redis-sentinel://app:p%40ss@s1:26380,10.0.0.2,[::1]:5000/2#my%20master");
+    assert_int_equal(load(&cfg, err), CG_OK);
+    assert_int_equal(cfg.redis.nsentinels, 3);
+    assert_string_equal(cfg.redis.sentinels[0].host, "s1");
+    assert_int_equal(cfg.redis.sentinels[0].port, 26380);
+    assert_string_equal(cfg.redis.sentinels[1].host, "10.0.0.2");
+    assert_int_equal(cfg.redis.sentinels[1].port, 26379);
+    assert_string_equal(cfg.redis.sentinels[2].host, "::1");
+    assert_int_equal(cfg.redis.sentinels[2].port, 5000);
+    assert_string_equal(cfg.redis.master_name, "my master");
+    assert_string_equal(cfg.redis.user, "app");
+    assert_string_equal(cfg.redis.password, "p@ss");
+    assert_int_equal(cfg.redis.db, 2);
+
+    set("REDIS_URL", "redis-sentinel://127.0.0.1:26379#mymaster");
+    assert_int_equal(load(&cfg, err), CG_OK);
+    assert_int_equal(cfg.redis.nsentinels, 1);
+    assert_int_equal(cfg.redis.db, 0);
+    assert_string_equal(cfg.redis.password, "");
+
+    const char *bad[] = {"redis-sentinel://s1:26379", "redis-sentinel://s1:26379#",
+                         "redis-sentinel://#m", "redis-sentinel://s1,#m", "redis-sentinel://s1,,s2#m",
+                         "redis-sentinel://s1:0#m", "redis-sentinel://s1/x#m",
+                         "redis-sentinel://a,b,c,d,e,f,g,h,i#m"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        set("REDIS_URL", bad[i]);
+        assert_int_equal(load(&cfg, err), CG_ECONFIG);
+        assert_non_null(strstr(err, "redis-sentinel://"));
+    }
 }
 
 static void test_bad_redis_url_hides_secret(void **state)
@@ -95,7 +131,8 @@ static void test_bad_redis_url_hides_secret(void **state)
     struct config cfg;
     char err[256];
     const char *bad[] = {"http://x:6379", "redis://:pw@host:99999/0", "redis://:pw@host:6379/x",
-                         "redis://:pw@:6379", "redis://:p%zzw@host"};
+                         "redis://:pw@:6379", "redis://:p%zzw@host",
+                         "redis-sentinel://:pw@s1:26379", "redis-sentinel://:pw@s1:x#m"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         set("REDIS_URL", bad[i]);
         assert_int_equal(load(&cfg, err), CG_ECONFIG);
@@ -287,6 +324,7 @@ int main(void)
         cmocka_unit_test_setup(test_twilio_ca_file, setup),
         cmocka_unit_test_setup(test_defaults, setup),
         cmocka_unit_test_setup(test_redis_url, setup),
+        cmocka_unit_test_setup(test_sentinel_url, setup),
         cmocka_unit_test_setup(test_bad_redis_url_hides_secret, setup),
         cmocka_unit_test_setup(test_each_bad_setting_is_named, setup),
         cmocka_unit_test_setup(test_required, setup),

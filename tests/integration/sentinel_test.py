@@ -1,0 +1,191 @@
+"""REDIS_URL=redis-sentinel://: commsgate asks real sentinels (redis-server
+--sentinel, three of them) for the master, checks its ROLE, and follows a
+failover, both SENTINEL FAILOVER (the old master stays up, demoted) and a
+SIGKILL of the master. Calls during each switch are answered within their
+deadline; every send the simulator saw is one a caller was told of."""
+import os
+import shutil
+import signal
+import tempfile
+import threading
+import time
+import unittest
+
+import grpc
+
+import harness
+
+MASTER = "mymaster"
+
+
+def start_node(port, *extra):
+    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no"] + list(extra)
+    return harness.Proc("redis-%d" % port, argv, port=port)
+
+
+def start_sentinel(workdir, port, master_port):
+    conf = os.path.join(workdir, "sentinel-%d.conf" % port)
+    with open(conf, "w") as f:  # sentinels rewrite their file: one each, in a scratch dir
+        f.write("port %d\nbind 127.0.0.1\ndir %s\n"
+                "sentinel monitor %s 127.0.0.1 %d 2\n"
+                "sentinel down-after-milliseconds %s 1000\n"
+                "sentinel failover-timeout %s 10000\n" % (
+                    port, workdir, MASTER, master_port, MASTER, MASTER))
+    return harness.Proc("sentinel-%d" % port, ["redis-server", conf, "--sentinel"], port=port)
+
+
+class SentinelTest(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="commsgate-sentinel-")
+        self.procs = []
+        a, b = harness.free_port(), harness.free_port()
+        self.nodes = {a: self.keep(start_node(a)),
+                      b: self.keep(start_node(b, "--replicaof", "127.0.0.1", str(a)))}
+        self.sentinels = [harness.free_port() for _ in range(3)]
+        for p in self.sentinels:
+            self.keep(start_sentinel(self.dir, p, a))
+        self.wait(lambda: self.sentinel_cli("SENTINEL", "ckquorum", MASTER).startswith("OK"),
+                  "the sentinels to see each other")
+        self.wait(lambda: "master_link_status:up" in harness.redis_cli(b, "INFO", "replication"),
+                  "the replica to sync")
+        url = "redis-sentinel://%s#%s" % (
+            ",".join("127.0.0.1:%d" % p for p in self.sentinels), MASTER)
+        self.sim = harness.start_sim()
+        self.keep(self.sim)
+        # One redis port is enough for the harness; the URL is what counts.
+        self.daemon = harness.start_daemon(a, self.sim.url, extra_env={"REDIS_URL": url})
+        self.keep(self.daemon)
+        self.channel = grpc.insecure_channel(self.daemon.grpc_target)
+        self.stubs = harness.Stubs(self.channel)
+        self.m = self.stubs.messaging_pb2
+        self.simc = harness.Sim(self.sim.url)
+        self.wait_serving()
+
+    def tearDown(self):
+        self.channel.close()
+        for p in reversed(self.procs):
+            p.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def keep(self, p):
+        self.procs.append(p)
+        return p
+
+    def sentinel_cli(self, *args):
+        for p in self.sentinels:
+            try:
+                return harness.redis_cli(p, *args)
+            except Exception:
+                continue
+        raise AssertionError("no sentinel answered")
+
+    def master_port(self):
+        return int(self.sentinel_cli("SENTINEL", "get-master-addr-by-name", MASTER).split()[1])
+
+    def wait(self, cond, what, timeout=20.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if cond():
+                    return
+            except Exception:
+                pass
+            time.sleep(0.1)
+        raise AssertionError("timed out waiting for %s" % what)
+
+    def serving(self):
+        h = self.stubs.health_pb2
+        return self.stubs.Check(h.HealthCheckRequest(), timeout=1).status == \
+            h.HealthCheckResponse.SERVING
+
+    def wait_serving(self, timeout=20.0):
+        self.wait(self.serving, "SERVING", timeout)
+
+    def send(self, key, timeout=3):
+        return self.stubs.SendSMS(self.m.SendSMSRequest(
+            to="+14155550100", body="through sentinel", idempotency_key=key), timeout=timeout)
+
+    def posts(self):
+        return [q for q in self.simc.requests("/Messages.json") if q["method"] == "POST"]
+
+    def switch_under_load(self, do_switch, old):
+        """Sends one call after another while do_switch() runs; returns
+        when commsgate serves from the new master again."""
+        answers = []
+        stop = threading.Event()
+
+        def caller():
+            i = 0
+            while not stop.is_set():
+                i += 1
+                t0 = time.monotonic()
+                try:
+                    self.send("load-%d-%d" % (old, i), timeout=2)
+                    code = grpc.StatusCode.OK
+                except grpc.RpcError as e:
+                    code = e.code()
+                answers.append((code, time.monotonic() - t0))
+                time.sleep(0.02)
+        t = threading.Thread(target=caller)
+        t.start()
+        try:
+            time.sleep(0.5)
+            t0 = time.monotonic()
+            do_switch()
+            self.wait(lambda: self.master_port() != old, "the sentinels to switch")
+            self.wait(lambda: '"port":%d' % self.master_port() in self.daemon.output()
+                      .split('"event":"redis_master"')[-1], "commsgate to name the new master")
+            self.wait_serving()
+            back = time.monotonic() - t0
+            time.sleep(0.5)
+        finally:
+            stop.set()
+            t.join()
+        codes = {c for c, _ in answers}
+        # Answered within its deadline, OK or UNAVAILABLE (UNKNOWN, "may have
+        # been sent", would be honest too, and is counted below).
+        self.assertLessEqual(codes, {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE,
+                                     grpc.StatusCode.UNKNOWN}, answers)
+        self.assertLess(max(d for _, d in answers), 2.5)
+        ok = sum(1 for c, _ in answers if c == grpc.StatusCode.OK)
+        unknown = sum(1 for c, _ in answers if c == grpc.StatusCode.UNKNOWN)
+        self.assertGreater(ok, 0)
+        return ok, unknown, back
+
+    def test_follows_a_failover_and_a_killed_master(self):
+        first = self.master_port()
+        r = self.send("before")
+        self.assertTrue(r.sid.startswith("SM"))
+        self.assertIn('"event":"redis_master"', self.daemon.output())
+
+        # SENTINEL FAILOVER: the old master stays up, as a replica; commsgate
+        # must leave it (ROLE, +switch-master), not keep writing to it.
+        ok1, unk1, back1 = self.switch_under_load(
+            lambda: self.sentinel_cli("SENTINEL", "FAILOVER", MASTER), first)
+        second = self.master_port()
+        self.assertNotEqual(second, first)
+        # A repeat of the key sent before the switch is the first answer, from
+        # the record on the new master (replicated before the switch).
+        self.assertEqual(self.send("before").sid, r.sid)
+
+        # SIGKILL of the new master: the sentinels promote the other node.
+        self.wait(lambda: "master_link_status:up" in harness.redis_cli(
+            first, "INFO", "replication"), "the old master to sync as a replica")
+        ok2, unk2, back2 = self.switch_under_load(
+            lambda: self.nodes[second].signal(signal.SIGKILL), second)
+        self.assertEqual(self.master_port(), first)
+        self.send("after")
+
+        # Every send the simulator saw was answered OK, or UNKNOWN ("it may
+        # have been sent"); none twice.
+        posts = len(self.posts())
+        sure = 1 + ok1 + ok2 + 1
+        self.assertGreaterEqual(posts, sure)
+        self.assertLessEqual(posts, sure + unk1 + unk2)
+        print("\nback to SERVING after SENTINEL FAILOVER: %.2f s, after SIGKILL: %.2f s"
+              % (back1, back2))
+
+
+if __name__ == "__main__":
+    unittest.main()
