@@ -217,8 +217,9 @@ class ContainerTest(unittest.TestCase):
 
     def test_sidecar_manifest(self):
         """deploy/k8s/sidecar.yaml under `podman kube play`. Only what a real
-        cluster would supply differs from the files as shipped: the app
-        container (a placeholder image) sleeps, one replica, the Secret and
+        cluster would supply differs from the files as shipped: the image
+        is the one built here, the app container (a placeholder image)
+        sleeps, one replica, the Secret and
         ConfigMap values point at this test's Redis and simulator, and
         each port is published on the host's loopback only (podman 4.3
         publishes every containerPort on the host)."""
@@ -248,6 +249,8 @@ class ContainerTest(unittest.TestCase):
             if c["name"] == "app":
                 c["image"] = BASE + ":bookworm"
                 c["command"] = ["/bin/sleep", "infinity"]
+            else:
+                c["image"] = IMAGE
             for port in c.get("ports", []):
                 port["hostIP"] = "127.0.0.1"
                 port["hostPort"] = host_ports.setdefault(port["name"], harness.free_port())
