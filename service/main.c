@@ -152,6 +152,8 @@ static int worker_new(struct app *app, int index)
     struct redis_opts ropts = {.server = &cfg->redis,
                                .ping_interval_ms = cfg->redis_ping_interval_ms,
                                .timeout_ms = cfg->redis_timeout_ms,
+                               .wait_replicas = cfg->redis_wait_replicas,
+                               .wait_timeout_ms = cfg->redis_wait_timeout_ms,
                                .on_health = on_redis_health,
                                .health_data = w,
                                .on_connect = policy_load};

@@ -97,6 +97,11 @@ static const struct setting settings[] = {
      50, 60000, "how often Redis is pinged to decide health"},
     {"COMMSGATE_REDIS_TIMEOUT_MS", "1000", K_INT, 0, NUM(redis_timeout_ms), NULL, 50, 60000,
      "a Redis connection that answers nothing this long while a ping waits is dropped"},
+    {"COMMSGATE_REDIS_WAIT_REPLICAS", "0", K_INT, 0, NUM(redis_wait_replicas), NULL, 0, 16,
+     "replicas that must have an idempotency claim before Twilio is called, and an opt-out\n"
+     "    or a send's record before it is answered (Redis WAIT); 0: the master's word"},
+    {"COMMSGATE_REDIS_WAIT_TIMEOUT_MS", "100", K_INT, 0, NUM(redis_wait_timeout_ms), NULL, 1,
+     10000, "how long each WAIT may take; fewer replicas by then refuses the call UNAVAILABLE"},
     {"COMMSGATE_MAX_MESSAGE_BYTES", "65536", K_INT, 0, NUM(max_message_bytes), NULL, 1024,
      4194304, "largest gRPC request accepted, in bytes"},
     {"COMMSGATE_SEND_RATE", "80", K_INT, 0, NUM(send_rate), NULL, 1, 100000,

@@ -61,6 +61,8 @@ struct config {
     int shutdown_grace_ms;
     int redis_ping_interval_ms;
     int redis_timeout_ms;
+    int redis_wait_replicas;   /* WAIT for this many replicas after the writes that matter */
+    int redis_wait_timeout_ms; /* ... for at most this long */
     long max_message_bytes;
 
     /* Policy (issue: the five RPCs). */

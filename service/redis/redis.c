@@ -7,6 +7,7 @@
 #include "redis/redis.h"
 
 #include <event2/event.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -316,22 +317,40 @@ static void tell_waiters(struct redis_waiter *w, int ok)
 
 static void on_barrier_reply(redisAsyncContext *ac, void *reply, void *privdata)
 {
+    struct redis_waiter *batch = privdata;
     const redisReply *rep = reply;
-    (void)ac;
-    tell_waiters(privdata, rep && rep->type != REDIS_REPLY_ERROR);
+    struct redis_ctx *r = ac->data;
+    int ok = rep && rep->type != REDIS_REPLY_ERROR;
+
+    if (ok && rep->type == REDIS_REPLY_INTEGER && rep->integer < r->opts.wait_replicas) {
+        ok = 0; /* WAIT ran out of time with too few replicas */
+        log_event(LOG_LEVEL_WARN, "redis_wait_short",
+                  json_pack("{s:I, s:i, s:i}", "replicas", (json_int_t)rep->integer, "wanted",
+                            r->opts.wait_replicas, "timeout_ms", r->opts.wait_timeout_ms));
+    }
+    tell_waiters(batch, ok);
 }
 
-/* End of the loop turn: one PING behind everything the turn queued. */
+/* End of the loop turn: one PING (or WAIT) behind everything the turn
+ * queued. */
 static void on_barrier(evutil_socket_t fd, short what, void *arg)
 {
     struct redis_ctx *r = arg;
     struct redis_waiter *batch = r->waiters;
-    const char *argv[] = {"PING"};
+    char n[16], ms[16];
+    const char *ping[] = {"PING"}, *wait[] = {"WAIT", n, ms};
     (void)fd;
     (void)what;
     r->waiters = NULL;
     r->barrier_armed = 0;
-    if (batch && redis_command_argv(r, on_barrier_reply, batch, 1, argv, NULL))
+    if (!batch)
+        return;
+    snprintf(n, sizeof(n), "%d", r->opts.wait_replicas);
+    snprintf(ms, sizeof(ms), "%d", r->opts.wait_timeout_ms);
+    int rc = r->opts.wait_replicas > 0
+                 ? redis_command_argv(r, on_barrier_reply, batch, 3, wait, NULL)
+                 : redis_command_argv(r, on_barrier_reply, batch, 1, ping, NULL);
+    if (rc)
         tell_waiters(batch, 0); /* Redis is down: the writes failed too */
 }
 

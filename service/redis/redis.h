@@ -20,6 +20,10 @@ struct redis_opts {
     const struct config_redis *server;
     int ping_interval_ms;
     int timeout_ms;
+    /* redis_after_writes: how many replicas must have the writes too (WAIT),
+     * and for how long to wait; 0: the master having them is enough. */
+    int wait_replicas;
+    int wait_timeout_ms;
     redis_health_fn *on_health;
     void *health_data;
     /* Optional: called on each new connection, after AUTH and SELECT are
@@ -51,7 +55,9 @@ void redis_on_write(redisAsyncContext *ac, void *reply, void *what);
  * send recorded an opt-out, a message's first status or an idempotency
  * record may ask again at once, on another loop's connection or another
  * replica's, and must find them. Commands on one connection run in order,
- * so the reply to a PING sent after them says they ran. */
+ * so the reply to a PING sent after them says they ran. With wait_replicas,
+ * a WAIT takes the PING's place, so ok also says that many replicas have
+ * them: what a failover to one of them cannot lose. */
 struct redis_waiter {
     struct redis_waiter *next; /* redis.c's */
     /* ok: every command sent on this connection before the wait was

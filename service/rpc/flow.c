@@ -454,6 +454,13 @@ static int ask_claim(struct flow *f)
                              &f->claim_req);
 }
 
+static void on_claim_durable(struct redis_waiter *w, int ok)
+{
+    struct flow *f = (struct flow *)((char *)w - offsetof(struct flow, claim_wait));
+    f->claim_durable = ok;
+    round_done(f);
+}
+
 static void on_quota(struct policy_result *res, struct policy_req *req)
 {
     struct flow *f = req->data;
@@ -534,6 +541,15 @@ static void run_round(struct flow *f)
     if ((f->need & NEED_CLAIM) && ask_claim(f)) {
         fail_for(f, REASON_REDIS_UNAVAILABLE, "Redis is unreachable; nothing was sent");
         return;
+    }
+    /* A claim only the master has would be lost with it in a failover, and
+     * a repeat of the key would then send again: with replicas to wait for,
+     * Twilio is called only once they have it (WAIT, pipelined behind). */
+    if ((f->need & NEED_CLAIM) && f->app->cfg->redis_wait_replicas > 0) {
+        f->claim_durable = 0;
+        f->claim_wait.done = on_claim_durable;
+        f->pending++;
+        redis_after_writes(f->w->redis, &f->claim_wait);
     }
     if ((f->need & NEED_RECIPIENT) && ask_recipient(f)) {
         if (!(f->need & NEED_CLAIM)) {
@@ -767,6 +783,13 @@ static void decide(struct flow *f)
         f->need = NEED_ALL(f);
         policy_reload(f->w->redis);
         run_round(f);
+        return;
+    }
+    if (asked_claim && c == POLICY_GO && f->app->cfg->redis_wait_replicas > 0 &&
+        !f->claim_durable) {
+        fail_for(f, REASON_REDIS_UNAVAILABLE,
+                 "the idempotency claim did not reach COMMSGATE_REDIS_WAIT_REPLICAS replicas "
+                 "in time; nothing was sent");
         return;
     }
     if (asked_claim) {

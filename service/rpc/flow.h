@@ -133,6 +133,10 @@ struct flow {
     struct event *timer;
     struct twilio_req *twilio;          /* SENDING: the request, for shutdown */
     struct redis_waiter recorded;       /* RECORDING: Redis has the writes */
+    /* COMMSGATE_REDIS_WAIT_REPLICAS: the claim reached that many replicas
+     * (a WAIT behind the claim, in the same pipeline). */
+    struct redis_waiter claim_wait;
+    int claim_durable;
     /* RECORDING: the packed answer. Every family's fits the flow (a SID, a
      * status, a few numbers: under 100 bytes), so no allocation per send;
      * a larger one would be heap (reply_heap, owned). */

@@ -62,6 +62,24 @@ static void reply_done(struct webhook_req *w)
         webhook_reply(w, 200, "text/plain", "");
 }
 
+/* The replicas have the event's writes, or not in time: then Twilio is told
+ * 503 and sends it again (its dedupe mark stays: if the master kept the
+ * writes, the retry finds them applied; if a failover lost them, the mark
+ * went with them and the retry applies the event anew). An opt-out is
+ * never acknowledged to Twilio before the replicas have it. */
+static void on_durable(struct redis_waiter *d, int ok)
+{
+    struct webhook_req *w = (struct webhook_req *)((char *)d - offsetof(struct webhook_req, durable));
+    if (ok) {
+        reply_done(w);
+        return;
+    }
+    log_event(LOG_LEVEL_ERROR, "webhook_unconfirmed",
+              json_pack("{s:s, s:s}", "route", w->route, "keyword",
+                        inbound_keyword_name(w->keyword)));
+    fail_503(w, "not yet on COMMSGATE_REDIS_WAIT_REPLICAS replicas; send it again");
+}
+
 /* After the event is in the stream: answer Twilio. */
 static void on_appended(redisAsyncContext *ac, void *reply, void *privdata)
 {
@@ -72,6 +90,11 @@ static void on_appended(redisAsyncContext *ac, void *reply, void *privdata)
         const char *argv[] = {"DEL", w->dedupe};
         redis_command_argv(app_home(w->app)->redis, NULL, NULL, 2, argv, NULL);
         fail_503(w, "the events stream did not take the event");
+        return;
+    }
+    if (w->app->cfg->redis_wait_replicas > 0) {
+        w->durable.done = on_durable;
+        redis_after_writes(app_home(w->app)->redis, &w->durable);
         return;
     }
     reply_done(w);

@@ -8,6 +8,7 @@
 
 #include "redis/keys.h"
 #include "redis/message_status.h"
+#include "redis/redis.h"
 #include "webhook/signature.h"
 
 struct app;
@@ -32,6 +33,9 @@ struct webhook_req {
     int whatsapp;          /* inbound: from a whatsapp: sender */
     const char *query;     /* the URL's query, or NULL; borrowed from the request */
     char resolves[KEYS_MAX]; /* status: the idempotency record named by ?cg=, or "" */
+    /* COMMSGATE_REDIS_WAIT_REPLICAS: Twilio is answered once the replicas
+     * have what the event changed (an opt-out above all). */
+    struct redis_waiter durable;
 };
 
 /* Binds COMMSGATE_HTTP_ADDR on the loop's base; on failure writes why. Call

@@ -225,7 +225,7 @@ class ContainerTest(unittest.TestCase):
         publishes every containerPort on the host)."""
         p = self.podman
         rd = self.container("redis", REDIS_IMAGE, "redis-server", "--protected-mode", "no",
-                            "--save", "")
+                            "--save", "")  # in its container's own /data
         sim = self.container("sim2", "--entrypoint", "/usr/local/bin/twilio-sim", IMAGE,
                              "--listen", "0.0.0.0:8089")
         redis_ip, sim_ip = p.ip(rd), p.ip(sim)

@@ -167,7 +167,8 @@ class RunningDaemonTest(unittest.TestCase):
     def test_secrets_from_files_and_never_logged(self):
         port = harness.free_port()
         redis = harness.Proc("redis", ["redis-server", "--port", str(port), "--bind",
-                                       "127.0.0.1", "--save", "", "--requirepass",
+                                       "127.0.0.1", "--dir", harness.redis_dir(),
+                                       "--save", "", "--requirepass",
                                        self.REDIS_PW], port=port)
         grpc_port = harness.free_port()
         env = harness.daemon_env(port, "http://127.0.0.1:1", grpc_port, harness.free_port(),

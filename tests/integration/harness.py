@@ -105,9 +105,19 @@ class Proc:
         return self.proc.returncode
 
 
+def redis_dir():
+    """A scratch directory for one redis-server: it loads a dump.rdb found
+    where it runs, even with --save "", and a replica's full sync writes one
+    there (a dump left in tests/integration once filled other tests' Redis)."""
+    import atexit
+    d = tempfile.mkdtemp(prefix="commsgate-redis-")
+    atexit.register(shutil.rmtree, d, True)
+    return d
+
+
 def start_redis(port=None):
     port = port or free_port()
-    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", redis_dir(),
             "--save", "", "--appendonly", "no", "--daemonize", "no"]
     return Proc("redis", argv, port=port)
 

@@ -6,10 +6,14 @@ deadline; every send the simulator saw is one a caller was told of."""
 import os
 import shutil
 import signal
+import socket
 import tempfile
 import threading
 import time
 import unittest
+import urllib.error
+import urllib.parse
+import urllib.request
 
 import grpc
 
@@ -19,8 +23,8 @@ MASTER = "mymaster"
 
 
 def start_node(port, *extra):
-    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no"] + list(extra)
+    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir",
+            harness.redis_dir(), "--save", "", "--appendonly", "no"] + list(extra)
     return harness.Proc("redis-%d" % port, argv, port=port)
 
 
@@ -49,21 +53,26 @@ class SentinelTest(unittest.TestCase):
                   "the sentinels to see each other")
         self.wait(lambda: "master_link_status:up" in harness.redis_cli(b, "INFO", "replication"),
                   "the replica to sync")
-        url = "redis-sentinel://%s#%s" % (
-            ",".join("127.0.0.1:%d" % p for p in self.sentinels), MASTER)
         self.sim = harness.start_sim()
         self.keep(self.sim)
+        self.simc = harness.Sim(self.sim.url)
+        self.channel = None
+
+    def start(self, **env):
+        url = "redis-sentinel://%s#%s" % (
+            ",".join("127.0.0.1:%d" % p for p in self.sentinels), MASTER)
+        env["REDIS_URL"] = url
         # One redis port is enough for the harness; the URL is what counts.
-        self.daemon = harness.start_daemon(a, self.sim.url, extra_env={"REDIS_URL": url})
+        self.daemon = harness.start_daemon(self.master_port(), self.sim.url, extra_env=env)
         self.keep(self.daemon)
         self.channel = grpc.insecure_channel(self.daemon.grpc_target)
         self.stubs = harness.Stubs(self.channel)
         self.m = self.stubs.messaging_pb2
-        self.simc = harness.Sim(self.sim.url)
         self.wait_serving()
 
     def tearDown(self):
-        self.channel.close()
+        if self.channel:
+            self.channel.close()
         for p in reversed(self.procs):
             p.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -71,6 +80,19 @@ class SentinelTest(unittest.TestCase):
     def keep(self, p):
         self.procs.append(p)
         return p
+
+    def kill_and_hold(self, port):
+        """SIGKILL of a node, and its port held at once: the sentinels keep
+        trying the old master's address, and would make whatever Redis
+        another test starts there next a replica of ours (seen: another
+        test's Redis filled with this one's keys)."""
+        self.nodes[port].signal(signal.SIGKILL)
+        self.nodes[port].wait(5)
+        hold = socket.socket()
+        hold.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        hold.bind(("127.0.0.1", port))
+        hold.listen(64)  # accepts, never answers: down, to the sentinels
+        self.addCleanup(hold.close)
 
     def sentinel_cli(self, *args):
         for p in self.sentinels:
@@ -154,6 +176,7 @@ class SentinelTest(unittest.TestCase):
         return ok, unknown, back
 
     def test_follows_a_failover_and_a_killed_master(self):
+        self.start()
         first = self.master_port()
         r = self.send("before")
         self.assertTrue(r.sid.startswith("SM"))
@@ -172,8 +195,7 @@ class SentinelTest(unittest.TestCase):
         # SIGKILL of the new master: the sentinels promote the other node.
         self.wait(lambda: "master_link_status:up" in harness.redis_cli(
             first, "INFO", "replication"), "the old master to sync as a replica")
-        ok2, unk2, back2 = self.switch_under_load(
-            lambda: self.nodes[second].signal(signal.SIGKILL), second)
+        ok2, unk2, back2 = self.switch_under_load(lambda: self.kill_and_hold(second), second)
         self.assertEqual(self.master_port(), first)
         self.send("after")
 
@@ -185,6 +207,52 @@ class SentinelTest(unittest.TestCase):
         self.assertLessEqual(posts, sure + unk1 + unk2)
         print("\nback to SERVING after SENTINEL FAILOVER: %.2f s, after SIGKILL: %.2f s"
               % (back1, back2))
+
+    def inbound_stop(self, frm):
+        from twilio.request_validator import RequestValidator
+        path = "/webhooks/twilio/messages/inbound"
+        params = {"MessageSid": "SM%032x" % int(time.time() * 1e6), "AccountSid":
+                  harness.SIM_ACCOUNT_SID, "From": frm, "To": harness.SIM_FROM, "Body": "STOP"}
+        public = "http://127.0.0.1:%d" % self.daemon.http_port
+        sig = RequestValidator(harness.SIM_AUTH_TOKEN).compute_signature(public + path, params)
+        req = urllib.request.Request(public + path, data=urllib.parse.urlencode(params).encode(),
+                                     method="POST", headers={"X-Twilio-Signature": sig})
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                return r.status
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    def test_wait_for_a_replica(self):
+        """COMMSGATE_REDIS_WAIT_REPLICAS=1: with the replica stopped (SIGSTOP),
+        an idempotency claim cannot reach it, so nothing is sent and the
+        caller hears UNAVAILABLE; an opt-out is not acknowledged to Twilio
+        (503: it sends again). Once the replica runs, both go through, and
+        the replica has them: what a failover to it would keep."""
+        self.start(COMMSGATE_REDIS_WAIT_REPLICAS="1", COMMSGATE_REDIS_WAIT_TIMEOUT_MS="200")
+        replica = [p for p in self.nodes if p != self.master_port()][0]
+        t0 = time.monotonic()
+        self.send("w-0")
+        with_wait = time.monotonic() - t0
+        self.nodes[replica].signal(signal.SIGSTOP)
+        try:
+            with self.assertRaises(grpc.RpcError) as cm:
+                self.send("w-1")
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAVAILABLE)
+            self.assertIn("replicas", cm.exception.details())
+            self.assertEqual(len(self.posts()), 1)  # w-1 never reached Twilio
+            self.assertEqual(self.inbound_stop("+14155550177"), 503)
+            self.assertIn('"event":"webhook_unconfirmed"', self.daemon.output())
+        finally:
+            self.nodes[replica].signal(signal.SIGCONT)
+        r = self.send("w-1")  # the same key: its claim was dropped, so it sends now
+        self.assertTrue(r.sid.startswith("SM"))
+        self.assertEqual(len(self.posts()), 2)
+        self.assertEqual(self.inbound_stop("+14155550177"), 200)
+        self.wait(lambda: harness.redis_cli(replica, "EXISTS", "cg:{+14155550177}:optout") == "1",
+                  "the opt-out on the replica")
+        self.assertEqual(harness.redis_cli(replica, "EXISTS", "cg:{key:default:w-1}:idem"), "1")
+        print("\nSendSMS with WAIT 1 on loopback: %.1f ms" % (with_wait * 1000))
 
 
 if __name__ == "__main__":
