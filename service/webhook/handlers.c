@@ -63,10 +63,11 @@ static void reply_done(struct webhook_req *w)
 }
 
 /* The replicas have the event's writes, or not in time: then Twilio is told
- * 503 and sends it again (its dedupe mark stays: if the master kept the
- * writes, the retry finds them applied; if a failover lost them, the mark
- * went with them and the retry applies the event anew). An opt-out is
- * never acknowledged to Twilio before the replicas have it. */
+ * 503, which it retries when the webhook URL asks it to (#rc=...). The
+ * dedupe mark stays: if the master kept the writes, a retry finds them
+ * applied; if a failover lost them, the mark went with them and a retry
+ * applies the event anew. An opt-out is never acknowledged to Twilio before
+ * the replicas have it. */
 static void on_durable(struct redis_waiter *d, int ok)
 {
     struct webhook_req *w = (struct webhook_req *)((char *)d - offsetof(struct webhook_req, durable));
