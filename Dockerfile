@@ -23,10 +23,6 @@ USER 10001:10001
 # scraper needs it; publish only 50051 and 8080 beyond the host or pod.
 ENV COMMSGATE_GRPC_ADDR=0.0.0.0:50051 COMMSGATE_HTTP_ADDR=0.0.0.0:8080 \
     COMMSGATE_ADMIN_ADDR=0.0.0.0:8081
-# Said here, not left to the base image: a base without it (one imported
-# from mmdebstrap, say) left `kubectl exec ... commsctl` and the health
-# check's `bash` unfindable under podman kube play.
-ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 # Debian's libcurl loads GnuTLS (through libldap and librtmp) though it uses
 # OpenSSL; GnuTLS initialises itself on load, which costs 1 MB of RSS.
 # commsgate never calls it, so skip that (see docs/PERFORMANCE.md).

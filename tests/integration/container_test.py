@@ -282,12 +282,14 @@ class ContainerTest(unittest.TestCase):
         wait_http(probe("readinessProbe"), timeout=60)
         wait_http(probe("livenessProbe"))
 
-        # The app's view: the sidecar on the pod's loopback.
-        r = p.run("exec", name, "commsctl", "--json", "--addr", cg_addr(cg), "sms", "send",
+        # The app's view: the sidecar on the pod's loopback. Commands by full
+        # path: in a chroot, runc's exec did not find them on the
+        # container's PATH (which it has: /usr/bin/env printed it).
+        r = p.run("exec", name, "/usr/local/bin/commsctl", "--json", "--addr", cg_addr(cg), "sms", "send",
                   "--to", "+14155550102", "--body", "from the app container")
         self.assertTrue(json.loads(r.stdout)["sid"].startswith("SM"), r.stdout)
-        self.assertEqual(p.run("exec", name, "id", "-u").stdout.strip(), "10001")
-        r = p.run("exec", name, "sh", "-c", "touch /x", check=False)
+        self.assertEqual(p.run("exec", name, "/usr/bin/id", "-u").stdout.strip(), "10001")
+        r = p.run("exec", name, "/bin/sh", "-c", "touch /x", check=False)
         self.assertNotEqual(r.returncode, 0, "the root filesystem should be read-only")
 
         # Redis down: unready (no traffic), alive (no restart).
