@@ -30,6 +30,8 @@ REDIS_IMAGE = "localhost/commsgate-test-redis:latest"
 BASE = "docker.io/library/debian"
 # Every name this test gives podman starts with this, so cleanup is exact.
 PREFIX = "cgtest-%d" % os.getpid()
+# Where sidecar.yaml has the app reach commsgate.
+APP_TARGET = "127.0.0.1:50051"
 
 # Settings podman needs on machines without a full cgroup v2 and systemd
 # (crun fails there; runc works), and limits below the sandbox's own so that
@@ -219,7 +221,7 @@ class ContainerTest(unittest.TestCase):
         """deploy/k8s/sidecar.yaml under `podman kube play`. Only what a real
         cluster would supply differs from the files as shipped: the image
         is the one built here, the app container (a placeholder image)
-        sleeps, one replica, the Secret and
+        is commsctl calling the sidecar, one replica, the Secret and
         ConfigMap values point at this test's Redis and simulator, and
         each port is published on the host's loopback only (podman 4.3
         publishes every containerPort on the host)."""
@@ -246,11 +248,15 @@ class ContainerTest(unittest.TestCase):
         pod = dep["spec"]["template"]["spec"]
         host_ports = {}
         for c in pod["containers"]:
+            c["image"] = IMAGE
             if c["name"] == "app":
-                c["image"] = BASE + ":bookworm"
-                c["command"] = ["/bin/sleep", "infinity"]
-            else:
-                c["image"] = IMAGE
+                # The app: calls the sidecar on the pod's loopback once it
+                # serves, then idles (a Deployment restarts what exits).
+                c["command"] = ["/bin/sh", "-c",
+                                "until commsctl --addr %s health; do sleep 0.2; done; "
+                                "commsctl --json --addr %s sms send --to +14155550102 "
+                                "--body 'from the app container'; exec sleep infinity"
+                                % (APP_TARGET, APP_TARGET)]
             for port in c.get("ports", []):
                 port["hostIP"] = "127.0.0.1"
                 port["hostPort"] = host_ports.setdefault(port["name"], harness.free_port())
@@ -258,6 +264,7 @@ class ContainerTest(unittest.TestCase):
                 if "secretRef" in ref:
                     ref["secretRef"]["name"] = PREFIX + "-secrets"
         (cg,) = [c for c in pod["containers"] if c["name"] == "commsgate"]
+        self.assertEqual(grpc_addr_of(cg), APP_TARGET)  # loopback: the app its one caller
 
         # podman 4.3 reads a Secret the pod refers to from its own secret
         # store, as JSON of base64 values (it cannot play a Secret document).
@@ -282,15 +289,23 @@ class ContainerTest(unittest.TestCase):
         wait_http(probe("readinessProbe"), timeout=60)
         wait_http(probe("livenessProbe"))
 
-        # The app's view: the sidecar on the pod's loopback. Commands by full
-        # path: in a chroot, runc's exec did not find them on the
-        # container's PATH (which it has: /usr/bin/env printed it).
-        r = p.run("exec", name, "/usr/local/bin/commsctl", "--json", "--addr", cg_addr(cg), "sms", "send",
-                  "--to", "+14155550102", "--body", "from the app container")
-        self.assertTrue(json.loads(r.stdout)["sid"].startswith("SM"), r.stdout)
-        self.assertEqual(p.run("exec", name, "/usr/bin/id", "-u").stdout.strip(), "10001")
-        r = p.run("exec", name, "/bin/sh", "-c", "touch /x", check=False)
-        self.assertNotEqual(r.returncode, 0, "the root filesystem should be read-only")
+        # The app's view: it sent through the sidecar on the pod's loopback.
+        # (Read from its log, not with podman exec, which runs commands in
+        # the wrong root when podman itself runs in a chroot.)
+        app = PREFIX + "-app-pod-0-app"
+        deadline = time.monotonic() + 30
+        while '"sid"' not in p.run("logs", app, check=False).stdout:
+            self.assertLess(time.monotonic(), deadline, p.run("logs", app, check=False).stdout)
+            time.sleep(0.2)
+        out = [line for line in p.run("logs", app).stdout.splitlines() if '"sid"' in line]
+        self.assertTrue(json.loads(out[-1])["sid"].startswith("SM"), out)
+        got = [q for q in harness.Sim("http://%s:8089" % sim_ip).requests("/Messages.json")
+               if q["method"] == "POST"]
+        self.assertEqual(len(got), 1, got)
+        self.assertEqual(p.run("inspect", "-f", "{{.Config.User}}", name).stdout.strip(),
+                         "10001:10001")
+        self.assertEqual(p.run("inspect", "-f", "{{.HostConfig.ReadonlyRootfs}}",
+                               name).stdout.strip(), "true")
 
         # Redis down: unready (no traffic), alive (no restart).
         p.run("stop", "-t", "1", rd)
@@ -300,7 +315,7 @@ class ContainerTest(unittest.TestCase):
         self.assertEqual(restarts, "0")
 
 
-def cg_addr(container):
+def grpc_addr_of(container):
     for e in container.get("env", []):
         if e["name"] == "COMMSGATE_GRPC_ADDR":
             return e["value"]
