@@ -15,6 +15,7 @@
 #include "core/config.h"
 #include "core/error.h"
 #include "loop/loop.h"
+#include "redis/redis.h"
 #include "rpc/health.h"
 
 /* Nothing legitimate sends more: a probe or a scrape is a short GET. */
@@ -56,8 +57,16 @@ static void on_request(struct evhttp_request *req, void *arg)
     } else if (strcmp(path, "/healthz") == 0) {
         reply_text(req, 200, "ok\n");
     } else if (strcmp(path, "/readyz") == 0) {
-        int up = health_parts_up(a->app->health);
-        reply_text(req, up ? 200 : 503, up ? "ready\n" : "redis unreachable\n");
+        int up = health_parts_up(a->app->health), no_master = 0;
+        for (int i = 0; !up && i < a->app->nworkers; i++) {
+            struct redis_counts rc;
+            redis_counts(a->app->workers[i].redis, &rc);
+            no_master |= rc.no_master;
+        }
+        reply_text(req, up ? 200 : 503,
+                   up ? "ready\n"
+                      : no_master ? "no Redis master: the sentinels name none\n"
+                                  : "redis unreachable\n");
     } else if (strcmp(path, "/metrics") == 0) {
         struct evbuffer *b = evbuffer_new();
         if (!b) {

@@ -5,6 +5,7 @@
 #include <event2/buffer.h>
 
 #include "app.h"
+#include "redis/redis.h"
 #include "rpc/health.h"
 #include "resolve/resolver.h"
 #include "rpc/caller_auth.h"
@@ -33,6 +34,21 @@ void metrics_page(struct app *app, struct evbuffer *out)
     evbuffer_add_printf(out, "# HELP commsgate_redis_up 1 while Redis answers every worker's "
                              "pings.\n# TYPE commsgate_redis_up gauge\ncommsgate_redis_up %d\n",
                         health_parts_up(app->health));
+    struct redis_counts rc, sum = {0, 0};
+    for (int i = 0; i < app->nworkers; i++) {
+        redis_counts(app->workers[i].redis, &rc);
+        sum.master_changes += rc.master_changes;
+        sum.no_master |= rc.no_master;
+    }
+    evbuffer_add_printf(out,
+                        "# HELP commsgate_redis_no_master 1 while the sentinels name no master "
+                        "(REDIS_URL=redis-sentinel://), as apart from a master not answering.\n"
+                        "# TYPE commsgate_redis_no_master gauge\ncommsgate_redis_no_master %d\n"
+                        "# HELP commsgate_redis_master_changes_total Times a worker's Redis "
+                        "connection moved to a new master the sentinels named.\n"
+                        "# TYPE commsgate_redis_master_changes_total counter\n"
+                        "commsgate_redis_master_changes_total %lu\n",
+                        sum.no_master, sum.master_changes);
     rpc_server_metrics(app->server, out);
     twilio_metrics(twilio, app->nworkers, out);
     flow_metrics(flows, app->nworkers, out);

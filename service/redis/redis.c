@@ -7,6 +7,7 @@
 #include "redis/redis.h"
 
 #include <event2/event.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +28,8 @@ struct redis_ctx {
     struct redis_dial *dial; /* while the server's name resolves */
     struct sentinel *sentinel; /* REDIS_URL=redis-sentinel://; NULL: one node */
     int not_master; /* ROLE said replica: this connection must not serve */
+    atomic_ulong master_changes; /* read by /metrics on another loop */
+    atomic_int no_master;
     struct event *tick;
     struct redis_opts opts;
     struct config_redis server;
@@ -224,10 +227,13 @@ static void on_master(const char *host, int port, const char *why, void *data)
     struct redis_ctx *r = data;
 
     r->state = CONN_IDLE;
+    int was = atomic_exchange(&r->no_master, host == NULL);
     if (!host) {
         char msg[800];
         snprintf(msg, sizeof(msg), "no master: no sentinel named one for %s (%s)",
                  r->server.master_name, why ? why : "no sentinel answered");
+        if (!was) /* once, as it starts: redis_down may have been said already */
+            log_event(LOG_LEVEL_ERROR, "redis_no_master", json_pack("{s:s}", "reason", msg));
         note_failure(r, msg);
         return;
     }
@@ -235,6 +241,8 @@ static void on_master(const char *host, int port, const char *why, void *data)
         log_event(LOG_LEVEL_INFO, "redis_master",
                   json_pack("{s:s, s:s, s:i}", "master", r->server.master_name, "host", host,
                             "port", port));
+        if (r->server.host[0])
+            atomic_fetch_add(&r->master_changes, 1); /* not the first one found */
         snprintf(r->server.host, sizeof(r->server.host), "%s", host);
         r->server.port = port;
     }
@@ -406,6 +414,12 @@ int redis_start(struct redis_ctx *r)
         return CG_ESYS;
     start(r);
     return CG_OK;
+}
+
+void redis_counts(const struct redis_ctx *r, struct redis_counts *out)
+{
+    out->master_changes = atomic_load(&r->master_changes);
+    out->no_master = atomic_load(&r->no_master);
 }
 
 int redis_is_up(const struct redis_ctx *r)

@@ -39,6 +39,13 @@ int redis_start(struct redis_ctx *r);
 /* True while the last ping was answered. */
 int redis_is_up(const struct redis_ctx *r);
 
+/* Any thread (for /metrics and /readyz). */
+struct redis_counts {
+    unsigned long master_changes; /* sentinel mode: a new master address taken */
+    int no_master;                /* sentinel mode: no sentinel names one now */
+};
+void redis_counts(const struct redis_ctx *r, struct redis_counts *out);
+
 /* Sends one command. When Redis is not answering, returns CG_EREDIS at once
  * and `fn` is never called (policies fail closed, and fast). Otherwise `fn`
  * is called exactly once, with reply NULL if the connection was lost; the

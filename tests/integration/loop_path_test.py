@@ -34,6 +34,11 @@ def redis_pings(port):
     return int(m.group(1)) if m else 0
 
 
+def ours(pid):
+    """commsgate's own threads: main, queue threads, loops."""
+    return [n for n in harness.thread_names(pid) if n == "commsgate" or n.startswith("cg-")]
+
+
 class LoopPathTest(unittest.TestCase):
     LOOPS = 1
 
@@ -54,6 +59,7 @@ class LoopPathTest(unittest.TestCase):
         # first burst and keeps it; after that the count must hold.
         self.fire(500)
         threads_before = harness.thread_count(pid)
+        ours_before = sorted(ours(pid))
         ticks_before = thread_cpu_ticks(pid)
         for burst in range(2):
             pings_before = redis_pings(self.stack.redis.port)
@@ -61,9 +67,12 @@ class LoopPathTest(unittest.TestCase):
             futures = [self.stack.stubs.SendSMS.future(
                 self.msg.SendSMSRequest(to="+14155550100", body="hi %d" % i), timeout=30)
                 for i in range(500)]
-            peak = threads_before
+            peak, grew = threads_before, []
             while not all(f.done() for f in futures):
-                peak = max(peak, harness.thread_count(pid))
+                n = harness.thread_count(pid)
+                if n > peak:
+                    peak, grew = n, harness.thread_names(pid)
+                self.assertEqual(sorted(ours(pid)), ours_before, "commsgate's threads changed")
                 time.sleep(0.005)
             errors = [f.exception() for f in futures if f.exception()]
             self.assertEqual(errors, [])
@@ -72,7 +81,10 @@ class LoopPathTest(unittest.TestCase):
             self.assertTrue(all(s.startswith("SM") for s in sids))
             # Every call reached Twilio (the simulator) exactly once.
             self.assertEqual(len(self.sim_requests()) - sent_before, 500)
-            self.assertEqual(peak, threads_before, "threads grew under load")
+            # gRPC's own pools (event_engine, timers) may add a thread or two
+            # when the machine is slow (seen under ThreadSanitizer); a thread
+            # per call would be hundreds.
+            self.assertLessEqual(peak, threads_before + 2, "threads grew under load: %s" % grew)
         self.assertEqual(harness.thread_count(pid), threads_before)
         # Our own threads: main, the loops, and COMMSGATE_GRPC_THREADS pollers.
         names = harness.thread_names(pid)

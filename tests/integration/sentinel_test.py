@@ -207,53 +207,49 @@ class SentinelTest(unittest.TestCase):
         self.assertLessEqual(posts, sure + unk1 + unk2)
         print("\nback to SERVING after SENTINEL FAILOVER: %.2f s, after SIGKILL: %.2f s"
               % (back1, back2))
+        # Each loop moved twice.
+        self.assertGreaterEqual(self.metric("commsgate_redis_master_changes_total"), 2)
+        self.assertEqual(self.metric("commsgate_redis_no_master"), 0)
 
-    def inbound_stop(self, frm):
-        from twilio.request_validator import RequestValidator
-        path = "/webhooks/twilio/messages/inbound"
-        params = {"MessageSid": "SM%032x" % int(time.time() * 1e6), "AccountSid":
-                  harness.SIM_ACCOUNT_SID, "From": frm, "To": harness.SIM_FROM, "Body": "STOP"}
-        public = "http://127.0.0.1:%d" % self.daemon.http_port
-        sig = RequestValidator(harness.SIM_AUTH_TOKEN).compute_signature(public + path, params)
-        req = urllib.request.Request(public + path, data=urllib.parse.urlencode(params).encode(),
-                                     method="POST", headers={"X-Twilio-Signature": sig})
+    def metric(self, name):
+        text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % self.daemon.admin_port,
+                                      timeout=5).read().decode()
+        for line in text.splitlines():
+            if line.startswith(name + " "):
+                return int(line.split()[1])
+        raise AssertionError("no " + name)
+
+    def readyz(self):
         try:
-            with urllib.request.urlopen(req, timeout=5) as r:
-                return r.status
+            with urllib.request.urlopen("http://127.0.0.1:%d/readyz" % self.daemon.admin_port,
+                                        timeout=5) as r:
+                return r.status, r.read().decode()
         except urllib.error.HTTPError as e:
-            return e.code
+            return e.code, e.read().decode()
 
-    def test_wait_for_a_replica(self):
-        """COMMSGATE_REDIS_WAIT_REPLICAS=1: with the replica stopped (SIGSTOP),
-        an idempotency claim cannot reach it, so nothing is sent and the
-        caller hears UNAVAILABLE; an opt-out is not acknowledged to Twilio
-        (503: it sends again). Once the replica runs, both go through, and
-        the replica has them: what a failover to it would keep."""
-        self.start(COMMSGATE_REDIS_WAIT_REPLICAS="1", COMMSGATE_REDIS_WAIT_TIMEOUT_MS="200")
-        replica = [p for p in self.nodes if p != self.master_port()][0]
-        t0 = time.monotonic()
-        self.send("w-0")
-        with_wait = time.monotonic() - t0
-        self.nodes[replica].signal(signal.SIGSTOP)
+    def test_no_master_is_told_apart_from_redis_down(self):
+        """With every sentinel gone and then the master unanswering, nobody
+        names a master: /readyz and the metric say so, as apart from a
+        master that does not answer (the single-node case, deploy_test)."""
+        self.start()
+        self.assertEqual(self.readyz(), (200, "ready\n"))
+        for p in self.procs:
+            if p.name.startswith("sentinel-"):
+                p.stop()
+        self.assertEqual(self.readyz(), (200, "ready\n"))  # the master still answers
+        master = self.master_port_seen()
+        self.nodes[master].signal(signal.SIGSTOP)
         try:
-            with self.assertRaises(grpc.RpcError) as cm:
-                self.send("w-1")
-            self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAVAILABLE)
-            self.assertIn("replicas", cm.exception.details())
-            self.assertEqual(len(self.posts()), 1)  # w-1 never reached Twilio
-            self.assertEqual(self.inbound_stop("+14155550177"), 503)
-            self.assertIn('"event":"webhook_unconfirmed"', self.daemon.output())
+            self.wait(lambda: self.metric("commsgate_redis_no_master") == 1, "no master")
+            self.assertEqual(self.readyz(), (503, "no Redis master: the sentinels name none\n"))
+            self.assertIn('"event":"redis_no_master"', self.daemon.output())
         finally:
-            self.nodes[replica].signal(signal.SIGCONT)
-        r = self.send("w-1")  # the same key: its claim was dropped, so it sends now
-        self.assertTrue(r.sid.startswith("SM"))
-        self.assertEqual(len(self.posts()), 2)
-        self.assertEqual(self.inbound_stop("+14155550177"), 200)
-        self.wait(lambda: harness.redis_cli(replica, "EXISTS", "cg:{+14155550177}:optout") == "1",
-                  "the opt-out on the replica")
-        self.assertEqual(harness.redis_cli(replica, "EXISTS", "cg:{key:default:w-1}:idem"), "1")
-        print("\nSendSMS with WAIT 1 on loopback: %.1f ms" % (with_wait * 1000))
+            self.nodes[master].signal(signal.SIGCONT)
 
+    def master_port_seen(self):
+        """The master commsgate last named in its log."""
+        tail = self.daemon.output().split('"event":"redis_master"')[-1]
+        return int(tail.split('"port":')[1].split("}")[0].split(",")[0])
 
 if __name__ == "__main__":
     unittest.main()
