@@ -52,12 +52,18 @@ class RedisTlsTest(unittest.TestCase):
                                str(self.tls_port)] + list(args), capture_output=True,
                               text=True, check=True).stdout.strip()
 
-    def test_through_the_tunnel(self):
-        self.tunnel(self.ca.ca_file)
+    def behind(self, ca):
+        """The tunnel trusting `ca`, the simulator, and commsgate on the
+        tunnel's plain end."""
+        self.tunnel(ca)
         sim = harness.start_sim()
         self.procs.append(sim)
         d = harness.start_daemon(self.plain_port, sim.url)
         self.procs.append(d)
+        return sim, d
+
+    def test_through_the_tunnel(self):
+        _, d = self.behind(self.ca.ca_file)
         with grpc.insecure_channel(d.grpc_target) as ch:
             s = harness.Stubs(ch)
             deadline = time.monotonic() + 10
@@ -74,11 +80,7 @@ class RedisTlsTest(unittest.TestCase):
     def test_a_tunnel_that_cannot_verify_redis_serves_nothing(self):
         other = harness.TestCA()  # a CA that did not sign Redis's certificate
         try:
-            self.tunnel(other.ca_file)
-            sim = harness.start_sim()
-            self.procs.append(sim)
-            d = harness.start_daemon(self.plain_port, sim.url)
-            self.procs.append(d)
+            sim, d = self.behind(other.ca_file)
             with grpc.insecure_channel(d.grpc_target) as ch:
                 s = harness.Stubs(ch)
                 time.sleep(1.5)
