@@ -510,6 +510,16 @@ int config_load(struct config *cfg, const char *(*getenv_fn)(const char *name),
         snprintf(errbuf, errlen, "config: TWILIO_API_KEY_SID is required with TWILIO_API_KEY_SECRET");
         return CG_ECONFIG;
     }
+    /* A WAIT holds the connection until it returns: longer than the ping
+     * timeout, and the health check would drop a Redis that is only waiting
+     * for its replicas. */
+    if (cfg->redis_wait_replicas > 0 && cfg->redis_wait_timeout_ms >= cfg->redis_timeout_ms) {
+        snprintf(errbuf, errlen,
+                 "config: COMMSGATE_REDIS_WAIT_TIMEOUT_MS=%d must be below "
+                 "COMMSGATE_REDIS_TIMEOUT_MS=%d (a WAIT holds the connection)",
+                 cfg->redis_wait_timeout_ms, cfg->redis_timeout_ms);
+        return CG_ECONFIG;
+    }
     if (!cfg->auth_token[0] && !cfg->api_key_sid[0]) {
         const char *file = getenv_fn("TWILIO_AUTH_TOKEN_FILE");
         if (file)

@@ -260,11 +260,11 @@ static void start(struct redis_ctx *r)
     sentinel_ask(r->sentinel);
 }
 
-static void on_switch(const char *host, int port, void *data)
+/* Asked again rather than taking the address from the message: the
+ * sentinels' answer is the one that counts, and ROLE checks it. */
+static void on_switch(void *data)
 {
     struct redis_ctx *r = data;
-    (void)host;
-    (void)port;
     /* Whatever this connection is doing, it is to the old master now. */
     if (r->state == CONN_READY || r->state == CONN_CONNECTING)
         drop(r, "the sentinels switched the master");

@@ -107,7 +107,7 @@ static void on_switch_message(redisAsyncContext *ac, void *reply, void *data)
     log_event(LOG_LEVEL_WARN, "redis_master_switched",
               json_pack("{s:s, s:s, s:i, s:s, s:i}", "master", name, "from_host", oldip,
                         "from_port", oldport, "to_host", newip, "to_port", newport));
-    s->opts.on_switch(newip, newport, s->opts.data);
+    s->opts.on_switch(s->opts.data);
 }
 
 static void on_sub_dialed(redisAsyncContext *ac, const char *why, void *data)

@@ -17,8 +17,9 @@ struct sentinel_opts {
     /* The master's address, or host NULL when no sentinel named one (why
      * says what the last one did). */
     void (*on_master)(const char *host, int port, const char *why, void *data);
-    /* The sentinels switched the master of our name to host:port. */
-    void (*on_switch)(const char *host, int port, void *data);
+    /* The sentinels switched the master of our name (logged here, with
+     * both addresses): the next ask names the new one. */
+    void (*on_switch)(void *data);
     void *data;
 };
 

@@ -16,8 +16,6 @@ import subprocess
 import tempfile
 import time
 import unittest
-import urllib.error
-import urllib.request
 
 import grpc
 import yaml
@@ -88,10 +86,7 @@ def wait_http(url, want=200, timeout=30.0):
     last = None
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                last = r.status
-        except urllib.error.HTTPError as e:
-            last = e.code
+            last = harness.http_get(url, timeout=2)[0]
         except OSError as e:
             last = e
         if last == want:

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.error
 import urllib.request
 
 BIN_DIR = os.environ.get("COMMSGATE_BIN_DIR", os.path.join(
@@ -252,6 +253,24 @@ def install_client(prefix):
           if os.path.isfile(os.path.join(d, "pkgconfig", "commsgate.pc"))][0]
     return dict(os.environ, PKG_CONFIG_PATH=pc,
                 PATH=os.path.join(prefix, "bin") + os.pathsep + os.environ.get("PATH", ""))
+
+
+def http_get(url, timeout=5.0):
+    """(status, body) of a GET, error statuses included (the probes)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def metric(admin_port, name):
+    """The value of an unlabelled metric on commsgate's /metrics."""
+    _, text = http_get("http://127.0.0.1:%d/metrics" % admin_port)
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return int(line.split()[1])
+    raise AssertionError("no %s on /metrics" % name)
 
 
 def redis_cli(port, *args):

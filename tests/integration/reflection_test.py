@@ -10,7 +10,6 @@ import sys
 import tempfile
 import time
 import unittest
-import urllib.request
 
 import grpc
 
@@ -146,12 +145,7 @@ class ReflectionTest(unittest.TestCase):
                 self.assertEqual(len(a.file_descriptor_response.file_descriptor_proto), 1)
 
     def in_flight(self):
-        text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % self.stack.daemon.admin_port,
-                                      timeout=5).read().decode()
-        for line in text.splitlines():
-            if line.startswith("commsgate_rpc_in_flight "):
-                return int(line.split()[1])
-        raise AssertionError("no commsgate_rpc_in_flight")
+        return harness.metric(self.stack.daemon.admin_port, "commsgate_rpc_in_flight")
 
     def test_a_stream_left_or_cancelled_is_let_go(self):
         # Cancelled while the server waits for the next request, and a

@@ -212,20 +212,10 @@ class SentinelTest(unittest.TestCase):
         self.assertEqual(self.metric("commsgate_redis_no_master"), 0)
 
     def metric(self, name):
-        text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % self.daemon.admin_port,
-                                      timeout=5).read().decode()
-        for line in text.splitlines():
-            if line.startswith(name + " "):
-                return int(line.split()[1])
-        raise AssertionError("no " + name)
+        return harness.metric(self.daemon.admin_port, name)
 
     def readyz(self):
-        try:
-            with urllib.request.urlopen("http://127.0.0.1:%d/readyz" % self.daemon.admin_port,
-                                        timeout=5) as r:
-                return r.status, r.read().decode()
-        except urllib.error.HTTPError as e:
-            return e.code, e.read().decode()
+        return harness.http_get("http://127.0.0.1:%d/readyz" % self.daemon.admin_port)
 
     def test_no_master_is_told_apart_from_redis_down(self):
         """With every sentinel gone and then the master unanswering, nobody

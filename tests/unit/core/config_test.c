@@ -115,6 +115,15 @@ static void test_sentinel_url(void **state)
     assert_int_equal(cfg.redis.db, 0);
     assert_string_equal(cfg.redis.password, "");
 
+    set("REDIS_URL", "redis://127.0.0.1");
+    set("COMMSGATE_REDIS_WAIT_REPLICAS", "1");
+    set("COMMSGATE_REDIS_WAIT_TIMEOUT_MS", "1000"); /* = COMMSGATE_REDIS_TIMEOUT_MS */
+    assert_int_equal(load(&cfg, err), CG_ECONFIG);
+    assert_non_null(strstr(err, "COMMSGATE_REDIS_WAIT_TIMEOUT_MS=1000 must be below"));
+    set("COMMSGATE_REDIS_WAIT_TIMEOUT_MS", "999");
+    assert_int_equal(load(&cfg, err), CG_OK);
+    set("COMMSGATE_REDIS_WAIT_REPLICAS", "0");
+
     const char *bad[] = {"redis-sentinel://s1:26379", "redis-sentinel://s1:26379#",
                          "redis-sentinel://#m", "redis-sentinel://s1,#m", "redis-sentinel://s1,,s2#m",
                          "redis-sentinel://s1:0#m", "redis-sentinel://s1/x#m",
