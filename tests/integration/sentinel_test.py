@@ -241,5 +241,51 @@ class SentinelTest(unittest.TestCase):
         tail = self.daemon.output().split('"event":"redis_master"')[-1]
         return int(tail.split('"port":')[1].split("}")[0].split(",")[0])
 
+    def inbound_stop(self, frm):
+        from twilio.request_validator import RequestValidator
+        path = "/webhooks/twilio/messages/inbound"
+        params = {"MessageSid": "SM%032x" % int(time.time() * 1e6), "AccountSid":
+                  harness.SIM_ACCOUNT_SID, "From": frm, "To": harness.SIM_FROM, "Body": "STOP"}
+        public = "http://127.0.0.1:%d" % self.daemon.http_port
+        sig = RequestValidator(harness.SIM_AUTH_TOKEN).compute_signature(public + path, params)
+        req = urllib.request.Request(public + path, data=urllib.parse.urlencode(params).encode(),
+                                     method="POST", headers={"X-Twilio-Signature": sig})
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                return r.status
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    def test_wait_for_a_replica(self):
+        """COMMSGATE_REDIS_WAIT_REPLICAS=1: with the replica stopped (SIGSTOP),
+        an idempotency claim cannot reach it, so nothing is sent and the
+        caller hears UNAVAILABLE; an opt-out is not acknowledged to Twilio
+        (503: it sends again). Once the replica runs, both go through, and
+        the replica has them: what a failover to it would keep."""
+        self.start(COMMSGATE_REDIS_WAIT_REPLICAS="1", COMMSGATE_REDIS_WAIT_TIMEOUT_MS="200")
+        replica = [p for p in self.nodes if p != self.master_port()][0]
+        t0 = time.monotonic()
+        self.send("w-0")
+        with_wait = time.monotonic() - t0
+        self.nodes[replica].signal(signal.SIGSTOP)
+        try:
+            with self.assertRaises(grpc.RpcError) as cm:
+                self.send("w-1")
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAVAILABLE)
+            self.assertIn("replicas", cm.exception.details())
+            self.assertEqual(len(self.posts()), 1)  # w-1 never reached Twilio
+            self.assertEqual(self.inbound_stop("+14155550177"), 503)
+            self.assertIn('"event":"webhook_unconfirmed"', self.daemon.output())
+        finally:
+            self.nodes[replica].signal(signal.SIGCONT)
+        r = self.send("w-1")  # the same key: its claim was dropped, so it sends now
+        self.assertTrue(r.sid.startswith("SM"))
+        self.assertEqual(len(self.posts()), 2)
+        self.assertEqual(self.inbound_stop("+14155550177"), 200)
+        self.wait(lambda: harness.redis_cli(replica, "EXISTS", "cg:{+14155550177}:optout") == "1",
+                  "the opt-out on the replica")
+        self.assertEqual(harness.redis_cli(replica, "EXISTS", "cg:{key:default:w-1}:idem"), "1")
+        print("\nSendSMS with WAIT 1 on loopback: %.1f ms" % (with_wait * 1000))
+
 if __name__ == "__main__":
     unittest.main()
