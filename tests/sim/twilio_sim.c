@@ -484,9 +484,7 @@ static void on_outgoing_done(struct evhttp_request *req, void *arg)
     if (!req || evhttp_request_get_response_code(req) >= 300)
         fprintf(stderr, "twilio-sim: webhook %s answered %d\n", o->url,
                 req ? evhttp_request_get_response_code(req) : 0);
-    /* The connection is freed once this callback returns; nothing else holds o. */
-    evhttp_connection_free_on_completion(o->conn);
-    o->conn = NULL;
+    o->conn = NULL; /* libevent frees it once this returns (free_on_completion) */
     outgoing_free(o);
 }
 
@@ -516,6 +514,7 @@ static void on_outgoing_timer(evutil_socket_t fd, short what, void *arg)
     evhttp_add_header(h, "Host", evhttp_uri_get_host(uri));
     evhttp_add_header(h, "Content-Type", "application/x-www-form-urlencoded");
     evhttp_add_header(h, "X-Twilio-Signature", sig);
+    evhttp_add_header(h, "Connection", "close");
     if (o->token[0])
         evhttp_add_header(h, "I-Twilio-Idempotency-Token", o->token);
     evbuffer_add_buffer(evhttp_request_get_output_buffer(req), b);
@@ -524,6 +523,12 @@ static void on_outgoing_timer(evutil_socket_t fd, short what, void *arg)
     body = malloc(need);
     snprintf(body, need, "%s%s%s", path && *path ? path : "/", query ? "?" : "", query ? query : "");
     evhttp_make_request(o->conn, req, EVHTTP_REQ_POST, body);
+    /* One connection per callback, closed once answered. libevent frees a
+     * connection on completion only when it closes (Connection: close), and
+     * decides so before calling back: asked from on_outgoing_done, it left
+     * every callback's connection open until commsgate cut it idle, 10 s
+     * later (a few hundred sends a second filled commsgate's 1024). */
+    evhttp_connection_free_on_completion(o->conn);
     free(body);
     evbuffer_free(b);
     evhttp_uri_free(uri);
