@@ -50,6 +50,11 @@ struct redis_ctx {
     struct redis_waiter *waiters;
     struct event *barrier;
     int barrier_armed;
+    /* A WAIT is out: Redis runs nothing else of this connection's until it
+     * returns, so the next turns' waiters share the next one, sent when it
+     * does. One WAIT each turn would queue up behind each other, each as
+     * long as the timeout when replicas lag: a backlog without end. */
+    int wait_out;
 };
 
 static long long now_ms(void)
@@ -330,6 +335,13 @@ static void on_barrier_reply(redisAsyncContext *ac, void *reply, void *privdata)
     struct redis_ctx *r = ac->data;
     int ok = rep && rep->type != REDIS_REPLY_ERROR;
 
+    if (r->opts.wait_replicas > 0) {
+        r->wait_out = 0;
+        if (r->waiters && r->barrier && !r->barrier_armed) { /* the turns it held up */
+            r->barrier_armed = 1;
+            event_active(r->barrier, EV_TIMEOUT, 0);
+        }
+    }
     if (ok && rep->type == REDIS_REPLY_INTEGER && rep->integer < r->opts.wait_replicas) {
         ok = 0; /* WAIT ran out of time with too few replicas */
         log_event(LOG_LEVEL_WARN, "redis_wait_short",
@@ -349,8 +361,10 @@ static void on_barrier(evutil_socket_t fd, short what, void *arg)
     const char *ping[] = {"PING"}, *wait[] = {"WAIT", n, ms};
     (void)fd;
     (void)what;
-    r->waiters = NULL;
     r->barrier_armed = 0;
+    if (r->wait_out)
+        return; /* on_barrier_reply sends theirs */
+    r->waiters = NULL;
     if (!batch)
         return;
     snprintf(n, sizeof(n), "%d", r->opts.wait_replicas);
@@ -360,6 +374,8 @@ static void on_barrier(evutil_socket_t fd, short what, void *arg)
                  : redis_command_argv(r, on_barrier_reply, batch, 1, ping, NULL);
     if (rc)
         tell_waiters(batch, 0); /* Redis is down: the writes failed too */
+    else if (r->opts.wait_replicas > 0)
+        r->wait_out = 1;
 }
 
 void redis_after_writes(struct redis_ctx *r, struct redis_waiter *w)
@@ -455,6 +471,7 @@ void redis_free(struct redis_ctx **rp)
         event_free(r->tick);
     if (r->barrier)
         event_free(r->barrier);
+    r->barrier = NULL; /* a WAIT failed below sends no more */
     redis_dial_cancel(&r->dial);
     sentinel_free(&r->sentinel); /* before the dialer its dials use */
     redis_dialer_free(&r->dialer);

@@ -308,6 +308,61 @@ static void test_after_writes(void **state)
     close_fixture(&f);
 }
 
+static long wait_calls(int port)
+{
+    char cmd[96], line[256];
+    long calls = 0;
+    snprintf(cmd, sizeof(cmd), "redis-cli -p %d INFO commandstats", port);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    while (fgets(line, sizeof(line), p))
+        if (strncmp(line, "cmdstat_wait:calls=", 19) == 0)
+            calls = atol(line + 19);
+    pclose(p);
+    return calls;
+}
+
+/* With wait_replicas, one WAIT is out at a time: Redis runs nothing else of
+ * the connection's while it waits, so a WAIT per turn would queue up, each
+ * as long as its timeout when no replica answers. Ten turns' waiters, on a
+ * Redis without replicas, share two WAITs, and all are told not ok. */
+static void test_waits_are_not_queued(void **state)
+{
+    struct fixture f;
+    struct waiter w[10];
+    int port = test_free_port();
+    pid_t pid = test_redis_start(port, NULL);
+    open_fixture(&f, port, NULL);
+    redis_free(&f.r);
+    struct redis_opts o = {.server = &f.server, .ping_interval_ms = 100, .timeout_ms = 1000,
+                           .wait_replicas = 1, .wait_timeout_ms = 100,
+                           .on_health = on_health, .health_data = &f};
+    assert_int_equal(redis_new(f.base, &o, &f.r), CG_OK);
+    assert_int_equal(redis_start(f.r), CG_OK);
+    f.up = 0;
+    run_until(&f, &f.up, 1, 5000);
+    long before = wait_calls(port);
+    int told = 0;
+    for (int i = 0; i < 10; i++) {
+        w[i] = (struct waiter){.w.done = on_waited, .f = &f};
+        redis_after_writes(f.r, &w[i].w);
+        event_base_loop(f.base, EVLOOP_NONBLOCK); /* one turn each */
+    }
+    for (int n = 0; n < 5000 && told < 10; n++) {
+        event_base_loop(f.base, EVLOOP_ONCE);
+        told = 0;
+        for (int i = 0; i < 10; i++)
+            told += w[i].calls;
+    }
+    for (int i = 0; i < 10; i++) {
+        assert_int_equal(w[i].calls, 1);
+        assert_int_equal(w[i].ok, 0); /* no replica has the writes */
+    }
+    assert_int_equal(wait_calls(port) - before, 2);
+    close_fixture(&f);
+    test_redis_stop(pid);
+}
+
 /* A host name goes through the asynchronous resolver, not getaddrinfo
  * inline (docker-compose's REDIS_URL is redis://redis:6379). */
 static void test_hostname_is_resolved(void **state)
@@ -339,6 +394,7 @@ int main(void)
         cmocka_unit_test(test_password),
         cmocka_unit_test(test_free_fails_pending),
         cmocka_unit_test(test_after_writes),
+        cmocka_unit_test(test_waits_are_not_queued),
         cmocka_unit_test(test_hostname_is_resolved),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
