@@ -14,6 +14,7 @@ import unittest
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 
 import grpc
 
@@ -56,23 +57,23 @@ class SentinelTest(unittest.TestCase):
         self.sim = harness.start_sim()
         self.keep(self.sim)
         self.simc = harness.Sim(self.sim.url)
-        self.channel = None
 
     def start(self, **env):
-        url = "redis-sentinel://%s#%s" % (
-            ",".join("127.0.0.1:%d" % p for p in self.sentinels), MASTER)
-        env["REDIS_URL"] = url
-        # One redis port is enough for the harness; the URL is what counts.
-        self.daemon = harness.start_daemon(self.master_port(), self.sim.url, extra_env=env)
-        self.keep(self.daemon)
-        self.channel = grpc.insecure_channel(self.daemon.grpc_target)
-        self.stubs = harness.Stubs(self.channel)
+        self.daemon, self.stubs = self.replica(**env)
         self.m = self.stubs.messaging_pb2
         self.wait_serving()
 
+    def replica(self, **env):
+        """One more commsgate on the sentinels: (its Proc, its Stubs)."""
+        env["REDIS_URL"] = "redis-sentinel://%s#%s" % (
+            ",".join("127.0.0.1:%d" % p for p in self.sentinels), MASTER)
+        # One redis port is enough for the harness; the URL is what counts.
+        d = self.keep(harness.start_daemon(self.master_port(), self.sim.url, extra_env=env))
+        channel = grpc.insecure_channel(d.grpc_target)
+        self.addCleanup(channel.close)
+        return d, harness.Stubs(channel)
+
     def tearDown(self):
-        if self.channel:
-            self.channel.close()
         for p in reversed(self.procs):
             p.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -116,9 +117,10 @@ class SentinelTest(unittest.TestCase):
             time.sleep(0.1)
         raise AssertionError("timed out waiting for %s" % what)
 
-    def serving(self):
-        h = self.stubs.health_pb2
-        return self.stubs.Check(h.HealthCheckRequest(), timeout=1).status == \
+    def serving(self, stubs=None):
+        stubs = stubs or self.stubs
+        h = stubs.health_pb2
+        return stubs.Check(h.HealthCheckRequest(), timeout=1).status == \
             h.HealthCheckResponse.SERVING
 
     def wait_serving(self, timeout=20.0):
@@ -241,12 +243,12 @@ class SentinelTest(unittest.TestCase):
         tail = self.daemon.output().split('"event":"redis_master"')[-1]
         return int(tail.split('"port":')[1].split("}")[0].split(",")[0])
 
-    def inbound_stop(self, frm):
+    def inbound_stop(self, frm, daemon=None):
         from twilio.request_validator import RequestValidator
         path = "/webhooks/twilio/messages/inbound"
-        params = {"MessageSid": "SM%032x" % int(time.time() * 1e6), "AccountSid":
+        params = {"MessageSid": "SM" + uuid.uuid4().hex, "AccountSid":
                   harness.SIM_ACCOUNT_SID, "From": frm, "To": harness.SIM_FROM, "Body": "STOP"}
-        public = "http://127.0.0.1:%d" % self.daemon.http_port
+        public = "http://127.0.0.1:%d" % (daemon or self.daemon).http_port
         sig = RequestValidator(harness.SIM_AUTH_TOKEN).compute_signature(public + path, params)
         req = urllib.request.Request(public + path, data=urllib.parse.urlencode(params).encode(),
                                      method="POST", headers={"X-Twilio-Signature": sig})
@@ -286,6 +288,166 @@ class SentinelTest(unittest.TestCase):
                   "the opt-out on the replica")
         self.assertEqual(harness.redis_cli(replica, "EXISTS", "cg:{key:default:w-1}:idem"), "1")
         print("\nSendSMS with WAIT 1 on loopback: %.1f ms" % (with_wait * 1000))
+
+    def add_replica(self):
+        """A new replica of the master, as an operator replaces a lost one."""
+        port = harness.free_port()
+        self.nodes[port] = self.keep(start_node(port, "--replicaof", "127.0.0.1",
+                                                str(self.master_port())))
+        self.wait(lambda: "master_link_status:up" in harness.redis_cli(
+            port, "INFO", "replication"), "the new replica to sync")
+
+    def test_two_replicas_through_both_switches(self):
+        """Two commsgate replicas under a steady load, a caller that repeats
+        a key on the other replica whenever it is not told OK, and STOPs
+        arriving at both; SENTINEL FAILOVER and then a SIGKILL of the new
+        master, with COMMSGATE_REDIS_WAIT_REPLICAS=1 and one replica (WAIT
+        for as many replicas as there are: the README says why). Once the
+        master left has no replica, nothing is sent until one is added.
+        What the simulator made holds each key at most once; every key
+        answered OK is answered with the same SID again, on the new master,
+        without a send; every STOP acknowledged to Twilio is on the new
+        master and refuses sends."""
+        env = dict(COMMSGATE_REDIS_WAIT_REPLICAS="1", COMMSGATE_SEND_RATE="2000")
+        replicas = [self.replica(**env) for _ in range(2)]
+        self.daemon, self.stubs = replicas[0]
+        self.m = self.stubs.messaging_pb2
+        for _, stubs in replicas:
+            self.wait(lambda: self.serving(stubs), "SERVING")
+        retry = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNKNOWN,
+                 grpc.StatusCode.ABORTED, grpc.StatusCode.DEADLINE_EXCEEDED}
+        settled = {}   # key: the SID answered, or the last status code
+        answers = []   # (status code, seconds) of every attempt
+        oks = []
+        stops = {}     # number: the webhook's HTTP status
+        stop = threading.Event()
+        threads, rate = 24, 300.0
+
+        def send(n, key, to, start):
+            """One key, repeated (the other replica each time) until it is
+            told OK or 20 s pass, as a careful caller does."""
+            deadline = time.monotonic() + 20
+            for attempt in range(10 ** 6):
+                stubs = replicas[(start + attempt) % 2][1]
+                t0 = time.monotonic()
+                try:
+                    r = stubs.SendSMS(self.m.SendSMSRequest(to=to, body=key, idempotency_key=key),
+                                      timeout=2)
+                    answers.append((grpc.StatusCode.OK, time.monotonic() - t0))
+                    oks.append(time.monotonic())
+                    settled[key] = r.sid
+                    return
+                except grpc.RpcError as e:
+                    answers.append((e.code(), time.monotonic() - t0))
+                    settled[key] = e.code()
+                    if e.code() not in retry or time.monotonic() > deadline:
+                        return
+                time.sleep(0.05)
+
+        def caller(n):
+            to = "+1415556%04d" % n
+            at = time.monotonic()
+            i = 0
+            while not stop.is_set():
+                i += 1
+                send(n, "two-%d-%d" % (n, i), to, i % 2)
+                at += threads / rate
+                time.sleep(max(0.0, at - time.monotonic()))
+
+        def stopper():
+            i = 0
+            while not stop.is_set():
+                i += 1
+                frm = "+1415557%04d" % i
+                try:
+                    stops[frm] = self.inbound_stop(frm, replicas[i % 2][0])
+                except OSError as e:
+                    stops[frm] = repr(e)
+                time.sleep(0.05)
+
+        workers = [threading.Thread(target=caller, args=(n,)) for n in range(threads)]
+        workers.append(threading.Thread(target=stopper))
+        for t in workers:
+            t.start()
+        t_start = time.monotonic()
+        try:
+            time.sleep(1)
+            first = self.master_port()
+            self.sentinel_cli("SENTINEL", "FAILOVER", MASTER)
+            self.wait(lambda: self.master_port() != first, "the sentinels to switch")
+            second = self.master_port()
+            for d, stubs in replicas:
+                self.wait(lambda: '"port":%d' % second in d.output().split(
+                    '"event":"redis_master"')[-1], "commsgate to name the new master")
+                self.wait(lambda: self.serving(stubs), "SERVING")
+            self.wait(lambda: "master_link_status:up" in harness.redis_cli(
+                first, "INFO", "replication"), "the old master to sync as a replica")
+            time.sleep(1)
+            self.kill_and_hold(second)
+            self.wait(lambda: self.master_port() != second, "the sentinels to switch")
+            third = self.master_port()
+            for d, stubs in replicas:
+                self.wait(lambda: '"port":%d' % third in d.output().split(
+                    '"event":"redis_master"')[-1], "commsgate to name the new master")
+                self.wait(lambda: self.serving(stubs), "SERVING")
+            time.sleep(1)
+            sent = len(self.posts())
+            time.sleep(1)
+            self.assertEqual(len(self.posts()), sent)  # no replica: nothing sent
+            self.add_replica()
+            time.sleep(2)
+            self.assertGreater(len(self.posts()), sent)
+        finally:
+            stop.set()
+            for t in workers:
+                t.join()
+        elapsed = time.monotonic() - t_start
+
+        # Every attempt was answered within its deadline, OK or retryable.
+        codes = {c for c, _ in answers}
+        self.assertLessEqual(codes, retry | {grpc.StatusCode.OK}, codes)
+        self.assertLess(max(d for _, d in answers), 2.5)
+        ok = {k: sid for k, sid in settled.items() if isinstance(sid, str)}
+        self.assertGreater(len(ok), len(settled) * 0.9)
+
+        # What the simulator made, by key (each key is its message's body):
+        # none twice, and each key told OK made once, with the SID told.
+        made = {}
+        for n in range(threads):
+            for msg in self.simc.made("Messages", "+1415556%04d" % n):
+                made.setdefault(msg["body"], []).append(msg["sid"])
+        doubles = {k: sids for k, sids in made.items() if len(sids) > 1}
+        self.assertEqual(doubles, {})
+        for k, sid in ok.items():
+            self.assertEqual(made.get(k), [sid], k)
+
+        # The records are on the master left standing: each key told OK is
+        # told the same SID again, on either replica, and nothing is sent.
+        posts = len(self.posts())
+        for i, (k, sid) in enumerate(sorted(ok.items())):
+            n = int(k.split("-")[1])
+            r = replicas[i % 2][1].SendSMS(self.m.SendSMSRequest(
+                to="+1415556%04d" % n, body=k, idempotency_key=k), timeout=5)
+            self.assertEqual(r.sid, sid, k)
+        self.assertEqual(len(self.posts()), posts)
+
+        # Every STOP acknowledged (200) is on the master and refuses a send.
+        acked = [frm for frm, code in stops.items() if code == 200]
+        self.assertLessEqual(set(stops.values()), {200, 503}, stops)
+        self.assertGreater(len(acked), 0)
+        for i, frm in enumerate(acked):
+            self.assertEqual(harness.redis_cli(third, "EXISTS", "cg:{%s}:optout" % frm), "1", frm)
+            with self.assertRaises(grpc.RpcError) as cm:
+                replicas[i % 2][1].SendSMS(self.m.SendSMSRequest(to=frm, body="no"), timeout=5)
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.FAILED_PRECONDITION, frm)
+        self.assertEqual(len(self.posts()), posts)
+        per_s = [0] * (int(elapsed) + 1)
+        for t in oks:
+            per_s[min(int(t - t_start), len(per_s) - 1)] += 1
+        print("\ntwo replicas, %.0f sends/s offered: %d keys in %.1f s, %d attempts, %d told OK, "
+              "%d STOPs (%d acknowledged); told OK each second: %s" % (
+                  rate, len(settled), elapsed, len(answers), len(ok), len(stops), len(acked),
+                  " ".join(map(str, per_s))))
 
 if __name__ == "__main__":
     unittest.main()
