@@ -286,9 +286,10 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     log_event(LOG_LEVEL_INFO, "starting",
-              json_pack("{s:s, s:s, s:s, s:s, s:i, s:s, s:s}", "version", COMMSGATE_VERSION,
-                        "grpc_addr", cfg.grpc_addr, "public_url", cfg.public_url, "redis_host",
-                        cfg.redis.host, "redis_port", cfg.redis.port, "twilio_api",
+              json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:s, s:s}", "version", COMMSGATE_VERSION,
+                        "grpc_addr", cfg.grpc_addr, "public_url", cfg.public_url, "redis_mode",
+                        cfg.redis.nseeds ? "cluster" : cfg.redis.nsentinels ? "sentinel" : "node",
+                        "redis_host", cfg.redis.host, "redis_port", cfg.redis.port, "twilio_api",
                         cfg.api_base_url, "twilio_verify", cfg.verify_base_url));
     if (config_is_simulator(&cfg))
         log_event(LOG_LEVEL_WARN, "twilio_simulator",

@@ -48,7 +48,8 @@ static const struct setting settings[] = {
      "(empty: http://<COMMSGATE_HTTP_ADDR>)"},
     {"REDIS_URL", "redis://127.0.0.1:6379/0", K_REDIS_URL, 1, STR(redis_url), NULL, 0, 0,
      "redis://[[user]:password@]host:port/db, or through Sentinel\n"
-     "    redis-sentinel://[[user]:password@]host:port[,host:port...][/db]#master-name"},
+     "    redis-sentinel://[[user]:password@]host:port[,host:port...][/db]#master-name\n"
+     "    or a Redis Cluster: redis-cluster://[[user]:password@]host:port[,host:port...]"},
     {"TWILIO_ACCOUNT_SID", NULL, K_SID, 0, STR(account_sid), "AC", 0, 0,
      "Twilio account SID (AC...), required"},
     {"TWILIO_AUTH_TOKEN", "", K_TEXT, 1, STR(auth_token), NULL, 0, 0,
@@ -250,18 +251,41 @@ static int parse_node(const char *p, size_t len, int def_port, struct config_red
     return 0;
 }
 
-/* redis://[[user]:password@]host[:port][/db] or
+/* host[:port][,host[:port]...] from p to end into at most `max` nodes. */
+static int parse_node_list(const char *p, const char *end, int def_port,
+                           struct config_redis_node *nodes, int max, int *n)
+{
+    *n = 0;
+    while (p < end) {
+        const char *comma = memchr(p, ',', (size_t)(end - p));
+        const char *stop = comma ? comma : end;
+        if (*n == max || parse_node(p, (size_t)(stop - p), def_port, &nodes[*n]))
+            return -1;
+        (*n)++;
+        p = comma ? comma + 1 : end;
+        if (comma && p == end)
+            return -1; /* a trailing comma */
+    }
+    return *n ? 0 : -1;
+}
+
+/* redis://[[user]:password@]host[:port][/db],
  * redis-sentinel://[[user]:password@]host1[:port1][,host2[:port2]...][/db]#master
- * (the form Lettuce and other clients read; sentinels default to 26379). */
+ * (the form Lettuce and other clients read; sentinels default to 26379) or
+ * redis-cluster://[[user]:password@]host1[:port1][,host2[:port2]...]
+ * (a cluster has db 0 only). */
 static int parse_redis_url(const char *url, struct config_redis *r)
 {
     const char *p, *end;
     const char *at, *slash, *hash = NULL;
-    int sentinel = 0;
+    int sentinel = 0, cluster = 0;
 
     memset(r, 0, sizeof(*r));
     if (strncmp(url, "redis://", 8) == 0) {
         p = url + 8;
+    } else if (strncmp(url, "redis-cluster://", 16) == 0) {
+        p = url + 16;
+        cluster = 1;
     } else if (strncmp(url, "redis-sentinel://", 17) == 0) {
         p = url + 17;
         sentinel = 1;
@@ -286,26 +310,19 @@ static int parse_redis_url(const char *url, struct config_redis *r)
         p = at + 1;
     }
     const char *hosts_end = slash ? slash : end;
-    if (!sentinel) {
+    if (sentinel) {
+        if (parse_node_list(p, hosts_end, 26379, r->sentinels, CONFIG_MAX_SENTINELS,
+                            &r->nsentinels))
+            return -1;
+    } else if (cluster) {
+        if (parse_node_list(p, hosts_end, 6379, r->seeds, CONFIG_MAX_SENTINELS, &r->nseeds))
+            return -1;
+    } else {
         struct config_redis_node n;
         if (parse_node(p, (size_t)(hosts_end - p), 6379, &n))
             return -1;
         memcpy(r->host, n.host, sizeof(r->host));
         r->port = n.port;
-    } else {
-        while (p < hosts_end) {
-            const char *comma = memchr(p, ',', (size_t)(hosts_end - p));
-            const char *stop = comma ? comma : hosts_end;
-            if (r->nsentinels == CONFIG_MAX_SENTINELS ||
-                parse_node(p, (size_t)(stop - p), 26379, &r->sentinels[r->nsentinels]))
-                return -1;
-            r->nsentinels++;
-            p = comma ? comma + 1 : hosts_end;
-            if (comma && p == hosts_end)
-                return -1; /* a trailing comma */
-        }
-        if (!r->nsentinels)
-            return -1;
     }
     r->db = 0;
     if (slash && slash + 1 < end) {
@@ -321,7 +338,7 @@ static int parse_redis_url(const char *url, struct config_redis *r)
             return -1;
         r->db = (int)db;
     }
-    return 0;
+    return cluster && r->db ? -1 : 0;
 }
 
 /* Value of a setting: the variable itself, else the content of NAME_FILE for
@@ -409,8 +426,9 @@ static int check_value(const struct setting *s, struct config *cfg, const char *
         break;
     case K_REDIS_URL:
         if (parse_redis_url(v, &cfg->redis))
-            want = "redis://[[user]:password@]host:port/db, or "
-                   "redis-sentinel://[[user]:password@]host:port[,host:port...][/db]#master";
+            want = "redis://[[user]:password@]host:port/db, "
+                   "redis-sentinel://[[user]:password@]host:port[,host:port...][/db]#master "
+                   "or redis-cluster://[[user]:password@]host:port[,host:port...]";
         break;
     case K_SID:
         if (*v && !is_sid(v, s->prefix))

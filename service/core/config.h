@@ -27,6 +27,10 @@ struct config_redis {
     int nsentinels; /* 0: a single node (redis://) */
     struct config_redis_node sentinels[CONFIG_MAX_SENTINELS];
     char master_name[128];
+    /* redis-cluster://: the nodes first asked for the slot map; host and
+     * port are unused. */
+    int nseeds;
+    struct config_redis_node seeds[CONFIG_MAX_SENTINELS];
 };
 
 struct config {

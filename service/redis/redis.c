@@ -16,6 +16,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "loop/loop.h"
+#include "redis/cluster.h"
 #include "redis/dial.h"
 #include "redis/sentinel.h"
 
@@ -27,6 +28,7 @@ struct redis_ctx {
     struct redis_dialer *dialer;
     struct redis_dial *dial; /* while the server's name resolves */
     struct sentinel *sentinel; /* REDIS_URL=redis-sentinel://; NULL: one node */
+    struct cluster *cluster;   /* REDIS_URL=redis-cluster://: all the rest is its */
     int not_master; /* ROLE said replica: this connection must not serve */
     atomic_ulong master_changes; /* read by /metrics on another loop */
     atomic_int no_master;
@@ -381,6 +383,10 @@ static void on_barrier(evutil_socket_t fd, short what, void *arg)
 void redis_after_writes(struct redis_ctx *r, struct redis_waiter *w)
 {
     LOOP_ASSERT_OWNER(r->base);
+    if (r->cluster) {
+        cluster_after_writes(r->cluster, w);
+        return;
+    }
     w->next = r->waiters;
     r->waiters = w;
     if (!r->barrier_armed) {
@@ -398,6 +404,15 @@ int redis_new(struct event_base *base, const struct redis_opts *opts, struct red
     r->opts = *opts;
     r->server = *opts->server;
     r->opts.server = &r->server;
+    if (r->server.nseeds) {
+        int rc = cluster_new(base, &r->opts, &r->cluster);
+        if (rc) {
+            free(r);
+            return rc;
+        }
+        *out = r;
+        return CG_OK;
+    }
     r->tick = event_new(base, -1, EV_PERSIST, on_tick, r);
     r->barrier = event_new(base, -1, 0, on_barrier, r);
     r->dialer = redis_dialer_new(base);
@@ -424,6 +439,8 @@ int redis_new(struct event_base *base, const struct redis_opts *opts, struct red
 int redis_start(struct redis_ctx *r)
 {
     LOOP_ASSERT_OWNER(r->base);
+    if (r->cluster)
+        return cluster_start(r->cluster);
     struct timeval tv = {r->opts.ping_interval_ms / 1000,
                          (r->opts.ping_interval_ms % 1000) * 1000};
     if (event_add(r->tick, &tv))
@@ -434,12 +451,18 @@ int redis_start(struct redis_ctx *r)
 
 void redis_counts(const struct redis_ctx *r, struct redis_counts *out)
 {
+    if (r->cluster) {
+        cluster_counts(r->cluster, out);
+        return;
+    }
     out->master_changes = atomic_load(&r->master_changes);
     out->no_master = atomic_load(&r->no_master);
 }
 
 int redis_is_up(const struct redis_ctx *r)
 {
+    if (r->cluster)
+        return cluster_is_up(r->cluster);
     return r->up && r->ac != NULL;
 }
 
@@ -447,6 +470,8 @@ int redis_command_argv(struct redis_ctx *r, redisCallbackFn *fn, void *privdata,
                        const char **argv, const size_t *argvlen)
 {
     LOOP_ASSERT_OWNER(r->base);
+    if (r->cluster)
+        return cluster_command_argv(r->cluster, fn, privdata, argc, argv, argvlen);
     if (!redis_is_up(r))
         return CG_EREDIS;
     if (redisAsyncCommandArgv(r->ac, fn, privdata, argc, argv, argvlen) != REDIS_OK)
@@ -467,6 +492,7 @@ void redis_free(struct redis_ctx **rp)
     struct redis_ctx *r = *rp;
     if (!r)
         return;
+    cluster_free(&r->cluster);
     if (r->tick)
         event_free(r->tick);
     if (r->barrier)

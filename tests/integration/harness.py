@@ -123,6 +123,110 @@ def start_redis(port=None):
     return Proc("redis", argv, port=port)
 
 
+# Ports of the cluster nodes started here: redis_cli follows redirects there.
+_CLUSTER_PORTS = set()
+
+
+def cluster_port():
+    """A free port for a cluster node: at most 55535, with the port 10000
+    above it (the cluster bus) free too."""
+    import random
+    for _ in range(200):
+        port = random.randint(20000, 55535)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 10000))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no free port pair for a cluster node")
+
+
+class RedisCluster:
+    """A Redis Cluster on loopback: `masters` masters, each with `replicas`
+    replicas (redis-server --cluster-enabled yes, joined by redis-cli
+    --cluster create). .port is a node's (for redis_cli), .url commsgate's
+    REDIS_URL."""
+
+    def __init__(self, masters=3, replicas=1, node_timeout_ms=1000):
+        self.dir = redis_dir()
+        self.nodes = {}
+        try:
+            for _ in range(masters * (1 + replicas)):
+                port = cluster_port()
+                _CLUSTER_PORTS.add(port)
+                self.nodes[port] = self.start_node(port, node_timeout_ms)
+            subprocess.run(["redis-cli", "--cluster", "create"] +
+                           ["127.0.0.1:%d" % p for p in self.nodes] +
+                           ["--cluster-replicas", str(replicas), "--cluster-yes"],
+                           check=True, capture_output=True, timeout=60)
+            self.wait_ok()
+        except Exception:
+            self.stop()
+            raise
+        self.port = next(iter(self.nodes))
+        self.url = "redis-cluster://" + ",".join("127.0.0.1:%d" % p for p in list(self.nodes)[:2])
+
+    def start_node(self, port, node_timeout_ms):
+        argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", self.dir,
+                "--save", "", "--appendonly", "no", "--cluster-enabled", "yes",
+                "--cluster-config-file", "nodes-%d.conf" % port,
+                "--cluster-node-timeout", str(node_timeout_ms)]
+        return Proc("redis-%d" % port, argv, port=port)
+
+    def wait_ok(self, timeout=30.0):
+        """Until every node running says cluster_state:ok and agrees on
+        the slots."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if all("cluster_state:ok" in redis_cli(p, "CLUSTER", "INFO")
+                       for p, n in self.nodes.items() if n.proc.poll() is None):
+                    return
+            except subprocess.CalledProcessError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError("the cluster did not become ok")
+
+    def masters(self):
+        """{port: node id} of the masters holding slots now."""
+        out = {}
+        for p, n in self.nodes.items():
+            if n.proc.poll() is not None:
+                continue
+            for line in redis_cli(p, "CLUSTER", "NODES").splitlines():
+                f = line.split()
+                if "master" in f[2] and "fail" not in f[2] and len(f) > 8:
+                    out[int(f[1].split(":")[1].split("@")[0])] = f[0]
+            return out
+        raise AssertionError("no node running")
+
+    def stop(self):
+        for n in self.nodes.values():
+            n.stop()
+
+
+_SHARED_CLUSTER = None
+
+
+def shared_cluster():
+    """One cluster for every Stack(cluster=True) of this process, emptied
+    for each (FLUSHALL on every master): a cluster takes seconds to form."""
+    global _SHARED_CLUSTER
+    import atexit
+    if _SHARED_CLUSTER and any(n.proc.poll() is not None for n in _SHARED_CLUSTER.nodes.values()):
+        _SHARED_CLUSTER.stop()  # a test stopped Redis: a new cluster
+        _SHARED_CLUSTER = None
+    if _SHARED_CLUSTER is None:
+        _SHARED_CLUSTER = RedisCluster()
+        atexit.register(_SHARED_CLUSTER.stop)
+    for port in _SHARED_CLUSTER.masters():
+        subprocess.run(["redis-cli", "-p", str(port), "FLUSHALL"], check=True,
+                       capture_output=True)
+    return _SHARED_CLUSTER
+
+
 def start_sim(extra_args=(), env=None, tls=None):
     """The simulator; with tls (a TestCA) it serves HTTPS only."""
     port = free_port()
@@ -274,7 +378,8 @@ def metric(admin_port, name):
 
 
 def redis_cli(port, *args):
-    out = subprocess.run(["redis-cli", "-p", str(port)] + [str(a) for a in args],
+    follow = ["-c"] if port in _CLUSTER_PORTS else []
+    out = subprocess.run(["redis-cli", "-p", str(port)] + follow + [str(a) for a in args],
                          check=True, capture_output=True, text=True)
     return out.stdout.strip()
 
@@ -385,13 +490,16 @@ class Stack:
     grpc.ChannelCredentials the stack's own channel uses (for a daemon with
     TLS on its gRPC port); None: plaintext."""
 
-    def __init__(self, env=None, with_sim=True, tls=False, channel_creds=None):
+    def __init__(self, env=None, with_sim=True, tls=False, channel_creds=None, cluster=False):
         import grpc
         _statuses()
-        self.redis = start_redis()
+        self.redis = shared_cluster() if cluster else start_redis()
+        self.shared_redis = cluster
         self.sim = self.ca = None
         sim_url = "http://127.0.0.1:1"
         env = dict(env or {})
+        if cluster:
+            env["REDIS_URL"] = self.redis.url
         try:
             if with_sim:
                 if tls:
@@ -407,7 +515,8 @@ class Stack:
                 self.sim.stop()
             if self.ca:
                 self.ca.remove()
-            self.redis.stop()
+            if not self.shared_redis:
+                self.redis.stop()
             raise
         if channel_creds is not None:
             self.channel = grpc.secure_channel(self.daemon.grpc_target, channel_creds)
@@ -433,7 +542,8 @@ class Stack:
             self.sim.stop()
         if self.ca:
             self.ca.remove()
-        self.redis.stop()
+        if not self.shared_redis:
+            self.redis.stop()
         return rc
 
 

@@ -16,11 +16,12 @@ WA_SENDER = "+14155238886"
 
 class Base(unittest.TestCase):
     ENV = {}
+    CLUSTER = False  # cluster_test runs these on a Redis Cluster
 
     def setUp(self):
         env = {"TWILIO_WHATSAPP_NUMBER": WA_SENDER}
         env.update(self.ENV)
-        self.stack = harness.Stack(env=env)
+        self.stack = harness.Stack(env=env, cluster=self.CLUSTER)
         self.stack.wait_serving(self.stack.stubs.health_pb2.HealthCheckResponse.SERVING)
         self.m = self.stack.stubs.messaging_pb2
         self.s = self.stack.stubs

@@ -24,11 +24,12 @@ CALLS = "/webhooks/twilio/calls/status"
 
 class Base(unittest.TestCase):
     ENV = {}
+    CLUSTER = False  # cluster_test runs these on a Redis Cluster
 
     def setUp(self):
         env = {"TWILIO_WHATSAPP_NUMBER": "+14155238886"}
         env.update(self.ENV)
-        self.stack = harness.Stack(env=env)
+        self.stack = harness.Stack(env=env, cluster=self.CLUSTER)
         self.stack.wait_serving(1)
         self.m = self.stack.stubs.messaging_pb2
         self.s = self.stack.stubs

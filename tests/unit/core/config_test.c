@@ -91,6 +91,30 @@ static void test_redis_url(void **state)
     assert_int_equal(cfg.redis.nsentinels, 0);
 }
 
+static void test_cluster_url(void **state)
+{
+    struct config cfg;
+    char err[512];
+    set("REDIS_URL", "redis-cluster://:secret@10.0.0.1:7000,node2,[::1]:7002");
+    assert_int_equal(load(&cfg, err), CG_OK);
+    assert_int_equal(cfg.redis.nseeds, 3);
+    assert_int_equal(cfg.redis.nsentinels, 0);
+    assert_string_equal(cfg.redis.seeds[0].host, "10.0.0.1");
+    assert_int_equal(cfg.redis.seeds[0].port, 7000);
+    assert_string_equal(cfg.redis.seeds[1].host, "node2");
+    assert_int_equal(cfg.redis.seeds[1].port, 6379);
+    assert_string_equal(cfg.redis.seeds[2].host, "::1");
+    assert_string_equal(cfg.redis.password, "secret");
+    assert_int_equal(cfg.redis.db, 0);
+    const char *bad[] = {"redis-cluster://", "redis-cluster://a:7000/1", "redis-cluster://a,",
+                         "redis-cluster://a,,b", "redis-cluster://a:0"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        set("REDIS_URL", bad[i]);
+        assert_int_equal(load(&cfg, err), CG_ECONFIG);
+        assert_non_null(strstr(err, "redis-cluster://"));
+    }
+}
+
 static void test_sentinel_url(void **state)
 {
     struct config cfg;
@@ -334,6 +358,7 @@ int main(void)
         cmocka_unit_test_setup(test_defaults, setup),
         cmocka_unit_test_setup(test_redis_url, setup),
         cmocka_unit_test_setup(test_sentinel_url, setup),
+        cmocka_unit_test_setup(test_cluster_url, setup),
         cmocka_unit_test_setup(test_bad_redis_url_hides_secret, setup),
         cmocka_unit_test_setup(test_each_bad_setting_is_named, setup),
         cmocka_unit_test_setup(test_required, setup),
