@@ -24,6 +24,10 @@
 /* The map is asked for again this often when nothing prompts it, so nodes
  * added to the cluster are found. */
 #define REFRESH_MS 5000
+/* TRYAGAIN (a script's keys split by a slot being migrated) is tried again
+ * this often, this many times: a slot's keys move in batches, each quick. */
+#define TRYAGAIN_MS 20
+#define TRYAGAIN_MAX 50
 
 struct node {
     struct cluster *c;
@@ -45,6 +49,7 @@ struct cluster {
     int refresh_wanted;           /* a redirect or a lost master said the map moved */
     long long refreshed_ms;
     int dying;
+    struct cmd *retrying; /* waiting out a TRYAGAIN */
     struct event *tick;
     struct redis_waiter *waiters;
     struct event *barrier;
@@ -61,7 +66,10 @@ struct cmd {
     void *privdata;
     unsigned slot;
     int redirects;
+    int tries;    /* TRYAGAIN answers */
     int reloaded; /* NOSCRIPT seen once: the scripts were loaded again */
+    struct event *retry;
+    struct cmd *prev, *next; /* in c->retrying while retry is pending */
     int argc;
     const char **argv;
     size_t *lens;
@@ -310,6 +318,55 @@ static int redirect_target(struct cluster *c, const char *err, int *ask, unsigne
     return node_index(c, host, port, 1);
 }
 
+static void cmd_free(struct cmd *m)
+{
+    if (m->retry)
+        event_free(m->retry);
+    free(m);
+}
+
+static void unlink_retry(struct cmd *m)
+{
+    if (m->prev)
+        m->prev->next = m->next;
+    else
+        m->c->retrying = m->next;
+    if (m->next)
+        m->next->prev = m->prev;
+    m->prev = m->next = NULL;
+}
+
+static void on_retry(evutil_socket_t fd, short what, void *arg)
+{
+    struct cmd *m = arg;
+    struct cluster *c = m->c;
+    (void)fd;
+    (void)what;
+    unlink_retry(m);
+    uint8_t owner = c->owner[m->slot];
+    if (owner != NO_NODE && send_to(m, c->nodes[owner], 0) == CG_OK)
+        return;
+    if (m->fn)
+        m->fn(NULL, NULL, m->privdata); /* as a lost connection: not run */
+    cmd_free(m);
+}
+
+/* Sends m again in TRYAGAIN_MS; 0 if it will. */
+static int retry_later(struct cmd *m)
+{
+    struct cluster *c = m->c;
+    struct timeval tv = {0, TRYAGAIN_MS * 1000};
+    if (m->tries++ >= TRYAGAIN_MAX ||
+        (!m->retry && !(m->retry = event_new(c->base, -1, 0, on_retry, m))) ||
+        event_add(m->retry, &tv))
+        return -1;
+    m->next = c->retrying;
+    if (c->retrying)
+        c->retrying->prev = m;
+    c->retrying = m;
+    return 0;
+}
+
 static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
 {
     struct cmd *m = privdata;
@@ -328,6 +385,9 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
             if (m->redirects++ < MAX_REDIRECTS && c->nodes[to]->up &&
                 send_to(m, c->nodes[to], ask) == CG_OK)
                 return;
+        } else if (strncmp(r->str, "TRYAGAIN", 8) == 0) {
+            if (retry_later(m) == 0)
+                return;
         } else if (strncmp(r->str, "NOSCRIPT", 8) == 0 && !m->reloaded && c->opts.on_connect) {
             /* This node lost its scripts (a restart, a new master): load
              * them on this connection, then run the command behind them. */
@@ -339,7 +399,7 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
     }
     if (m->fn)
         m->fn(ac, reply, m->privdata);
-    free(m);
+    cmd_free(m);
 }
 
 /* The command's key: the first key of an EVALSHA, else its first argument;
@@ -364,13 +424,13 @@ int cluster_command_argv(struct cluster *c, redisCallbackFn *fn, void *privdata,
 {
     LOOP_ASSERT_OWNER(c->base);
     size_t klen;
-    if (!c->up || argc < 1)
+    if (argc < 1)
         return CG_EREDIS;
     const char *key = key_of(argc, argv, argvlen, &klen);
     if (!key) { /* every master's */
         int sent = 0;
         for (int i = 0; i < c->nnodes; i++) {
-            if (!memchr(c->owner, i, sizeof(c->owner)))
+            if (!c->nodes[i]->up || !memchr(c->owner, i, sizeof(c->owner)))
                 continue;
             struct cmd *m = cmd_new(c, fn, privdata, argc, argv, argvlen);
             if (m && send_to(m, c->nodes[i], 0) == CG_OK)
@@ -380,8 +440,10 @@ int cluster_command_argv(struct cluster *c, redisCallbackFn *fn, void *privdata,
         }
         return sent ? CG_OK : CG_EREDIS;
     }
+    /* Only the slot's master has to answer: with one master lost, calls
+     * whose keys live elsewhere go on (health says NOT_SERVING meanwhile). */
     unsigned slot = cluster_slot(key, klen);
-    if (c->owner[slot] == NO_NODE)
+    if (c->owner[slot] == NO_NODE || !c->nodes[c->owner[slot]]->up)
         return CG_EREDIS;
     struct cmd *m = cmd_new(c, fn, privdata, argc, argv, argvlen);
     if (!m)
@@ -523,6 +585,13 @@ void cluster_free(struct cluster **cp)
     for (int i = 0; i < c->nnodes; i++) {
         redis_free(&c->nodes[i]->conn); /* pending commands and parts are told */
         free(c->nodes[i]);
+    }
+    while (c->retrying) {
+        struct cmd *m = c->retrying;
+        unlink_retry(m);
+        if (m->fn)
+            m->fn(NULL, NULL, m->privdata);
+        cmd_free(m);
     }
     struct redis_waiter *unsent = c->waiters;
     c->waiters = NULL;

@@ -176,13 +176,15 @@ class RedisCluster:
         return Proc("redis-%d" % port, argv, port=port)
 
     def wait_ok(self, timeout=30.0):
-        """Until every node running says cluster_state:ok and agrees on
-        the slots."""
+        """Until every node running says cluster_state:ok, and every replica
+        has synced (one that never did cannot take over from its master)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                if all("cluster_state:ok" in redis_cli(p, "CLUSTER", "INFO")
-                       for p, n in self.nodes.items() if n.proc.poll() is None):
+                up = [p for p, n in self.nodes.items() if n.proc.poll() is None]
+                if all("cluster_state:ok" in redis_cli(p, "CLUSTER", "INFO") for p in up) and \
+                        all("role:master" in info or "master_link_status:up" in info
+                            for info in (redis_cli(p, "INFO", "replication") for p in up)):
                     return
             except subprocess.CalledProcessError:
                 pass
