@@ -522,13 +522,15 @@ static void on_outgoing_timer(evutil_socket_t fd, short what, void *arg)
     size_t need = strlen(path && *path ? path : "/") + (query ? strlen(query) + 1 : 0) + 1;
     body = malloc(need);
     snprintf(body, need, "%s%s%s", path && *path ? path : "/", query ? "?" : "", query ? query : "");
-    evhttp_make_request(o->conn, req, EVHTTP_REQ_POST, body);
     /* One connection per callback, closed once answered. libevent frees a
      * connection on completion only when it closes (Connection: close), and
      * decides so before calling back: asked from on_outgoing_done, it left
      * every callback's connection open until commsgate cut it idle, 10 s
-     * later (a few hundred sends a second filled commsgate's 1024). */
+     * later (a few hundred sends a second filled commsgate's 1024). Asked
+     * before the request: a connect that fails at once calls
+     * on_outgoing_done, which frees o, from inside evhttp_make_request. */
     evhttp_connection_free_on_completion(o->conn);
+    evhttp_make_request(o->conn, req, EVHTTP_REQ_POST, body); /* o may be gone now */
     free(body);
     evbuffer_free(b);
     evhttp_uri_free(uri);
