@@ -28,6 +28,7 @@ CallOnCluster = on_cluster(rpc_policy_test.CallTest)
 VerifyOnCluster = on_cluster(rpc_policy_test.VerifyTest)
 KeywordOnCluster = on_cluster(webhook_test.KeywordTest)
 DeliveryOnCluster = on_cluster(webhook_test.DeliveryTest)
+BudgetOnCluster = on_cluster(rpc_policy_test.BudgetTest)
 
 del rpc_policy_test, webhook_test  # so unittest finds only the cluster's
 
@@ -53,15 +54,7 @@ class ClusterChangesTest(unittest.TestCase):
         self.wait(self.serving, "SERVING")
 
     def wait(self, cond, what, timeout=30.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if cond():
-                    return
-            except Exception:
-                pass
-            time.sleep(0.05)
-        raise AssertionError("timed out waiting for %s" % what)
+        harness.wait_for(cond, what, timeout, step=0.05)
 
     def serving(self):
         h = self.stubs.health_pb2

@@ -106,6 +106,20 @@ class Proc:
         return self.proc.returncode
 
 
+def wait_for(cond, what, timeout=20.0, step=0.1):
+    """Until cond() is true (an exception counts as not yet), or fails
+    saying what it waited for."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if cond():
+                return
+        except Exception:
+            pass
+        time.sleep(step)
+    raise AssertionError("timed out waiting for %s" % what)
+
+
 def redis_dir():
     """A scratch directory for one redis-server: it loads a dump.rdb found
     where it runs, even with --save "", and a replica's full sync writes one

@@ -471,10 +471,14 @@ class CooldownTest(Base):
 
 
 class BudgetTest(unittest.TestCase):
-    """Two daemons on one Redis share one account send rate."""
+    """Daemons on one Redis share one account send rate."""
+    CLUSTER = False
 
     def test_two_daemons_share_the_send_rate(self):
         self.check_shared_rate([{}, {}])
+
+    def test_three_daemons_share_the_send_rate(self):
+        self.check_shared_rate([{}, {}, {}])
 
     def test_two_daemons_of_three_loops_share_the_send_rate(self):
         # Six loops, each its own Redis client: the rate holds across them
@@ -482,16 +486,17 @@ class BudgetTest(unittest.TestCase):
         self.check_shared_rate([{"COMMSGATE_LOOPS": "3"}, {"COMMSGATE_LOOPS": "3"}])
 
     def check_shared_rate(self, envs):
-        redis = harness.start_redis()
+        redis = harness.shared_cluster() if self.CLUSTER else harness.start_redis()
+        url = {"REDIS_URL": redis.url} if self.CLUSTER else {}
         sim = harness.start_sim()
         daemons = [harness.start_daemon(redis.port, sim.url,
-                                        extra_env=dict(e, COMMSGATE_SEND_RATE="5"))
+                                        extra_env=dict(e, COMMSGATE_SEND_RATE="5", **url))
                    for e in envs]
         channels = [grpc.insecure_channel(d.grpc_target) for d in daemons]
         try:
             stubs = [harness.Stubs(c) for c in channels]
             m = stubs[0].messaging_pb2
-            futures = [stubs[i % 2].SendSMS.future(
+            futures = [stubs[i % len(stubs)].SendSMS.future(
                 m.SendSMSRequest(to="+1415555%04d" % i, body="x"), timeout=15)
                 for i in range(15)]
             for f in futures:
@@ -509,11 +514,12 @@ class BudgetTest(unittest.TestCase):
                 c.close()
             rcs = [d.stop() for d in daemons]
             sim.stop()
-            redis.stop()
+            if not self.CLUSTER:
+                redis.stop()
         self.assertEqual(rcs, [0] * len(envs))
 
     def test_over_budget_waits_within_deadline_or_is_refused(self):
-        stack = harness.Stack(env={"COMMSGATE_SEND_RATE": "1"})
+        stack = harness.Stack(env={"COMMSGATE_SEND_RATE": "1"}, cluster=self.CLUSTER)
         try:
             m = stack.stubs.messaging_pb2
             stack.stubs.SendSMS(m.SendSMSRequest(to="+14155550190", body="x"), timeout=5)
@@ -537,7 +543,7 @@ class BudgetTest(unittest.TestCase):
         # 2 segments/s: B is booked 0.5 s after A and waits for its slot;
         # its caller cancels. Nothing goes to Twilio for B, and C, booked
         # after B's slot, still keeps the spacing (B's slot goes unused).
-        stack = harness.Stack(env={"COMMSGATE_SEND_RATE": "2"})
+        stack = harness.Stack(env={"COMMSGATE_SEND_RATE": "2"}, cluster=self.CLUSTER)
         try:
             m = stack.stubs.messaging_pb2
             stack.stubs.SendSMS(m.SendSMSRequest(to="+14155550193", body="a"), timeout=5)

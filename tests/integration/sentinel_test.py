@@ -107,15 +107,7 @@ class SentinelTest(unittest.TestCase):
         return int(self.sentinel_cli("SENTINEL", "get-master-addr-by-name", MASTER).split()[1])
 
     def wait(self, cond, what, timeout=20.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if cond():
-                    return
-            except Exception:
-                pass
-            time.sleep(0.1)
-        raise AssertionError("timed out waiting for %s" % what)
+        harness.wait_for(cond, what, timeout)
 
     def serving(self, stubs=None):
         stubs = stubs or self.stubs
@@ -297,6 +289,17 @@ class SentinelTest(unittest.TestCase):
         self.wait(lambda: "master_link_status:up" in harness.redis_cli(
             port, "INFO", "replication"), "the new replica to sync")
 
+    def all_moved_from(self, old, replicas):
+        """Once the sentinels name a master other than old and every
+        commsgate in replicas serves from it: its port."""
+        self.wait(lambda: self.master_port() != old, "the sentinels to switch")
+        new = self.master_port()
+        for d, stubs in replicas:
+            self.wait(lambda: '"port":%d' % new in d.output().split(
+                '"event":"redis_master"')[-1], "commsgate to name the new master")
+            self.wait(lambda: self.serving(stubs), "SERVING")
+        return new
+
     def test_two_replicas_through_both_switches(self):
         """Two commsgate replicas under a steady load, a caller that repeats
         a key on the other replica whenever it is not told OK, and STOPs
@@ -374,22 +377,12 @@ class SentinelTest(unittest.TestCase):
             time.sleep(1)
             first = self.master_port()
             self.sentinel_cli("SENTINEL", "FAILOVER", MASTER)
-            self.wait(lambda: self.master_port() != first, "the sentinels to switch")
-            second = self.master_port()
-            for d, stubs in replicas:
-                self.wait(lambda: '"port":%d' % second in d.output().split(
-                    '"event":"redis_master"')[-1], "commsgate to name the new master")
-                self.wait(lambda: self.serving(stubs), "SERVING")
+            second = self.all_moved_from(first, replicas)
             self.wait(lambda: "master_link_status:up" in harness.redis_cli(
                 first, "INFO", "replication"), "the old master to sync as a replica")
             time.sleep(1)
             self.kill_and_hold(second)
-            self.wait(lambda: self.master_port() != second, "the sentinels to switch")
-            third = self.master_port()
-            for d, stubs in replicas:
-                self.wait(lambda: '"port":%d' % third in d.output().split(
-                    '"event":"redis_master"')[-1], "commsgate to name the new master")
-                self.wait(lambda: self.serving(stubs), "SERVING")
+            third = self.all_moved_from(second, replicas)
             time.sleep(1)
             sent = len(self.posts())
             time.sleep(1)
