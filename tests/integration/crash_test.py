@@ -97,7 +97,11 @@ class CrashTest(unittest.TestCase):
                 return stubs.SendSMS(self.request(m, i), timeout=2)
             except grpc.RpcError as e:
                 _, info, _ = harness.status_details(e)
-                if e.code() == grpc.StatusCode.UNAVAILABLE or (info and info.reason in PENDING):
+                # A deadline passed is repeated too, as a careful caller
+                # does (seen once under a loaded clean-clone run): the
+                # counts below still catch a second send.
+                if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) \
+                        or (info and info.reason in PENDING):
                     time.sleep(0.1)
                     continue
                 raise
