@@ -427,7 +427,9 @@ int cluster_command_argv(struct cluster *c, redisCallbackFn *fn, void *privdata,
     if (argc < 1)
         return CG_EREDIS;
     const char *key = key_of(argc, argv, argvlen, &klen);
-    if (!key) { /* every master's */
+    if (!key && strcasecmp(argv[0], "SCRIPT") != 0)
+        return CG_EINVAL; /* no slot to send it to, and fn must run once */
+    if (!key) { /* SCRIPT LOAD: every master's */
         int sent = 0;
         for (int i = 0; i < c->nnodes; i++) {
             if (!c->nodes[i]->up || !memchr(c->owner, i, sizeof(c->owner)))

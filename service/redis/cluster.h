@@ -23,8 +23,8 @@ int cluster_is_up(const struct cluster *c);
 void cluster_counts(const struct cluster *c, struct redis_counts *out);
 
 /* redis_command_argv's contract. The key is argv[1], or argv[3] for
- * EVALSHA (its first key); a command without one (SCRIPT LOAD) goes to
- * every master, and fn is called once for each. */
+ * EVALSHA (its first key). SCRIPT (LOAD) goes to every master, and fn is
+ * called once for each; any other command without a key is CG_EINVAL. */
 int cluster_command_argv(struct cluster *c, redisCallbackFn *fn, void *privdata, int argc,
                          const char **argv, const size_t *argvlen);
 
