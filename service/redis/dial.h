@@ -1,6 +1,7 @@
 /* Opening a hiredis async connection without blocking the loop: hiredis 0.14
- * would resolve a host name with getaddrinfo inline, so names go through
- * evdns first. Used for data nodes and sentinels alike. Loop thread. */
+ * would resolve a host name with getaddrinfo inline, so names are looked up
+ * on a thread of their own first. Used for data nodes and sentinels alike.
+ * Loop thread; the base must have been made with threads on (loop_new). */
 #ifndef COMMSGATE_REDIS_DIAL_H
 #define COMMSGATE_REDIS_DIAL_H
 
