@@ -25,7 +25,8 @@
  * added to the cluster are found. */
 #define REFRESH_MS 5000
 /* TRYAGAIN (a script's keys split by a slot being migrated) is tried again
- * this often, this many times: a slot's keys move in batches, each quick. */
+ * this often, this many times: a slot's keys move in batches, each quick.
+ * CLUSTERDOWN too: a cluster being joined, or past a failover, is soon ok. */
 #define TRYAGAIN_MS 20
 #define TRYAGAIN_MAX 50
 
@@ -45,11 +46,12 @@ struct cluster {
     int nnodes;
     uint8_t owner[CLUSTER_SLOTS]; /* index into nodes, or NO_NODE */
     int up;                       /* every slot has a master that answers */
+    int state_ok;                 /* cluster_state:ok, and no CLUSTERDOWN since */
     int refreshing;               /* a CLUSTER SLOTS is out */
     int refresh_wanted;           /* a redirect or a lost master said the map moved */
     long long refreshed_ms;
     int dying;
-    struct cmd *retrying; /* waiting out a TRYAGAIN */
+    struct cmd *retrying; /* waiting out a TRYAGAIN or CLUSTERDOWN */
     struct event *tick;
     struct redis_waiter *waiters;
     struct event *barrier;
@@ -66,7 +68,7 @@ struct cmd {
     void *privdata;
     unsigned slot;
     int redirects;
-    int tries;    /* TRYAGAIN answers */
+    int tries;    /* TRYAGAIN and CLUSTERDOWN answers */
     int reloaded; /* NOSCRIPT seen once: the scripts were loaded again */
     struct event *retry;
     struct cmd *prev, *next; /* in c->retrying while retry is pending */
@@ -121,7 +123,7 @@ static void refresh(struct cluster *c);
 
 static void recompute(struct cluster *c)
 {
-    int up = c->nnodes > 0;
+    int up = c->nnodes > 0 && c->state_ok;
     for (unsigned s = 0; s < CLUSTER_SLOTS && up; s++)
         up = c->owner[s] != NO_NODE && c->nodes[c->owner[s]]->up;
     atomic_store(&c->no_master, !up);
@@ -210,6 +212,11 @@ static void on_slots(redisAsyncContext *ac, void *reply, void *privdata)
         if (!from || !to || !host || !port || from->integer < 0 ||
             to->integer >= CLUSTER_SLOTS || from->integer > to->integer)
             continue;
+        /* "?": the master is to be named by a hostname it has not yet
+         * gossiped (cluster-preferred-endpoint-type hostname); the range
+         * stays without a node until a later map names it. */
+        if (host->len == 1 && host->str[0] == '?')
+            continue;
         /* An empty host is the node that answered's own. */
         int n = node_index(c, host->len ? host->str : asked->server.host, (int)port->integer, 1);
         if (n < 0)
@@ -231,10 +238,25 @@ static void on_slots(redisAsyncContext *ac, void *reply, void *privdata)
     recompute(c);
 }
 
+/* The cluster's own word on its state, asked with each map: a full slot map
+ * is not yet a cluster that serves (one being joined, or one waiting out a
+ * failover, answers CLUSTERDOWN). Runs just before on_slots. */
+static void on_info(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct node *asked = privdata;
+    const redisReply *r = reply;
+    (void)ac;
+    if (asked->c->dying || !r)
+        return;
+    asked->c->state_ok = (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS) &&
+                         strstr(r->str, "cluster_state:ok") != NULL;
+}
+
 /* Asks one answering node for the map: a master of the map first, since a
  * node the map no longer names may be the one that left. */
 static void refresh(struct cluster *c)
 {
+    const char *info[] = {"CLUSTER", "INFO"};
     const char *argv[] = {"CLUSTER", "SLOTS"};
     struct node *pick = NULL;
     for (int i = 0; i < c->nnodes && !pick; i++)
@@ -245,7 +267,8 @@ static void refresh(struct cluster *c)
             pick = c->nodes[i];
     if (!pick)
         return; /* the nodes reconnect on their own; asked at the next tick */
-    if (redis_command_argv(pick->conn, on_slots, pick, 2, argv, NULL) == CG_OK)
+    if (redis_command_argv(pick->conn, on_info, pick, 2, info, NULL) == CG_OK &&
+        redis_command_argv(pick->conn, on_slots, pick, 2, argv, NULL) == CG_OK)
         c->refreshing = 1;
 }
 
@@ -386,6 +409,13 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
                 send_to(m, c->nodes[to], ask) == CG_OK)
                 return;
         } else if (strncmp(r->str, "TRYAGAIN", 8) == 0) {
+            if (retry_later(m) == 0)
+                return;
+        } else if (strncmp(r->str, "CLUSTERDOWN", 11) == 0) {
+            /* Not serving until it says cluster_state:ok again; the command
+             * waits a little for that, as for TRYAGAIN. */
+            c->state_ok = 0;
+            recompute(c);
             if (retry_later(m) == 0)
                 return;
         } else if (strncmp(r->str, "NOSCRIPT", 8) == 0 && !m->reloaded && c->opts.on_connect) {
