@@ -169,11 +169,13 @@ class ContainerTest(unittest.TestCase):
         wait_http("http://127.0.0.1:%d/readyz" % admin_port, want=503)
         wait_http("http://127.0.0.1:%d/healthz" % admin_port, want=200)
 
-    def test_compose_file(self):
-        work = os.path.join(self.dir, "compose")
+    def compose_up(self, name, ready_timeout=60):
+        """deploy/NAME as shipped, beside the .env its header says to make,
+        up under podman-compose with its ports on this host's loopback;
+        returns (project, gRPC target, admin URL)."""
+        work = os.path.join(self.dir, name)
         os.makedirs(work)
-        # The compose file as shipped, beside the .env its header says to make.
-        shutil.copy(os.path.join(ROOT, "deploy/docker-compose.yml"), work)
+        shutil.copy(os.path.join(ROOT, "deploy", name), work)
         shutil.copy(os.path.join(ROOT, "deploy/.env.example"), os.path.join(work, ".env"))
         grpc_port, admin_port = harness.free_port(), harness.free_port()
         env = {
@@ -184,25 +186,33 @@ class ContainerTest(unittest.TestCase):
             "COMMSGATE_ADMIN_PUBLISH": "127.0.0.1:%d" % admin_port,
         }
         # Debian 12's docker-compose (1.29) reads the same file.
-        r = self.podman.run("-f", "docker-compose.yml", "config", "-q", tool="docker-compose",
+        r = self.podman.run("-f", name, "config", "-q", tool="docker-compose",
                             env=env, cwd=work, check=False)
         self.assertEqual(r.returncode, 0, r.stderr)
 
-        project = PREFIX + "-compose"
-        compose = ["-p", project, "-f", "docker-compose.yml"]
+        project = "%s-%s" % (PREFIX, name.split(".")[1] if name.count(".") > 1 else "compose")
+        compose = ["-p", project, "-f", name]
         self.addCleanup(self.podman.run, *compose, "down", "-v", tool="podman-compose", env=env,
                         cwd=work, check=False)
         self.podman.run(*compose, "up", "-d", tool="podman-compose", env=env, cwd=work,
                         timeout=300)
-        wait_http("http://127.0.0.1:%d/readyz" % admin_port, timeout=60)
+        admin = "http://127.0.0.1:%d" % admin_port
+        wait_http(admin + "/readyz", timeout=ready_timeout)
+        return project, "127.0.0.1:%d" % grpc_port, admin
 
-        r = send_sms("127.0.0.1:%d" % grpc_port, "+14155550101")
+    def commsgate_log(self, project):
+        r = self.podman.run("logs", project + "_commsgate_1", check=False)
+        return r.stdout + r.stderr
+
+    def test_compose_file(self):
+        project, target, _ = self.compose_up("docker-compose.yml")
+        r = send_sms(target, "+14155550101")
         sim = harness.Sim("http://%s:8089" % self.podman.ip(project + "_twilio-sim_1"))
         got = [q for q in sim.requests("/Messages.json") if q["method"] == "POST"]
         self.assertEqual(len(got), 1, got)
         # The simulator's status callbacks reach commsgate by its service
         # name (COMMSGATE_PUBLIC_URL) and pass the signature check.
-        with grpc.insecure_channel("127.0.0.1:%d" % grpc_port) as ch:
+        with grpc.insecure_channel(target) as ch:
             stubs = harness.Stubs(ch)
             deadline = time.monotonic() + 20
             while True:
@@ -211,6 +221,53 @@ class ContainerTest(unittest.TestCase):
                     break
                 time.sleep(0.2)
             self.assertEqual(m.status, "delivered")
+
+    def test_compose_sentinel(self):
+        """deploy/docker-compose.sentinel.yml: sends go through the master
+        the sentinels name; its container stopped, they promote the replica
+        and commsgate follows, every name resolved (a lookup that said "not
+        known" once left commsgate deaf to the switch)."""
+        project, target, admin = self.compose_up("docker-compose.sentinel.yml")
+        self.assertTrue(send_sms(target, "+14155550103").sid.startswith("SM"))
+        self.podman.run("stop", "-t", "1", project + "_redis-1_1")
+        self.switched_and_sending(project, target, admin, "+14155550104")
+        log = self.commsgate_log(project)
+        self.assertIn('"event":"redis_master_switched"', log)
+        self.assertIn('"host":"redis-2"', log)
+        for bad in ("sentinel_failed", "sentinel_subscribe_failed", "not known"):
+            self.assertNotIn(bad, log)
+
+    def test_compose_cluster(self):
+        """deploy/docker-compose.cluster.yml: the six nodes joined by
+        redis-cluster-init, sends to numbers on every master, then a master
+        stopped: its replica takes over and every number sends again."""
+        project, target, admin = self.compose_up("docker-compose.cluster.yml", ready_timeout=120)
+        numbers = ["+1415555%04d" % i for i in range(200, 212)]
+        for n in numbers:
+            self.assertTrue(self.send_logged(project, target, n).sid.startswith("SM"))
+        first = project + "_redis-1_1"
+        role = subprocess.run(["redis-cli", "-h", self.podman.ip(first), "ROLE"],
+                              capture_output=True, text=True, check=True).stdout
+        self.assertTrue(role.startswith("master"), role)  # --cluster create's first three
+        self.podman.run("stop", "-t", "1", first)
+        self.switched_and_sending(project, target, admin, *numbers)
+        log = self.commsgate_log(project)
+        self.assertIn('"event":"redis_cluster_map"', log)
+        self.assertNotIn("not known", log)
+
+    def switched_and_sending(self, project, target, admin, *numbers):
+        """Redis lost a master just now: commsgate goes unready, then ready
+        again within 60 s, and each number sends."""
+        wait_http(admin + "/readyz", want=503, timeout=30)
+        wait_http(admin + "/readyz", timeout=60)
+        for n in numbers:
+            self.assertTrue(self.send_logged(project, target, n).sid.startswith("SM"))
+
+    def send_logged(self, project, target, to):
+        try:
+            return send_sms(target, to)
+        except grpc.RpcError as e:
+            raise AssertionError("%s: %s\n%s" % (to, e, self.commsgate_log(project)))
 
     def test_sidecar_manifest(self):
         """deploy/k8s/sidecar.yaml under `podman kube play`. Only what a real

@@ -46,6 +46,16 @@ def k8s_docs():
     return docs
 
 
+# One per Redis mode: a single node, Sentinel, Cluster.
+COMPOSE_FILES = ("docker-compose.yml", "docker-compose.sentinel.yml", "docker-compose.cluster.yml")
+
+
+def compose_files():
+    for name in COMPOSE_FILES:
+        with open(os.path.join(DEPLOY, name)) as f:
+            yield name, yaml.safe_load(f)
+
+
 def containers(docs):
     for d in docs:
         if d["kind"] == "Deployment":
@@ -117,15 +127,28 @@ class DeployTest(unittest.TestCase):
         for src in re.findall(r"^COPY (?!--from)(\S+) ", docker, re.M):
             if src != ".":
                 self.assertTrue(os.path.exists(os.path.join(ROOT, src)), src)
-        with open(os.path.join(DEPLOY, "docker-compose.yml")) as f:
-            compose = yaml.safe_load(f)
-        for name, svc in compose["services"].items():
-            if "build" in svc:
-                ctx = os.path.normpath(os.path.join(DEPLOY, svc["build"]["context"]))
-                self.assertTrue(os.path.isfile(os.path.join(ctx, svc["build"]["dockerfile"])), name)
+        for file, compose in compose_files():
+            for name, svc in compose["services"].items():
+                if "build" in svc:
+                    ctx = os.path.normpath(os.path.join(DEPLOY, svc["build"]["context"]))
+                    self.assertTrue(os.path.isfile(os.path.join(ctx, svc["build"]["dockerfile"])),
+                                    (file, name))
         self.assertTrue(os.path.isfile(os.path.join(DEPLOY, ".env.example")))
         self.assertIn("/deploy/.env", read(".gitignore"))
         self.assertTrue(os.path.isfile(os.path.join(DEPLOY, "prometheus", "commsgate-alerts.yml")))
+
+    def test_each_compose_file_names_its_own_redis(self):
+        """Each mode's REDIS_URL: its scheme, and only hosts that are
+        services of the same file (the sentinels, or the cluster's nodes)."""
+        schemes = {"docker-compose.yml": "redis", "docker-compose.sentinel.yml": "redis-sentinel",
+                   "docker-compose.cluster.yml": "redis-cluster"}
+        for file, compose in compose_files():
+            url = compose["services"]["commsgate"]["environment"]["REDIS_URL"]
+            scheme, rest = url.split("://", 1)
+            self.assertEqual(scheme, schemes[file], url)
+            hosts = re.split(r"[/#]", rest.rsplit("@", 1)[-1])[0].split(",")
+            for h in hosts:
+                self.assertIn(h.rsplit(":", 1)[0], compose["services"], (file, url))
 
     def test_yaml_parses(self):
         for base, _, files in os.walk(DEPLOY):
@@ -146,9 +169,8 @@ class DeployTest(unittest.TestCase):
         for line in read("deploy", ".env.example").splitlines():
             if "=" in line and not line.startswith("#"):
                 names.add(line.split("=", 1)[0])
-        with open(os.path.join(DEPLOY, "docker-compose.yml")) as f:
-            compose = yaml.safe_load(f)
-        names |= set(compose["services"]["commsgate"]["environment"])
+        for _, compose in compose_files():
+            names |= set(compose["services"]["commsgate"]["environment"])
         self.assertTrue(names)
         self.assertEqual(names - self.settings, set())
 
