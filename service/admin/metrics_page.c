@@ -3,6 +3,8 @@
 #include "admin/process_metrics.h"
 
 #include <event2/buffer.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "app.h"
 #include "redis/redis.h"
@@ -18,6 +20,64 @@
 static const char *const buckets[] = {"2xx", "400", "403", "413", "415", "5xx", "4xx"};
 static const char *const routes[] = {"messages_status", "messages_inbound", "calls_status",
                                      "other"};
+
+/* Every worker has its own connection to each node: one series per node,
+ * counts summed, up only while every worker's connection is. */
+#define NODES_MAX 64
+
+static void redis_node_metrics(const struct app *app, struct evbuffer *out)
+{
+    struct redis_node_stat *all = calloc(NODES_MAX, sizeof(*all));
+    struct redis_node_stat *one = calloc(NODES_MAX, sizeof(*one));
+    int n = 0;
+    if (!all || !one)
+        goto done;
+    for (int w = 0; w < app->nworkers; w++) {
+        int got = redis_nodes(app->workers[w].redis, one, NODES_MAX);
+        for (int i = 0; i < got && i < NODES_MAX; i++) {
+            int j = 0;
+            while (j < n && strcmp(all[j].addr, one[i].addr))
+                j++;
+            if (j == n && n == NODES_MAX)
+                continue;
+            if (j == n) {
+                all[n++] = one[i];
+                continue;
+            }
+            all[j].up &= one[i].up;
+            all[j].commands += one[i].commands;
+            all[j].redirects += one[i].redirects;
+        }
+    }
+    /* A host name is Redis's to choose (CLUSTER SLOTS): nothing in it may
+     * end the label. */
+    for (int j = 0; j < n; j++)
+        for (char *c = all[j].addr; *c; c++)
+            if (*c == '"' || *c == '\\' || *c == '\n')
+                *c = '_';
+    evbuffer_add_printf(out, "# HELP commsgate_redis_node_up 1 while every worker's connection "
+                             "to this Redis node answers (the master in use under Sentinel; "
+                             "each node the slot map named under Cluster).\n"
+                             "# TYPE commsgate_redis_node_up gauge\n");
+    for (int j = 0; j < n; j++)
+        evbuffer_add_printf(out, "commsgate_redis_node_up{node=\"%s\"} %d\n", all[j].addr,
+                            all[j].up);
+    evbuffer_add_printf(out, "# HELP commsgate_redis_node_commands_total Commands sent to this "
+                             "Redis node (health checks apart).\n"
+                             "# TYPE commsgate_redis_node_commands_total counter\n");
+    for (int j = 0; j < n; j++)
+        evbuffer_add_printf(out, "commsgate_redis_node_commands_total{node=\"%s\"} %lu\n",
+                            all[j].addr, all[j].commands);
+    evbuffer_add_printf(out, "# HELP commsgate_redis_node_redirects_total MOVED and ASK "
+                             "answers from this Redis node (Cluster: slots moving).\n"
+                             "# TYPE commsgate_redis_node_redirects_total counter\n");
+    for (int j = 0; j < n; j++)
+        evbuffer_add_printf(out, "commsgate_redis_node_redirects_total{node=\"%s\"} %lu\n",
+                            all[j].addr, all[j].redirects);
+done:
+    free(all);
+    free(one);
+}
 
 void metrics_page(struct app *app, struct evbuffer *out)
 {
@@ -49,6 +109,7 @@ void metrics_page(struct app *app, struct evbuffer *out)
                         "# TYPE commsgate_redis_master_changes_total counter\n"
                         "commsgate_redis_master_changes_total %lu\n",
                         sum.no_master, sum.master_changes);
+    redis_node_metrics(app, out);
     rpc_server_metrics(app->server, out);
     twilio_metrics(twilio, app->nworkers, out);
     flow_metrics(flows, app->nworkers, out);

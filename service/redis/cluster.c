@@ -36,6 +36,7 @@ struct node {
     struct config_redis server;
     int up;      /* its connection's last health */
     int written; /* commands sent on it since the last barrier */
+    atomic_ulong redirects; /* MOVED and ASK it answered, for /metrics */
 };
 
 struct cluster {
@@ -44,6 +45,7 @@ struct cluster {
     struct config_redis server;
     struct node *nodes[MAX_NODES];
     int nnodes;
+    atomic_int nnodes_seen; /* nnodes, published after each node is in place */
     uint8_t owner[CLUSTER_SLOTS]; /* index into nodes, or NO_NODE */
     int up;                       /* every slot has a master that answers */
     int state_ok;                 /* cluster_state:ok, and no CLUSTERDOWN since */
@@ -67,6 +69,7 @@ struct cmd {
     redisCallbackFn *fn;
     void *privdata;
     unsigned slot;
+    struct node *at; /* sent to last */
     int redirects;
     int tries;    /* TRYAGAIN and CLUSTERDOWN answers */
     int reloaded; /* NOSCRIPT seen once: the scripts were loaded again */
@@ -173,6 +176,7 @@ static int node_index(struct cluster *c, const char *host, int port, int create)
         return -1;
     }
     c->nodes[c->nnodes] = n;
+    atomic_store_explicit(&c->nnodes_seen, c->nnodes + 1, memory_order_release);
     return c->nnodes++;
 }
 
@@ -314,8 +318,10 @@ static int send_to(struct cmd *m, struct node *n, int asking)
     if (asking && redis_command_argv(n->conn, NULL, NULL, 1, (const char **)ask, NULL))
         return CG_EREDIS;
     int rc = redis_command_argv(n->conn, on_reply, m, m->argc, m->argv, m->lens);
-    if (rc == CG_OK)
+    if (rc == CG_OK) {
         n->written = 1;
+        m->at = n;
+    }
     return rc;
 }
 
@@ -401,6 +407,8 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
         unsigned slot;
         int to = redirect_target(c, r->str, &ask, &slot);
         if (to >= 0) {
+            if (m->at)
+                atomic_fetch_add_explicit(&m->at->redirects, 1, memory_order_relaxed);
             if (!ask) { /* the slot lives there now; the rest of the map may have moved too */
                 c->owner[slot] = (uint8_t)to;
                 c->refresh_wanted = 1;
@@ -595,6 +603,16 @@ int cluster_start(struct cluster *c)
 int cluster_is_up(const struct cluster *c)
 {
     return c->up;
+}
+
+int cluster_nodes(const struct cluster *c, struct redis_node_stat *out, int max)
+{
+    int n = atomic_load_explicit(&c->nnodes_seen, memory_order_acquire);
+    for (int i = 0; i < n && i < max; i++) {
+        redis_nodes(c->nodes[i]->conn, &out[i], 1);
+        out[i].redirects = atomic_load_explicit(&c->nodes[i]->redirects, memory_order_relaxed);
+    }
+    return n;
 }
 
 void cluster_counts(const struct cluster *c, struct redis_counts *out)

@@ -21,6 +21,8 @@ int cluster_new(struct event_base *base, const struct redis_opts *opts, struct c
 int cluster_start(struct cluster *c);
 int cluster_is_up(const struct cluster *c);
 void cluster_counts(const struct cluster *c, struct redis_counts *out);
+/* redis_nodes' contract: every node the map has named. Any thread. */
+int cluster_nodes(const struct cluster *c, struct redis_node_stat *out, int max);
 
 /* redis_command_argv's contract. The key is argv[1], or argv[3] for
  * EVALSHA (its first key). SCRIPT (LOAD) goes to every master, and fn is

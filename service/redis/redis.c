@@ -13,6 +13,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <pthread.h>
+
 #include "core/error.h"
 #include "core/log.h"
 #include "loop/loop.h"
@@ -32,6 +34,10 @@ struct redis_ctx {
     int not_master; /* ROLE said replica: this connection must not serve */
     atomic_ulong master_changes; /* read by /metrics on another loop */
     atomic_int no_master;
+    atomic_ulong commands;
+    atomic_int up_seen;       /* up, as /metrics reads it */
+    pthread_mutex_t addr_mu;  /* addr: rewritten when the sentinels move the master */
+    char addr[272];
     struct event *tick;
     struct redis_opts opts;
     struct config_redis server;
@@ -66,11 +72,20 @@ static long long now_ms(void)
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* r->addr from r->server, for /metrics on another thread. */
+static void set_addr(struct redis_ctx *r)
+{
+    pthread_mutex_lock(&r->addr_mu);
+    snprintf(r->addr, sizeof(r->addr), "%s:%d", r->server.host, r->server.port);
+    pthread_mutex_unlock(&r->addr_mu);
+}
+
 static void set_up(struct redis_ctx *r, int up, const char *why)
 {
     if (r->up == up)
         return;
     r->up = up;
+    atomic_store(&r->up_seen, up);
     if (up)
         log_event(LOG_LEVEL_INFO, "redis_up",
                   json_pack("{s:s, s:i, s:i}", "host", r->server.host, "port", r->server.port,
@@ -252,6 +267,7 @@ static void on_master(const char *host, int port, const char *why, void *data)
             atomic_fetch_add(&r->master_changes, 1); /* not the first one found */
         snprintf(r->server.host, sizeof(r->server.host), "%s", host);
         r->server.port = port;
+        set_addr(r);
     }
     start_connect(r);
 }
@@ -404,9 +420,12 @@ int redis_new(struct event_base *base, const struct redis_opts *opts, struct red
     r->opts = *opts;
     r->server = *opts->server;
     r->opts.server = &r->server;
+    pthread_mutex_init(&r->addr_mu, NULL);
+    set_addr(r);
     if (r->server.nseeds) {
         int rc = cluster_new(base, &r->opts, &r->cluster);
         if (rc) {
+            pthread_mutex_destroy(&r->addr_mu);
             free(r);
             return rc;
         }
@@ -459,6 +478,27 @@ void redis_counts(const struct redis_ctx *r, struct redis_counts *out)
     out->no_master = atomic_load(&r->no_master);
 }
 
+int redis_nodes(const struct redis_ctx *r, struct redis_node_stat *out, int max)
+{
+    if (r->cluster)
+        return cluster_nodes(r->cluster, out, max);
+    struct redis_node_stat s;
+    /* The lock is not the connection's state: taking it changes nothing a
+     * const reader could see. */
+    pthread_mutex_lock((pthread_mutex_t *)&r->addr_mu);
+    memcpy(s.addr, r->addr, sizeof(s.addr));
+    pthread_mutex_unlock((pthread_mutex_t *)&r->addr_mu);
+    if (s.addr[0] == ':')
+        return 0; /* no master named yet */
+    if (max < 1)
+        return 1;
+    memcpy(out->addr, s.addr, sizeof(out->addr));
+    out->up = atomic_load(&r->up_seen);
+    out->commands = atomic_load(&r->commands);
+    out->redirects = 0;
+    return 1;
+}
+
 int redis_is_up(const struct redis_ctx *r)
 {
     if (r->cluster)
@@ -476,6 +516,7 @@ int redis_command_argv(struct redis_ctx *r, redisCallbackFn *fn, void *privdata,
         return CG_EREDIS;
     if (redisAsyncCommandArgv(r->ac, fn, privdata, argc, argv, argvlen) != REDIS_OK)
         return CG_EREDIS;
+    atomic_fetch_add_explicit(&r->commands, 1, memory_order_relaxed);
     return CG_OK;
 }
 
@@ -510,6 +551,7 @@ void redis_free(struct redis_ctx **rp)
     struct redis_waiter *unsent = r->waiters;
     r->waiters = NULL;
     tell_waiters(unsent, 0);
+    pthread_mutex_destroy(&r->addr_mu);
     free(r);
     *rp = NULL;
 }

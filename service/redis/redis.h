@@ -46,6 +46,18 @@ struct redis_counts {
 };
 void redis_counts(const struct redis_ctx *r, struct redis_counts *out);
 
+/* One Redis node a connection talks to, for /metrics. Any thread. */
+struct redis_node_stat {
+    char addr[272];          /* host:port */
+    int up;                  /* its connection answers its pings */
+    unsigned long commands;  /* sent to it (pings and WAITs of the health check apart) */
+    unsigned long redirects; /* MOVED and ASK it answered (cluster) */
+};
+/* Fills out[0..max) and returns how many nodes there are: one node, or the
+ * master the sentinels named last (counts run on across a switch), or every
+ * node a cluster's map has named. */
+int redis_nodes(const struct redis_ctx *r, struct redis_node_stat *out, int max);
+
 /* Sends one command. When Redis is not answering, returns CG_EREDIS at once
  * and `fn` is never called (policies fail closed, and fast). Otherwise `fn`
  * is called exactly once, with reply NULL if the connection was lost; the

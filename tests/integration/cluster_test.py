@@ -148,6 +148,14 @@ class ClusterChangesTest(unittest.TestCase):
         self.wait(lambda: harness.metric(self.daemon.admin_port,
                                          "commsgate_redis_master_changes_total") > changes,
                   "the new map")
+        # The slots' old master answered the redirects; every master took commands.
+        redirects = harness.node_metric(self.daemon.admin_port,
+                                        "commsgate_redis_node_redirects_total")
+        self.assertGreater(redirects["127.0.0.1:%d" % a], 0, redirects)
+        commands = harness.node_metric(self.daemon.admin_port,
+                                       "commsgate_redis_node_commands_total")
+        for port in masters:
+            self.assertGreater(commands["127.0.0.1:%d" % port], 0, commands)
         print("\nreshard of 2000 slots under load: %d keys, all told OK" % len(settled))
 
     def test_master_killed_under_load(self):
@@ -169,6 +177,10 @@ class ClusterChangesTest(unittest.TestCase):
         self.assertIn(grpc.StatusCode.UNAVAILABLE, codes)
         self.assertGreater(len(settled), 100)
         self.assertNotIn(victim, self.cluster.masters())
+        up = harness.node_metric(self.daemon.admin_port, "commsgate_redis_node_up")
+        self.assertEqual(up["127.0.0.1:%d" % victim], 0, up)
+        for port in self.cluster.masters():
+            self.assertEqual(up["127.0.0.1:%d" % port], 1, up)
         resolving = self.assert_each_key_once(settled)
         print("\nmaster SIGKILLed under load: SERVING again after %.1f s; %d keys told OK, "
               "none sent twice; repeats answered 'being resolved' %d times before their SID"

@@ -5,6 +5,7 @@ tests can run in parallel under ctest -j and never touch anything but 127.0.0.1.
 """
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -391,6 +392,13 @@ def metric(admin_port, name):
         if line.startswith(name + " "):
             return int(line.split()[1])
     raise AssertionError("no %s on /metrics" % name)
+
+
+def node_metric(admin_port, name):
+    """{node: value} of a per-Redis-node metric (commsgate_redis_node_*)."""
+    _, text = http_get("http://127.0.0.1:%d/metrics" % admin_port)
+    return {m.group(1): int(m.group(2))
+            for m in re.finditer(r'^%s\{node="([^"]*)"\} (\d+)$' % name, text, re.M)}
 
 
 def redis_cli(port, *args):

@@ -204,6 +204,9 @@ class SentinelTest(unittest.TestCase):
         # Each loop moved twice.
         self.assertGreaterEqual(self.metric("commsgate_redis_master_changes_total"), 2)
         self.assertEqual(self.metric("commsgate_redis_no_master"), 0)
+        # Per node: the master in use now, and only it.
+        self.assertEqual(harness.node_metric(self.daemon.admin_port, "commsgate_redis_node_up"),
+                         {"127.0.0.1:%d" % first: 1})
 
     def metric(self, name):
         return harness.metric(self.daemon.admin_port, name)

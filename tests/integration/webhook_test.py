@@ -298,10 +298,16 @@ class DeliveryTest(Base):
             self.assertIn(needle, text)
         self.assertEqual(urllib.request.urlopen(self.admin + "/readyz", timeout=5).status, 200)
         port = self.stack.redis.port
+        node = "127.0.0.1:%d" % port
+        admin_port = self.stack.daemon.admin_port
+        self.assertEqual(harness.node_metric(admin_port, "commsgate_redis_node_up"), {node: 1})
+        self.assertGreater(harness.node_metric(admin_port,
+                                               "commsgate_redis_node_commands_total")[node], 2)
         self.stack.redis.stop()
         with self.assertRaises(urllib.error.HTTPError) as cm:
             urllib.request.urlopen(self.admin + "/readyz", timeout=5)
         self.assertEqual(cm.exception.code, 503)
+        self.assertEqual(harness.node_metric(admin_port, "commsgate_redis_node_up"), {node: 0})
         self.assertEqual(urllib.request.urlopen(self.admin + "/healthz", timeout=5).status, 200)
         self.stack.redis = harness.start_redis(port)
 
