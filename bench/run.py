@@ -75,6 +75,22 @@ def write_payloads(path, messages):
             f.write(struct.pack(">I", len(b)) + b)
 
 
+def relay_rtt_ms(port, n=50):
+    """A PING's round trip through the delay relay on port, median: what one
+    round trip costs there (the relay's timers add to its nominal delay)."""
+    times = []
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for _ in range(n):
+            t0 = time.monotonic()
+            s.sendall(b"PING\r\n")
+            got = b""
+            while not got.endswith(b"\r\n"):
+                got += s.recv(64)
+            times.append((time.monotonic() - t0) * 1000)
+    return sorted(times)[n // 2]
+
+
 class Bench:
     def __init__(self, bindir, smoke):
         self.bin = bindir
@@ -119,21 +135,33 @@ class Bench:
         commsgate; with tls, commsgate trusts the system's CA bundle plus the
         test CA unless extra says otherwise: the store it parses on its
         default path."""
-        env = {"COMMSGATE_SEND_RATE": "100000", "COMMSGATE_TWILIO_CONCURRENCY": "10000",
-               "COMMSGATE_VERIFY_COOLDOWN_SECONDS": "0", "COMMSGATE_VERIFY_MAX_SENDS": "1000",
-               "COMMSGATE_VERIFY_MAX_CHECKS": "1000", "COMMSGATE_LOG_LEVEL": "info"}
+        env = {}
         if tls:
             env["COMMSGATE_TWILIO_CA_FILE"] = tls.bundle()
         env.update(extra or {})
         redis = harness.start_redis()
         self.procs.append(redis)
+        sim = self.sim(sim_latency_ms, tls)
+        daemon, serving_ms = self.serving(redis.port, sim, env)
+        return redis, sim, daemon, serving_ms
+
+    def sim(self, latency_ms=0, tls=None):
         # No callbacks and no request log: the stand-in for Twilio, which runs
         # elsewhere in production, takes as little of these two cores as it can.
-        sim = harness.start_sim(["--latency-ms", str(sim_latency_ms), "--no-callbacks",
+        sim = harness.start_sim(["--latency-ms", str(latency_ms), "--no-callbacks",
                                  "--no-record"], tls=tls)
         self.procs.append(sim)
+        return sim
+
+    def serving(self, redis_port, sim, extra=None):
+        """commsgate on the Redis at redis_port (or extra's REDIS_URL), once
+        it says SERVING; and its own time from exec to SERVING."""
+        env = {"COMMSGATE_SEND_RATE": "100000", "COMMSGATE_TWILIO_CONCURRENCY": "10000",
+               "COMMSGATE_VERIFY_COOLDOWN_SECONDS": "0", "COMMSGATE_VERIFY_MAX_SENDS": "1000",
+               "COMMSGATE_VERIFY_MAX_CHECKS": "1000", "COMMSGATE_LOG_LEVEL": "info"}
+        env.update(extra or {})
         t0 = time.monotonic()
-        daemon = harness.start_daemon(redis.port, sim.url, extra_env=env)
+        daemon = harness.start_daemon(redis_port, sim.url, extra_env=env)
         self.procs.append(daemon)
         import grpc
         ch = grpc.insecure_channel(daemon.grpc_target)
@@ -150,7 +178,7 @@ class Bench:
         # poll above would add its own channel set-up.
         m = re.search(r'"event":"serving","since_start_ms":(\d+)', daemon.output())
         serving_ms = int(m.group(1)) if m else (time.monotonic() - t0) * 1000
-        return redis, sim, daemon, serving_ms
+        return daemon, serving_ms
 
     def row(self, name, res, base=None, rss=None, base_rss=None, threads=None, cmds=None,
             note="", cpu=None, base_cpu=None):
@@ -178,6 +206,123 @@ class Bench:
         ok = int(re.search(r"status codes: (\d+) 2xx", out).group(1))
         return {"requests": requests, "ok": ok, "errors": {"http": requests - ok} if ok < requests else {},
                 "rps": rps}
+
+    def keyed_payloads(self, tag, n):
+        """n SendSMS, each with a new idempotency key (tag keeps runs apart)."""
+        path = os.path.join(self.tmp, "keyed-%s.bin" % tag)
+        write_payloads(path, [self.m.SendSMSRequest(to="+1415%07d" % (i % 1000),
+                                                    body="Your code is 4711",
+                                                    idempotency_key="bench-%s-%d" % (tag, i))
+                              for i in range(n)])
+        return path
+
+    def cluster(self):
+        """(c) keyed SendSMS on a Redis Cluster of three masters against one
+        Redis node: at saturation (EVALSHA per call, summed over the masters),
+        and one call at a time with Redis on loopback and then 2.5 ms away
+        each way (a relay in front of every node, which the cluster
+        announces as the node's port): each round trip on a call's path adds
+        5 ms, so the added p50 counts them, for both."""
+        smsm = "/commsgate.v1.MessagingService/SendSMS"
+        n_sat, n1, delay = self.n(20000, 200), self.n(300, 10), 2.5
+        sim = self.sim()
+        cl = harness.RedisCluster(replicas=0)
+        self.procs += list(cl.nodes.values())
+        one = harness.start_redis()
+        self.procs.append(one)
+        setups = {"one node": (one.port, {}, [one.port]),
+                  "cluster": (cl.port, {"REDIS_URL": cl.url}, list(cl.nodes))}
+        sat, lat, plain = {}, {}, {}
+        sms = self.sms_payloads()
+        for name, (port, env, nodes) in setups.items():
+            d, _ = self.serving(port, sim, env)
+            before = {p: commandstats(p) for p in nodes}
+            r = self.load(d.grpc_target, smsm, self.keyed_payloads("s" + name[0], n_sat),
+                          n_sat, 200)
+            evalsha = sum(commandstats(p).get("evalsha", 0) - before[p].get("evalsha", 0)
+                          for p in nodes)
+            sat[name] = (r, evalsha / max(r["ok"], 1))
+            lat[name, 0] = self.load(d.grpc_target, smsm, self.keyed_payloads("l" + name[0], n1),
+                                     n1, 1)
+            plain[name, 0] = self.load(d.grpc_target, smsm, sms, n1, 1)
+            d.stop()
+
+        relay = {p: harness.free_port() for p in [one.port] + list(cl.nodes)}
+        proxy = harness.Proc("delay-proxy", [sys.executable, os.path.join(HERE, "delay_proxy.py"),
+                                             "--delay-ms", str(delay)] +
+                             ["%d=%d" % (r, p) for p, r in relay.items()])
+        self.procs.append(proxy)
+        for r in relay.values():
+            harness.wait_port(r, proc=proxy.proc)
+        for p in cl.nodes:
+            harness.redis_cli(p, "CONFIG", "SET", "cluster-announce-port", str(relay[p]))
+        harness.wait_for(lambda: all("127.0.0.1:%d@" % relay[q] in harness.redis_cli(p, "CLUSTER", "NODES")
+                                     for p in cl.nodes for q in cl.nodes),
+                         "the cluster to announce the relays")
+        rtt = relay_rtt_ms(relay[one.port])
+        far = {"one node": (relay[one.port], {}),
+               "cluster": (cl.port, {"REDIS_URL": "redis-cluster://127.0.0.1:%d" % relay[cl.port]})}
+        for name, (port, env) in far.items():
+            d, _ = self.serving(port, sim, env)
+            lat[name, delay] = self.load(d.grpc_target, smsm,
+                                         self.keyed_payloads("f" + name[0], n1), n1, 1)
+            plain[name, delay] = self.load(d.grpc_target, smsm, sms, n1, 1)
+            d.stop()
+        proxy.stop()
+        for p in list(cl.nodes.values()) + [one, sim]:
+            p.stop()
+
+        (rc, ec), (ro, eo) = sat["cluster"], sat["one node"]
+        self.row("c keyed SendSMS, 3-master cluster, saturation", rc, None,
+                 cmds="%.2f EVALSHA (one node %.2f)" % (ec, eo),
+                 note="one Redis node in the same run: %.0f req/s, p99 %.2f ms; cluster / one "
+                      "node %.2f x" % (ro["rps"], ro["p99_ms"], rc["rps"] / max(ro["rps"], 1e-9)))
+        for what, got in (("SendSMS", plain), ("keyed SendSMS", lat)):
+            trips = {k: (got[k, delay]["p50_ms"] - got[k, 0]["p50_ms"]) / rtt for k in setups}
+            self.row("c %s, one at a time, Redis %.1f ms away" % (what, rtt),
+                     got["cluster", delay], None,
+                     note="p50 with Redis on loopback, then through the relays: one node %.2f -> "
+                          "%.2f ms, cluster %.2f -> %.2f ms; round trips to Redis on a call's "
+                          "path (added p50 / a PING's %.2f ms): one node %.2f, cluster %.2f" % (
+                              got["one node", 0]["p50_ms"], got["one node", delay]["p50_ms"],
+                              got["cluster", 0]["p50_ms"], got["cluster", delay]["p50_ms"],
+                              rtt, trips["one node"], trips["cluster"]))
+
+    def wait_cost(self):
+        """(w) keyed SendSMS with COMMSGATE_REDIS_WAIT_REPLICAS=1 against the
+        same without, on one master with one replica on loopback: one call at
+        a time (p50, interleaved rounds) and at saturation."""
+        smsm = "/commsgate.v1.MessagingService/SendSMS"
+        n_sat, n1, rounds = self.n(20000, 200), self.n(500, 10), self.n(3, 1)
+        sim = self.sim()
+        master = harness.start_redis()
+        self.procs.append(master)
+        rport = harness.free_port()
+        replica = harness.Proc("redis-replica", [
+            "redis-server", "--port", str(rport), "--bind", "127.0.0.1", "--dir",
+            harness.redis_dir(), "--save", "", "--appendonly", "no",
+            "--replicaof", "127.0.0.1", str(master.port)], port=rport)
+        self.procs.append(replica)
+        harness.wait_for(lambda: "master_link_status:up" in harness.redis_cli(
+            rport, "INFO", "replication"), "the replica to sync")
+        modes = {"off": {}, "on": {"COMMSGATE_REDIS_WAIT_REPLICAS": "1"}}
+        daemons = {k: self.serving(master.port, sim, env)[0] for k, env in modes.items()}
+        p50 = {k: [] for k in modes}
+        for i in range(rounds):
+            for k, d in daemons.items():
+                r = self.load(d.grpc_target, smsm, self.keyed_payloads("w%s%d" % (k, i), n1), n1, 1)
+                p50[k].append(r["p50_ms"])
+        sat = {k: self.load(d.grpc_target, smsm, self.keyed_payloads("ws" + k, n_sat), n_sat, 200)
+               for k, d in daemons.items()}
+        for p in list(daemons.values()) + [replica, master, sim]:
+            p.stop()
+        med = {k: sorted(v)[len(v) // 2] for k, v in p50.items()}
+        self.row("w keyed SendSMS, WAIT for 1 replica, saturation", sat["on"], None,
+                 note="without WAIT in the same run: %.0f req/s, p99 %.2f ms (with: %.2f x the "
+                      "req/s); one at a time, p50 %.2f ms against %.2f (added %.2f ms; median of "
+                      "%d rounds)" % (sat["off"]["rps"], sat["off"]["p99_ms"],
+                                      sat["on"]["rps"] / max(sat["off"]["rps"], 1e-9),
+                                      med["on"], med["off"], med["on"] - med["off"], rounds))
 
     def sms_payloads(self, n_numbers=1000):
         path = os.path.join(self.tmp, "sms.bin")
@@ -314,11 +459,7 @@ class Bench:
             # (6) keyed SendSMS at saturation: every request a new
             # idempotency key (claim, resolve-queue entry, settle, dequeue)
             n6, c6 = self.n(40000, 400), 200
-            keyed = os.path.join(self.tmp, "keyed.bin")
-            write_payloads(keyed, [self.m.SendSMSRequest(to="+1415%07d" % (i % 1000),
-                                                         body="Your code is 4711",
-                                                         idempotency_key="bench-%d" % i)
-                                   for i in range(n6)])
+            keyed = self.keyed_payloads("6", n6)
             before = commandstats(redis.port)
             cpu = cpu_s(daemon.pid)
             res6 = self.load(daemon.grpc_target, smsm, keyed, n6, c6)
@@ -459,6 +600,11 @@ class Bench:
             for p in (daemon, sim, redis):
                 p.stop()
 
+        if "c" in only:
+            self.cluster()
+        if "w" in only:
+            self.wait_cost()
+
         if "5" in only:
             self.row("5 idle", None, None, rss=idle, base_rss=echo_idle, threads=idle_threads,
                      note="start to SERVING %.0f ms" % serving_ms)
@@ -496,7 +642,7 @@ class Bench:
         return "\n".join(lines)
 
 
-ALL_SCENARIOS = "123456789"
+ALL_SCENARIOS = "123456789cw"
 
 
 def main():

@@ -16,7 +16,7 @@ class BenchSmokeTest(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         rows = [l for l in r.stdout.splitlines() if l.startswith("| ") and not l.startswith("| scenario |")]
         self.assertEqual([row.split("|")[1].strip()[0] for row in rows],
-                         ["1", "3", "4", "6", "2", "7", "8", "9", "5", "s"])
+                         ["1", "3", "4", "6", "2", "7", "8", "9", "c", "c", "c", "w", "5", "s"])
         for row in rows:
             if row.split("|")[2].strip():  # the idle and crowd rows send no requests
                 self.assertEqual(row.split("|")[3].strip(), "0", row)  # errors
