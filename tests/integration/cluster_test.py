@@ -44,8 +44,11 @@ class ClusterChangesTest(unittest.TestCase):
         self.sim = harness.start_sim()
         self.addCleanup(self.sim.stop)
         self.simc = harness.Sim(self.sim.url)
-        self.daemon = harness.start_daemon(self.cluster.port, self.sim.url, extra_env={
-            "REDIS_URL": self.cluster.url, "COMMSGATE_SEND_RATE": "2000"})
+        self.start()
+
+    def start(self, **env):
+        env.update(REDIS_URL=self.cluster.url, COMMSGATE_SEND_RATE="2000")
+        self.daemon = harness.start_daemon(self.cluster.port, self.sim.url, extra_env=env)
         self.addCleanup(self.daemon.stop)
         channel = grpc.insecure_channel(self.daemon.grpc_target)
         self.addCleanup(channel.close)
@@ -61,11 +64,23 @@ class ClusterChangesTest(unittest.TestCase):
         return self.stubs.Check(h.HealthCheckRequest(), timeout=1).status == \
             h.HealthCheckResponse.SERVING
 
-    def under_load(self, change, threads=8):
-        """Runs change() while callers send; returns {key: SID} of the keys
-        told OK and every attempt's status code."""
+    def under_load(self, change, threads=8, stops=None):
+        """Runs change() while callers send (and, given a dict, STOPs are
+        posted from new numbers, each's HTTP status kept there); returns
+        {key: SID} of the keys told OK and every attempt's status code."""
         settled, codes = {}, []
         stop = threading.Event()
+
+        def stopper():
+            i = 0
+            while not stop.is_set():
+                i += 1
+                frm = "+1415557%04d" % i
+                try:
+                    stops[frm] = harness.inbound_stop(self.daemon.http_port, frm)
+                except OSError as e:
+                    stops[frm] = repr(e)
+                time.sleep(0.05)
 
         def caller(n):
             i = 0
@@ -83,6 +98,8 @@ class ClusterChangesTest(unittest.TestCase):
                         codes.append(e.code())
                         time.sleep(0.05)
         workers = [threading.Thread(target=caller, args=(n,)) for n in range(threads)]
+        if stops is not None:
+            workers.append(threading.Thread(target=stopper))
         for t in workers:
             t.start()
         try:
@@ -158,20 +175,24 @@ class ClusterChangesTest(unittest.TestCase):
             self.assertGreater(commands["127.0.0.1:%d" % port], 0, commands)
         print("\nreshard of 2000 slots under load: %d keys, all told OK" % len(settled))
 
-    def test_master_killed_under_load(self):
-        """A master SIGKILLed: its replica takes over (cluster-node-timeout
-        1 s); calls whose keys were there are refused UNAVAILABLE meanwhile,
-        never sent unchecked, and SERVING comes back."""
-        victim = list(self.cluster.masters())[0]
-        back = []
-
+    def killer(self, victim, back):
+        """A change for under_load: SIGKILL of victim, then until SERVING
+        again (its time appended to back)."""
         def kill():
             t0 = time.monotonic()
             self.cluster.nodes[victim].signal(signal.SIGKILL)
             self.wait(lambda: not self.serving(), "NOT_SERVING", timeout=10)
             self.wait(self.serving, "SERVING again")
             back.append(time.monotonic() - t0)
-        settled, codes = self.under_load(kill)
+        return kill
+
+    def test_master_killed_under_load(self):
+        """A master SIGKILLed: its replica takes over (cluster-node-timeout
+        1 s); calls whose keys were there are refused UNAVAILABLE meanwhile,
+        never sent unchecked, and SERVING comes back."""
+        victim = list(self.cluster.masters())[0]
+        back = []
+        settled, codes = self.under_load(self.killer(victim, back))
         self.assertLessEqual(set(codes), {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE,
                                           grpc.StatusCode.UNKNOWN, grpc.StatusCode.ABORTED})
         self.assertIn(grpc.StatusCode.UNAVAILABLE, codes)
@@ -185,6 +206,38 @@ class ClusterChangesTest(unittest.TestCase):
         print("\nmaster SIGKILLed under load: SERVING again after %.1f s; %d keys told OK, "
               "none sent twice; repeats answered 'being resolved' %d times before their SID"
               % (back[0], len(settled), resolving))
+
+    def test_master_killed_with_wait(self):
+        """COMMSGATE_REDIS_WAIT_REPLICAS=1, and a master SIGKILLed under
+        keyed sends and STOPs: its one replica, promoted, has every claim and
+        record (each key told OK is answered its SID at once, never "being
+        resolved") and every STOP acknowledged to Twilio."""
+        self.daemon.stop()
+        self.start(COMMSGATE_REDIS_WAIT_REPLICAS="1")
+        victim = list(self.cluster.masters())[0]
+        back, stops = [], {}
+        settled, codes = self.under_load(self.killer(victim, back), stops=stops)
+        self.assertLessEqual(set(codes), {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE,
+                                          grpc.StatusCode.UNKNOWN})
+        self.assertIn(grpc.StatusCode.UNAVAILABLE, codes)
+        self.assertGreater(len(settled), 100)
+        self.assertNotIn(victim, self.cluster.masters())
+        self.assertEqual(self.assert_each_key_once(settled), 0)
+        acked = [frm for frm, code in stops.items() if code == 200]
+        self.assertLessEqual(set(stops.values()), {200, 503}, stops)
+        self.assertGreater(len(acked), 10)
+        posts = len([q for q in self.simc.requests("/Messages.json") if q["method"] == "POST"])
+        for frm in acked:
+            self.assertEqual(harness.redis_cli(self.cluster.port, "EXISTS",
+                                               "cg:{%s}:optout" % frm), "1", frm)
+            with self.assertRaises(grpc.RpcError) as cm:
+                self.stubs.SendSMS(self.m.SendSMSRequest(to=frm, body="no"), timeout=5)
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.FAILED_PRECONDITION, frm)
+        self.assertEqual(len([q for q in self.simc.requests("/Messages.json")
+                              if q["method"] == "POST"]), posts)
+        print("\nmaster SIGKILLed with WAIT 1: SERVING again after %.1f s; %d keys told OK, "
+              "none sent twice or lost; %d of %d STOPs acknowledged, all kept"
+              % (back[0], len(settled), len(acked), len(stops)))
 
 if __name__ == "__main__":
     unittest.main()

@@ -394,6 +394,26 @@ def metric(admin_port, name):
     raise AssertionError("no %s on /metrics" % name)
 
 
+def inbound_stop(http_port, frm):
+    """A STOP from frm, as Twilio would post it to commsgate's webhook port,
+    signed by Twilio's own helper library; the HTTP status answered."""
+    import urllib.parse
+    import uuid
+    from twilio.request_validator import RequestValidator
+    path = "/webhooks/twilio/messages/inbound"
+    params = {"MessageSid": "SM" + uuid.uuid4().hex, "AccountSid": SIM_ACCOUNT_SID,
+              "From": frm, "To": SIM_FROM, "Body": "STOP"}
+    public = "http://127.0.0.1:%d" % http_port
+    sig = RequestValidator(SIM_AUTH_TOKEN).compute_signature(public + path, params)
+    req = urllib.request.Request(public + path, data=urllib.parse.urlencode(params).encode(),
+                                 method="POST", headers={"X-Twilio-Signature": sig})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
 def node_metric(admin_port, name):
     """{node: value} of a per-Redis-node metric (commsgate_redis_node_*)."""
     _, text = http_get("http://127.0.0.1:%d/metrics" % admin_port)

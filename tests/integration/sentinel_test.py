@@ -11,10 +11,6 @@ import tempfile
 import threading
 import time
 import unittest
-import urllib.error
-import urllib.parse
-import urllib.request
-import uuid
 
 import grpc
 
@@ -239,19 +235,7 @@ class SentinelTest(unittest.TestCase):
         return int(tail.split('"port":')[1].split("}")[0].split(",")[0])
 
     def inbound_stop(self, frm, daemon=None):
-        from twilio.request_validator import RequestValidator
-        path = "/webhooks/twilio/messages/inbound"
-        params = {"MessageSid": "SM" + uuid.uuid4().hex, "AccountSid":
-                  harness.SIM_ACCOUNT_SID, "From": frm, "To": harness.SIM_FROM, "Body": "STOP"}
-        public = "http://127.0.0.1:%d" % (daemon or self.daemon).http_port
-        sig = RequestValidator(harness.SIM_AUTH_TOKEN).compute_signature(public + path, params)
-        req = urllib.request.Request(public + path, data=urllib.parse.urlencode(params).encode(),
-                                     method="POST", headers={"X-Twilio-Signature": sig})
-        try:
-            with urllib.request.urlopen(req, timeout=5) as r:
-                return r.status
-        except urllib.error.HTTPError as e:
-            return e.code
+        return harness.inbound_stop((daemon or self.daemon).http_port, frm)
 
     def test_wait_for_a_replica(self):
         """COMMSGATE_REDIS_WAIT_REPLICAS=1: with the replica stopped (SIGSTOP),

@@ -298,16 +298,20 @@ class DeliveryTest(Base):
             self.assertIn(needle, text)
         self.assertEqual(urllib.request.urlopen(self.admin + "/readyz", timeout=5).status, 200)
         port = self.stack.redis.port
-        node = "127.0.0.1:%d" % port
+        # Per Redis node: the one node, or each master of the cluster.
+        nodes = {"127.0.0.1:%d" % p
+                 for p in (self.stack.redis.masters() if self.CLUSTER else [port])}
         admin_port = self.stack.daemon.admin_port
-        self.assertEqual(harness.node_metric(admin_port, "commsgate_redis_node_up"), {node: 1})
-        self.assertGreater(harness.node_metric(admin_port,
-                                               "commsgate_redis_node_commands_total")[node], 2)
+        self.assertEqual(harness.node_metric(admin_port, "commsgate_redis_node_up"),
+                         dict.fromkeys(nodes, 1))
+        commands = harness.node_metric(admin_port, "commsgate_redis_node_commands_total")
+        self.assertGreater(sum(commands[n] for n in nodes), 2)
         self.stack.redis.stop()
         with self.assertRaises(urllib.error.HTTPError) as cm:
             urllib.request.urlopen(self.admin + "/readyz", timeout=5)
         self.assertEqual(cm.exception.code, 503)
-        self.assertEqual(harness.node_metric(admin_port, "commsgate_redis_node_up"), {node: 0})
+        harness.wait_for(lambda: set(harness.node_metric(
+            admin_port, "commsgate_redis_node_up").values()) == {0}, "every node down")
         self.assertEqual(urllib.request.urlopen(self.admin + "/healthz", timeout=5).status, 200)
         self.stack.redis = harness.start_redis(port)
 
