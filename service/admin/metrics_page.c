@@ -55,25 +55,26 @@ static void redis_node_metrics(const struct app *app, struct evbuffer *out)
         for (char *c = all[j].addr; *c; c++)
             if (*c == '"' || *c == '\\' || *c == '\n')
                 *c = '_';
-    evbuffer_add_printf(out, "# HELP commsgate_redis_node_up 1 while every worker's connection "
-                             "to this Redis node answers (the master in use under Sentinel; "
-                             "each node the slot map named under Cluster).\n"
-                             "# TYPE commsgate_redis_node_up gauge\n");
-    for (int j = 0; j < n; j++)
-        evbuffer_add_printf(out, "commsgate_redis_node_up{node=\"%s\"} %d\n", all[j].addr,
-                            all[j].up);
-    evbuffer_add_printf(out, "# HELP commsgate_redis_node_commands_total Commands sent to this "
-                             "Redis node (health checks apart).\n"
-                             "# TYPE commsgate_redis_node_commands_total counter\n");
-    for (int j = 0; j < n; j++)
-        evbuffer_add_printf(out, "commsgate_redis_node_commands_total{node=\"%s\"} %lu\n",
-                            all[j].addr, all[j].commands);
-    evbuffer_add_printf(out, "# HELP commsgate_redis_node_redirects_total MOVED and ASK "
-                             "answers from this Redis node (Cluster: slots moving).\n"
-                             "# TYPE commsgate_redis_node_redirects_total counter\n");
-    for (int j = 0; j < n; j++)
-        evbuffer_add_printf(out, "commsgate_redis_node_redirects_total{node=\"%s\"} %lu\n",
-                            all[j].addr, all[j].redirects);
+    static const struct {
+        const char *name, *type, *help;
+    } series[] = {
+        {"commsgate_redis_node_up", "gauge",
+         "1 while every worker's connection to this Redis node answers (the master in use "
+         "under Sentinel; each node the slot map named under Cluster)."},
+        {"commsgate_redis_node_commands_total", "counter",
+         "Commands sent to this Redis node (health checks apart)."},
+        {"commsgate_redis_node_redirects_total", "counter",
+         "MOVED and ASK answers from this Redis node (Cluster: slots moving)."},
+    };
+    for (size_t k = 0; k < sizeof(series) / sizeof(series[0]); k++) {
+        evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s %s\n", series[k].name, series[k].help,
+                            series[k].name, series[k].type);
+        for (int j = 0; j < n; j++)
+            evbuffer_add_printf(out, "%s{node=\"%s\"} %lu\n", series[k].name, all[j].addr,
+                                k == 0   ? (unsigned long)all[j].up
+                                : k == 1 ? all[j].commands
+                                         : all[j].redirects);
+    }
 done:
     free(all);
     free(one);

@@ -72,15 +72,7 @@ class ClusterChangesTest(unittest.TestCase):
         stop = threading.Event()
 
         def stopper():
-            i = 0
-            while not stop.is_set():
-                i += 1
-                frm = "+1415557%04d" % i
-                try:
-                    stops[frm] = harness.inbound_stop(self.daemon.http_port, frm)
-                except OSError as e:
-                    stops[frm] = repr(e)
-                time.sleep(0.05)
+            harness.post_stops(stops, stop, lambda i: self.daemon.http_port)
 
         def caller(n):
             i = 0

@@ -414,6 +414,21 @@ def inbound_stop(http_port, frm):
         return e.code
 
 
+def post_stops(stops, stop, http_port_of):
+    """Until stop is set: a STOP from a new number every 50 ms, to the
+    webhook port http_port_of(i) names, each one's status (or error) kept in
+    stops[number]. For a thread beside a load."""
+    i = 0
+    while not stop.is_set():
+        i += 1
+        frm = "+1415557%04d" % i
+        try:
+            stops[frm] = inbound_stop(http_port_of(i), frm)
+        except OSError as e:
+            stops[frm] = repr(e)
+        time.sleep(0.05)
+
+
 def node_metric(admin_port, name):
     """{node: value} of a per-Redis-node metric (commsgate_redis_node_*)."""
     _, text = http_get("http://127.0.0.1:%d/metrics" % admin_port)

@@ -345,15 +345,7 @@ class SentinelTest(unittest.TestCase):
                 time.sleep(max(0.0, at - time.monotonic()))
 
         def stopper():
-            i = 0
-            while not stop.is_set():
-                i += 1
-                frm = "+1415557%04d" % i
-                try:
-                    stops[frm] = self.inbound_stop(frm, replicas[i % 2][0])
-                except OSError as e:
-                    stops[frm] = repr(e)
-                time.sleep(0.05)
+            harness.post_stops(stops, stop, lambda i: replicas[i % 2][0].http_port)
 
         workers = [threading.Thread(target=caller, args=(n,)) for n in range(threads)]
         workers.append(threading.Thread(target=stopper))

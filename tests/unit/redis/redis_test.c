@@ -54,14 +54,15 @@ static long run_until(struct fixture *f, int *flag, int want, int ms)
 }
 
 /* nprio: event priorities on the base (0: libevent's default, one). */
-static void open_fixture_prio(struct fixture *f, int port, const char *password, int nprio)
+static void open_fixture_at(struct fixture *f, const char *host, int port, const char *password,
+                            int nprio)
 {
     memset(f, 0, sizeof(*f));
     f->base = event_base_new();
     if (nprio)
         assert_int_equal(event_base_priority_init(f->base, nprio), 0);
     loop_own_base(f->base); /* this test drives the base itself */
-    strcpy(f->server.host, "127.0.0.1");
+    strcpy(f->server.host, host);
     f->server.port = port;
     if (password)
         strcpy(f->server.password, password);
@@ -73,7 +74,7 @@ static void open_fixture_prio(struct fixture *f, int port, const char *password,
 
 static void open_fixture(struct fixture *f, int port, const char *password)
 {
-    open_fixture_prio(f, port, password, 0);
+    open_fixture_at(f, "127.0.0.1", port, password, 0);
 }
 
 static void close_fixture(struct fixture *f)
@@ -195,7 +196,7 @@ static void test_busy_loop_keeps_a_healthy_connection(void **state)
     pid_t pid = test_redis_start(port, NULL);
 
     /* Two priorities: the blocker ahead of redis.c's tick in one turn. */
-    open_fixture_prio(&f, port, NULL, 2);
+    open_fixture_at(&f, "127.0.0.1", port, NULL, 2);
     run_until(&f, &f.up, 1, 5000);
     assert_int_equal(f.up, 1);
 
@@ -371,13 +372,7 @@ static void test_hostname_is_resolved(void **state)
     struct fixture f;
     int port = test_free_port();
     pid_t pid = test_redis_start(port, NULL);
-    open_fixture(&f, port, NULL);
-    redis_free(&f.r);
-    strcpy(f.server.host, "localhost");
-    struct redis_opts o = {.server = &f.server, .ping_interval_ms = 100, .timeout_ms = 300,
-                           .on_health = on_health, .health_data = &f};
-    assert_int_equal(redis_new(f.base, &o, &f.r), CG_OK);
-    assert_int_equal(redis_start(f.r), CG_OK);
+    open_fixture_at(&f, "localhost", port, NULL, 0);
     run_until(&f, &f.up, 1, 5000);
     assert_int_equal(f.up, 1);
     close_fixture(&f);
@@ -392,13 +387,7 @@ static void test_free_while_resolving(void **state)
     (void)state;
     for (int i = 0; i < 20; i++) {
         struct fixture f;
-        open_fixture(&f, 1, NULL);
-        redis_free(&f.r);
-        strcpy(f.server.host, "localhost");
-        struct redis_opts o = {.server = &f.server, .ping_interval_ms = 100, .timeout_ms = 300,
-                               .on_health = on_health, .health_data = &f};
-        assert_int_equal(redis_new(f.base, &o, &f.r), CG_OK);
-        assert_int_equal(redis_start(f.r), CG_OK);
+        open_fixture_at(&f, "localhost", 1, NULL, 0);
         close_fixture(&f);
     }
     usleep(200 * 1000); /* the lookups end after their dials were let go of */
