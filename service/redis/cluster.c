@@ -462,7 +462,9 @@ int cluster_command_argv(struct cluster *c, redisCallbackFn *fn, void *privdata,
 {
     LOOP_ASSERT_OWNER(c->base);
     size_t klen;
-    if (argc < 1)
+    /* dying: a command failed by cluster_free may be followed by another
+     * from its callback, and the nodes are going one by one. */
+    if (argc < 1 || c->dying)
         return CG_EREDIS;
     const char *key = key_of(argc, argv, argvlen, &klen);
     if (!key && strcasecmp(argv[0], "SCRIPT") != 0)
@@ -558,6 +560,8 @@ void cluster_after_writes(struct cluster *c, struct redis_waiter *w)
     LOOP_ASSERT_OWNER(c->base);
     w->next = c->waiters;
     c->waiters = w;
+    if (c->dying)
+        return; /* told, failed, by cluster_free (the barrier is gone) */
     if (!c->barrier_armed) {
         c->barrier_armed = 1;
         event_active(c->barrier, EV_TIMEOUT, 0);
@@ -643,9 +647,11 @@ void cluster_free(struct cluster **cp)
             m->fn(NULL, NULL, m->privdata);
         cmd_free(m);
     }
-    struct redis_waiter *unsent = c->waiters;
-    c->waiters = NULL;
-    tell_waiters(unsent, 0);
+    while (c->waiters) { /* a waiter told may wait again */
+        struct redis_waiter *unsent = c->waiters;
+        c->waiters = NULL;
+        tell_waiters(unsent, 0);
+    }
     free(c);
     *cp = NULL;
 }

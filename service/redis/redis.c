@@ -405,6 +405,8 @@ void redis_after_writes(struct redis_ctx *r, struct redis_waiter *w)
     }
     w->next = r->waiters;
     r->waiters = w;
+    if (!r->barrier)
+        return; /* redis_free is under way (a failed command's callback): it tells w */
     if (!r->barrier_armed) {
         r->barrier_armed = 1;
         event_active(r->barrier, EV_TIMEOUT, 0);
@@ -548,9 +550,11 @@ void redis_free(struct redis_ctx **rp)
         r->ac = NULL;
         redisAsyncFree(ac); /* a PING in flight tells its waiters */
     }
-    struct redis_waiter *unsent = r->waiters;
-    r->waiters = NULL;
-    tell_waiters(unsent, 0);
+    while (r->waiters) { /* a waiter told may wait again */
+        struct redis_waiter *unsent = r->waiters;
+        r->waiters = NULL;
+        tell_waiters(unsent, 0);
+    }
     pthread_mutex_destroy(&r->addr_mu);
     free(r);
     *rp = NULL;

@@ -365,6 +365,42 @@ static void test_waits_are_not_queued(void **state)
     test_redis_stop(pid);
 }
 
+/* A command failed by redis_free whose callback, as a record module's does,
+ * sends again and waits for the writes: refused, and told, while the
+ * connection is going (it once reached a freed barrier event). */
+static struct waiter late_waiter;
+static int late_sent = -1;
+
+static void on_reply_then_more(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    struct fixture *f = privdata;
+    const char *argv[] = {"PING"};
+    on_reply(ac, reply, privdata);
+    late_sent = redis_command_argv(f->r, on_reply, f, 1, argv, NULL);
+    late_waiter.w.done = on_waited;
+    late_waiter.f = f;
+    redis_after_writes(f->r, &late_waiter.w);
+}
+
+static void test_free_with_callbacks_that_send(void **state)
+{
+    (void)state;
+    struct fixture f;
+    int port = test_free_port();
+    pid_t pid = test_redis_start(port, NULL);
+    open_fixture(&f, port, NULL);
+    run_until(&f, &f.up, 1, 5000);
+    const char *argv[] = {"PING"};
+    assert_int_equal(redis_command_argv(f.r, on_reply_then_more, &f, 1, argv, NULL), CG_OK);
+    redis_free(&f.r); /* f.r is still set while its callbacks run */
+    assert_int_equal(f.null_replies, 1);
+    assert_int_equal(late_sent, CG_EREDIS);
+    assert_int_equal(late_waiter.calls, 1);
+    assert_int_equal(late_waiter.ok, 0);
+    event_base_free(f.base);
+    test_redis_stop(pid);
+}
+
 /* A host name is looked up off the loop, not by getaddrinfo inline
  * (docker-compose's REDIS_URL is redis://redis:6379). */
 static void test_hostname_is_resolved(void **state)
@@ -409,6 +445,7 @@ int main(void)
         cmocka_unit_test(test_waits_are_not_queued),
         cmocka_unit_test(test_hostname_is_resolved),
         cmocka_unit_test(test_free_while_resolving),
+        cmocka_unit_test(test_free_with_callbacks_that_send),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
