@@ -125,7 +125,6 @@ class ContainerTest(unittest.TestCase):
             p.run("pod", "rm", "-f", pod, check=False)
         for c in p.run("ps", "-aq", "--filter", "name=" + PREFIX, check=False).stdout.split():
             p.run("rm", "-f", c, check=False)
-        p.run("secret", "rm", PREFIX + "-secrets", check=False)
         # podman-compose 1.0.3's down leaves its network behind.
         for net in p.run("network", "ls", "-q", "--filter", "name=" + PREFIX,
                          check=False).stdout.split():
@@ -236,6 +235,7 @@ class ContainerTest(unittest.TestCase):
         self.assertIn('"host":"redis-2"', log)
         for bad in ("sentinel_failed", "sentinel_subscribe_failed", "not known"):
             self.assertNotIn(bad, log)
+        self.sidecar_on(project, "docker-compose.sentinel.yml")
 
     def test_compose_cluster(self):
         """deploy/docker-compose.cluster.yml: the six nodes joined by
@@ -254,6 +254,7 @@ class ContainerTest(unittest.TestCase):
         log = self.commsgate_log(project)
         self.assertIn('"event":"redis_cluster_map"', log)
         self.assertNotIn("not known", log)
+        self.sidecar_on(project, "docker-compose.cluster.yml")
 
     def switched_and_sending(self, project, target, admin, *numbers):
         """Redis lost a master just now: commsgate goes unready, then ready
@@ -269,33 +270,31 @@ class ContainerTest(unittest.TestCase):
         except grpc.RpcError as e:
             raise AssertionError("%s: %s\n%s" % (to, e, self.commsgate_log(project)))
 
-    def test_sidecar_manifest(self):
-        """deploy/k8s/sidecar.yaml under `podman kube play`. Only what a real
-        cluster would supply differs from the files as shipped: the image
-        is the one built here, the app container (a placeholder image)
-        is commsctl calling the sidecar, one replica, the Secret and
-        ConfigMap values point at this test's Redis and simulator, and
-        each port is published on the host's loopback only (podman 4.3
-        publishes every containerPort on the host)."""
+    def play_sidecar(self, name, redis_url, sim_url, network=None):
+        """deploy/k8s/sidecar.yaml under `podman kube play`, as Deployment
+        PREFIX-name. Only what a real cluster would supply differs from the
+        files as shipped: the image is the one built here, the app container
+        (a placeholder image) is commsctl calling the sidecar, one replica,
+        the Secret's REDIS_URL and the ConfigMap's Twilio URLs are this
+        test's, and each port is published on the host's loopback only
+        (podman 4.3 publishes every containerPort on the host). Returns
+        probe(kind) (the probe's URL, as the kubelet would ask it), the
+        commsgate container's name and the SID the app was told."""
         p = self.podman
-        rd = self.container("redis", REDIS_IMAGE, "redis-server", "--protected-mode", "no",
-                            "--save", "")  # in its container's own /data
-        sim = self.container("sim2", "--entrypoint", "/usr/local/bin/twilio-sim", IMAGE,
-                             "--listen", "0.0.0.0:8089")
-        redis_ip, sim_ip = p.ip(rd), p.ip(sim)
 
-        def load(name):
-            with open(os.path.join(ROOT, "deploy/k8s", name)) as f:
+        def load(file):
+            with open(os.path.join(ROOT, "deploy/k8s", file)) as f:
                 return [d for d in yaml.safe_load_all(f) if d]
         (cm,) = load("configmap.yaml")
         (secret,) = load("secret.example.yaml")
-        cm["data"]["TWILIO_API_BASE_URL"] = "http://%s:8089" % sim_ip
-        cm["data"]["TWILIO_VERIFY_BASE_URL"] = "http://%s:8089" % sim_ip
-        secret["stringData"]["REDIS_URL"] = "redis://%s:6379/0" % redis_ip
+        cm["data"]["TWILIO_API_BASE_URL"] = sim_url
+        cm["data"]["TWILIO_VERIFY_BASE_URL"] = sim_url
+        secret["stringData"]["REDIS_URL"] = redis_url
 
         docs = load("sidecar.yaml")
         (dep,) = [d for d in docs if d["kind"] == "Deployment"]
-        dep["metadata"]["name"] = PREFIX + "-app"
+        app_name = "%s-%s" % (PREFIX, name)
+        dep["metadata"]["name"] = app_name
         dep["spec"]["replicas"] = 1
         pod = dep["spec"]["template"]["spec"]
         host_ports = {}
@@ -314,7 +313,7 @@ class ContainerTest(unittest.TestCase):
                 port["hostPort"] = host_ports.setdefault(port["name"], harness.free_port())
             for ref in c.get("envFrom", []):
                 if "secretRef" in ref:
-                    ref["secretRef"]["name"] = PREFIX + "-secrets"
+                    ref["secretRef"]["name"] = app_name + "-secrets"
         (cg,) = [c for c in pod["containers"] if c["name"] == "commsgate"]
         self.assertEqual(grpc_addr_of(cg), APP_TARGET)  # loopback: the app its one caller
 
@@ -322,19 +321,17 @@ class ContainerTest(unittest.TestCase):
         # store, as JSON of base64 values (it cannot play a Secret document).
         values = {k: base64.b64encode(v.encode()).decode()
                   for k, v in secret["stringData"].items()}
-        secret_file = os.path.join(self.dir, "secret.json")
+        secret_file = os.path.join(self.dir, app_name + "-secret.json")
         with open(secret_file, "w") as f:
             json.dump(values, f)
-        p.run("secret", "create", PREFIX + "-secrets", secret_file)
-        play = os.path.join(self.dir, "play.yaml")
+        p.run("secret", "create", app_name + "-secrets", secret_file)
+        self.addCleanup(p.run, "secret", "rm", app_name + "-secrets", check=False)
+        play = os.path.join(self.dir, app_name + "-play.yaml")
         with open(play, "w") as f:
             yaml.safe_dump_all([cm, dep], f)
         self.addCleanup(p.run, "kube", "down", play, check=False)
-        p.run("kube", "play", play, timeout=300)
-        name = PREFIX + "-app-pod-0-commsgate"
+        p.run("kube", "play", *(["--network", network] if network else []), play, timeout=300)
 
-        # The probes, asked as the kubelet asks them: path and named port
-        # from the manifest.
         def probe(kind):
             get = cg[kind]["httpGet"]
             return "http://127.0.0.1:%d%s" % (host_ports[get["port"]], get["path"])
@@ -344,13 +341,27 @@ class ContainerTest(unittest.TestCase):
         # The app's view: it sent through the sidecar on the pod's loopback.
         # (Read from its log, not with podman exec, which runs commands in
         # the wrong root when podman itself runs in a chroot.)
-        app = PREFIX + "-app-pod-0-app"
+        app = app_name + "-pod-0-app"
         deadline = time.monotonic() + 30
         while '"sid"' not in p.run("logs", app, check=False).stdout:
             self.assertLess(time.monotonic(), deadline, p.run("logs", app, check=False).stdout)
             time.sleep(0.2)
         out = [line for line in p.run("logs", app).stdout.splitlines() if '"sid"' in line]
-        self.assertTrue(json.loads(out[-1])["sid"].startswith("SM"), out)
+        return probe, app_name + "-pod-0-commsgate", json.loads(out[-1])["sid"]
+
+    def test_sidecar_manifest(self):
+        """deploy/k8s/sidecar.yaml under `podman kube play` with a one-node
+        Redis: the app sends through the sidecar; Redis stopped, the pod is
+        unready, never restarted."""
+        p = self.podman
+        rd = self.container("redis", REDIS_IMAGE, "redis-server", "--protected-mode", "no",
+                            "--save", "")  # in its container's own /data
+        sim = self.container("sim2", "--entrypoint", "/usr/local/bin/twilio-sim", IMAGE,
+                             "--listen", "0.0.0.0:8089")
+        redis_ip, sim_ip = p.ip(rd), p.ip(sim)
+        probe, name, sid = self.play_sidecar("app", "redis://%s:6379/0" % redis_ip,
+                                             "http://%s:8089" % sim_ip)
+        self.assertTrue(sid.startswith("SM"), sid)
         got = [q for q in harness.Sim("http://%s:8089" % sim_ip).requests("/Messages.json")
                if q["method"] == "POST"]
         self.assertEqual(len(got), 1, got)
@@ -365,6 +376,16 @@ class ContainerTest(unittest.TestCase):
         wait_http(probe("livenessProbe"), want=200)
         restarts = p.run("inspect", "-f", "{{.RestartCount}}", name).stdout.strip()
         self.assertEqual(restarts, "0")
+
+    def sidecar_on(self, project, file):
+        """The sidecar manifest on a compose file's network, with that
+        file's REDIS_URL in the Secret: the Kubernetes example of its Redis
+        mode, run against that Redis."""
+        with open(os.path.join(ROOT, "deploy", file)) as f:
+            url = yaml.safe_load(f)["services"]["commsgate"]["environment"]["REDIS_URL"]
+        _, _, sid = self.play_sidecar("app-" + project.rsplit("-", 1)[1], url,
+                                      "http://twilio-sim:8089", network=project + "_default")
+        self.assertTrue(sid.startswith("SM"), sid)
 
 
 def grpc_addr_of(container):
