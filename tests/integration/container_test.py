@@ -249,6 +249,19 @@ class ContainerTest(unittest.TestCase):
         role = subprocess.run(["redis-cli", "-h", self.podman.ip(first), "ROLE"],
                               capture_output=True, text=True, check=True).stdout
         self.assertTrue(role.startswith("master"), role)  # --cluster create's first three
+
+        # A replica that has not yet synced once will not take over (Redis
+        # judges its data too old): that is the cluster's rule, not a
+        # failover to test, so wait for every replica's first sync.
+        def synced():
+            for n in range(1, 7):
+                info = subprocess.run(["redis-cli", "-h", self.podman.ip(
+                    "%s_redis-%d_1" % (project, n)), "INFO", "replication"],
+                    capture_output=True, text=True).stdout
+                if "role:slave" in info and "master_link_status:up" not in info:
+                    return False
+            return True
+        harness.wait_for(synced, "the replicas' first sync", timeout=60)
         self.podman.run("stop", "-t", "1", first)
         self.switched_and_sending(project, target, admin, *numbers)
         log = self.commsgate_log(project)
