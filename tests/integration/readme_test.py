@@ -150,8 +150,10 @@ class ReadmeTest(unittest.TestCase):
             exec(compile("\n".join(lines), where, "exec"), namespace)
         for i, want in enumerate(checks):
             self.assertIn(i, printed, "%s: a print with an expected output never ran" % where)
-            self.assertTrue(matches(want, printed[i]), "%s: printed %r, the README says %r" % (
-                where, " ".join(printed[i]), " ".join(want)))
+            self.assertTrue(matches(want, printed[i]),
+                            "%s: printed %r, the README says %r; make run's log ends:\n%s" % (
+                                where, " ".join(printed[i]), " ".join(want),
+                                "\n".join(self.log().splitlines()[-15:])))
 
     def test_every_block_runs(self):
         ran = 0
