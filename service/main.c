@@ -285,12 +285,14 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    char redis_nodes[CONFIG_MAX_SENTINELS * 264];
+    config_redis_nodes(&cfg.redis, redis_nodes, sizeof(redis_nodes));
     log_event(LOG_LEVEL_INFO, "starting",
-              json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:s, s:s}", "version", COMMSGATE_VERSION,
+              json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "version", COMMSGATE_VERSION,
                         "grpc_addr", cfg.grpc_addr, "public_url", cfg.public_url, "redis_mode",
                         cfg.redis.nseeds ? "cluster" : cfg.redis.nsentinels ? "sentinel" : "node",
-                        "redis_host", cfg.redis.host, "redis_port", cfg.redis.port, "twilio_api",
-                        cfg.api_base_url, "twilio_verify", cfg.verify_base_url));
+                        "redis_nodes", redis_nodes, "redis_master", cfg.redis.master_name,
+                        "twilio_api", cfg.api_base_url, "twilio_verify", cfg.verify_base_url));
     if (config_is_simulator(&cfg))
         log_event(LOG_LEVEL_WARN, "twilio_simulator",
                   json_pack("{s:s, s:s}", "msg",

@@ -550,6 +550,29 @@ int config_load(struct config *cfg, const char *(*getenv_fn)(const char *name),
     return CG_OK;
 }
 
+void config_redis_nodes(const struct config_redis *r, char *buf, size_t len)
+{
+    const struct config_redis_node one = {.port = r->port};
+    const struct config_redis_node *nodes = r->nseeds ? r->seeds : r->sentinels;
+    int n = r->nseeds ? r->nseeds : r->nsentinels;
+    size_t at = 0;
+
+    if (!n) {
+        nodes = &one;
+        n = 1;
+    }
+    buf[0] = '\0';
+    for (int i = 0; i < n && at < len; i++) {
+        const char *host = nodes == &one ? r->host : nodes[i].host;
+        int v6 = strchr(host, ':') != NULL;
+        int w = snprintf(buf + at, len - at, "%s%s%s%s:%d", i ? "," : "", v6 ? "[" : "", host,
+                         v6 ? "]" : "", nodes[i].port);
+        if (w < 0)
+            break;
+        at += (size_t)w;
+    }
+}
+
 int config_is_simulator(const struct config *cfg)
 {
     return strcmp(cfg->account_sid, SIM_ACCOUNT_SID) == 0;

@@ -100,6 +100,11 @@ void config_print_help(FILE *out);
  * the log can say plainly that no real Twilio account is in use. */
 int config_is_simulator(const struct config *cfg);
 
+/* The Redis nodes REDIS_URL names, for the log: the node, the sentinels or
+ * the cluster's seeds, as "host:port[,host:port...]" ("[v6]:port" for an
+ * IPv6 address), never the user or password. Truncated to fit buf. */
+void config_redis_nodes(const struct config_redis *r, char *buf, size_t len);
+
 /* Splits "host:port" ("[v6]:port" too). Returns 0, or -1 if malformed. */
 int config_split_hostport(const char *addr, char *host, size_t hostlen, int *port);
 

@@ -83,6 +83,9 @@ static void test_redis_url(void **state)
     assert_string_equal(cfg.redis.password, "secret");
     assert_string_equal(cfg.redis.host, "::1");
     assert_int_equal(cfg.redis.port, 7000);
+    char nodes[64];
+    config_redis_nodes(&cfg.redis, nodes, sizeof(nodes));
+    assert_string_equal(nodes, "[::1]:7000"); /* no password */
 
     set("REDIS_URL", "redis://redis");
     assert_int_equal(load(&cfg, err), CG_OK);
@@ -106,6 +109,11 @@ static void test_cluster_url(void **state)
     assert_string_equal(cfg.redis.seeds[2].host, "::1");
     assert_string_equal(cfg.redis.password, "secret");
     assert_int_equal(cfg.redis.db, 0);
+    char nodes[64];
+    config_redis_nodes(&cfg.redis, nodes, sizeof(nodes));
+    assert_string_equal(nodes, "10.0.0.1:7000,node2:6379,[::1]:7002");
+    config_redis_nodes(&cfg.redis, nodes, 12); /* cut, still a string */
+    assert_string_equal(nodes, "10.0.0.1:70");
     const char *bad[] = {"redis-cluster://", "redis-cluster://a:7000/1", "redis-cluster://a,",
                          "redis-cluster://a,,b", "redis-cluster://a:0"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -129,6 +137,9 @@ static void test_sentinel_url(void **state)
     assert_string_equal(cfg.redis.sentinels[2].host, "::1");
     assert_int_equal(cfg.redis.sentinels[2].port, 5000);
     assert_string_equal(cfg.redis.master_name, "my master");
+    char nodes[64];
+    config_redis_nodes(&cfg.redis, nodes, sizeof(nodes));
+    assert_string_equal(nodes, "s1:26380,10.0.0.2:26379,[::1]:5000");
     assert_string_equal(cfg.redis.user, "app");
     assert_string_equal(cfg.redis.password, "p@ss");
     assert_int_equal(cfg.redis.db, 2);
