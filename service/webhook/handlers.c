@@ -41,10 +41,30 @@ static const char *param_or_empty(const struct webhook_req *w, const char *name)
     return v ? v : "";
 }
 
+/* The SID Twilio names the event by, so that an operator can find an event
+ * Twilio was refused (and may not send again) in Twilio's console. Each
+ * handler bounds it before any Redis work, and a 503 comes only after. */
+static const char *event_sid(const struct webhook_req *w)
+{
+    const char *sid = webhook_param(w, "MessageSid");
+    if (!sid)
+        sid = webhook_param(w, "CallSid");
+    return sid ? sid : "";
+}
+
+/* Twilio is told 503. It sends the event again only when the webhook URL
+ * asks it to (#rc=...), so each opt-out or opt-in is logged, at ERROR; other
+ * events a few a second, then counted, so that an outage does not become a
+ * flood of lines. */
 static void fail_503(struct webhook_req *w, const char *why)
 {
-    log_event(LOG_LEVEL_WARN, "webhook_not_applied",
-              json_pack("{s:s, s:s}", "route", w->route, "reason", why));
+    unsigned long suppressed = 0;
+    int optout = w->keyword == INBOUND_STOP || w->keyword == INBOUND_START;
+    if (optout || log_limit_allow(webhook_not_applied_log(w->ctx), 10, &suppressed))
+        log_event(optout ? LOG_LEVEL_ERROR : LOG_LEVEL_WARN, "webhook_not_applied",
+                  json_pack("{s:s, s:s, s:s, s:s, s:I}", "route", w->route, "sid",
+                            event_sid(w), "keyword", inbound_keyword_name(w->keyword),
+                            "reason", why, "more_since_last", (json_int_t)suppressed));
     webhook_reply(w, 503, "text/plain", why);
 }
 
@@ -76,7 +96,7 @@ static void on_durable(struct redis_waiter *d, int ok)
         return;
     }
     log_event(LOG_LEVEL_ERROR, "webhook_unconfirmed",
-              json_pack("{s:s, s:s}", "route", w->route, "keyword",
+              json_pack("{s:s, s:s, s:s}", "route", w->route, "sid", event_sid(w), "keyword",
                         inbound_keyword_name(w->keyword)));
     fail_503(w, "not yet on COMMSGATE_REDIS_WAIT_REPLICAS replicas; send it again");
 }

@@ -30,12 +30,18 @@ struct webhook_ctx {
     struct edge_guard *guard; /* the listener's accept errors */
     struct conns *conns;      /* the port's connections, capped and timed */
     struct log_limit refusal_log;
+    struct log_limit not_applied_log;
     struct webhook_metrics metrics;
 };
 
 struct webhook_metrics *webhook_metrics(struct webhook_ctx *w)
 {
     return &w->metrics;
+}
+
+struct log_limit *webhook_not_applied_log(struct webhook_ctx *w)
+{
+    return &w->not_applied_log;
 }
 
 void webhook_connections(const struct webhook_ctx *w, struct conns_stats *out)
@@ -239,10 +245,8 @@ static int on_webhook(struct webhook_ctx *ctx, struct evhttp_request *req, enum 
         req_free(w); /* no JSON webhooks are expected on these routes yet */
         return refuse(ctx, req, r, 415, "JSON webhooks are not used on this route");
     }
-    if (!redis_is_up(app_home(ctx->app)->redis)) {
-        req_free(w);
-        return refuse(ctx, req, r, 503, "Redis is unreachable; Twilio will retry");
-    }
+    /* Redis down is not refused here: the handler's own command fails, and
+     * its 503 names the event (and an opt-out's keyword) in the log. */
     w->req = req;
     w->conn = evhttp_request_get_connection(req);
     evhttp_connection_set_closecb(w->conn, on_conn_close, w);

@@ -70,4 +70,8 @@ struct webhook_metrics {
 };
 struct webhook_metrics *webhook_metrics(struct webhook_ctx *w);
 
+struct log_limit;
+/* The budget of webhook_not_applied lines (handlers.c). Loop thread. */
+struct log_limit *webhook_not_applied_log(struct webhook_ctx *w);
+
 #endif

@@ -4,8 +4,9 @@
  * check, to the answer. An input whose headers hold the line
  * "X-Twilio-Signature: @" is signed here first (over its request target and
  * its body as the server will read them), so the fuzzer gets past the
- * signature into what follows it. Redis is never up: a signed webhook ends
- * at 503, as it would while Redis is away. */
+ * signature into what follows it, the handlers included. Redis is never up:
+ * a signed webhook ends at its handler's 503, as it would while Redis is
+ * away. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <event2/event.h>
@@ -22,6 +23,7 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "loop/loop.h"
+#include "redis/policy.h"
 #include "redis/redis.h"
 #include "twilio/form.h"
 #include "webhook/connections.h"
@@ -72,8 +74,10 @@ static void start(void)
         abort();
     base = loop_base(app.workers[0].loop);
     loop_own_base(base);
-    /* Made and never started: it stays down. */
-    if (redis_new(base, &ropts, &app.workers[0].redis) ||
+    /* As the daemon does first; then a Redis made and never started: it
+     * stays down. */
+    if (policy_init() ||
+        redis_new(base, &ropts, &app.workers[0].redis) ||
         webhook_new(&app, err, sizeof(err), &app.webhook)) {
         fprintf(stderr, "fuzz_webhook: %s\n", err);
         abort();

@@ -394,14 +394,15 @@ def metric(admin_port, name):
     raise AssertionError("no %s on /metrics" % name)
 
 
-def inbound_stop(http_port, frm):
-    """A STOP from frm, as Twilio would post it to commsgate's webhook port,
-    signed by Twilio's own helper library; the HTTP status answered."""
+def inbound_stop(http_port, frm, sid=None):
+    """A STOP from frm (as message sid, else a new one), as Twilio would
+    post it to commsgate's webhook port, signed by Twilio's own helper
+    library; the HTTP status answered."""
     import urllib.parse
     import uuid
     from twilio.request_validator import RequestValidator
     path = "/webhooks/twilio/messages/inbound"
-    params = {"MessageSid": "SM" + uuid.uuid4().hex, "AccountSid": SIM_ACCOUNT_SID,
+    params = {"MessageSid": sid or "SM" + uuid.uuid4().hex, "AccountSid": SIM_ACCOUNT_SID,
               "From": frm, "To": SIM_FROM, "Body": "STOP"}
     public = "http://127.0.0.1:%d" % http_port
     sig = RequestValidator(SIM_AUTH_TOKEN).compute_signature(public + path, params)

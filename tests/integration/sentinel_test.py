@@ -3,6 +3,7 @@
 failover, both SENTINEL FAILOVER (the old master stays up, demoted) and a
 SIGKILL of the master. Calls during each switch are answered within their
 deadline; every send the simulator saw is one a caller was told of."""
+import json
 import os
 import shutil
 import signal
@@ -247,8 +248,8 @@ class SentinelTest(unittest.TestCase):
         tail = self.daemon.output().split('"event":"redis_master"')[-1]
         return int(tail.split('"port":')[1].split("}")[0].split(",")[0])
 
-    def inbound_stop(self, frm, daemon=None):
-        return harness.inbound_stop((daemon or self.daemon).http_port, frm)
+    def inbound_stop(self, frm, daemon=None, sid=None):
+        return harness.inbound_stop((daemon or self.daemon).http_port, frm, sid)
 
     def test_wait_for_a_replica(self):
         """COMMSGATE_REDIS_WAIT_REPLICAS=1: with the replica stopped (SIGSTOP),
@@ -268,8 +269,12 @@ class SentinelTest(unittest.TestCase):
             self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAVAILABLE)
             self.assertIn("replicas", cm.exception.details())
             self.assertEqual(len(self.posts()), 1)  # w-1 never reached Twilio
-            self.assertEqual(self.inbound_stop("+14155550177"), 503)
-            self.assertIn('"event":"webhook_unconfirmed"', self.daemon.output())
+            sid = "SM" + "7" * 32
+            self.assertEqual(self.inbound_stop("+14155550177", sid=sid), 503)
+            unconfirmed = [json.loads(l) for l in self.daemon.output().splitlines()
+                           if '"event":"webhook_unconfirmed"' in l]
+            # (w-0's status callbacks may be there too: they waited as well)
+            self.assertIn((sid, "stop"), [(l["sid"], l["keyword"]) for l in unconfirmed])
         finally:
             self.nodes[replica].signal(signal.SIGCONT)
         r = self.send("w-1")  # the same key: its claim was dropped, so it sends now

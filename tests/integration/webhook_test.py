@@ -206,6 +206,26 @@ class KeywordTest(Base):
             self.s.SendWhatsApp(req, timeout=5)
         self.assertEqual(cm.exception.code(), grpc.StatusCode.FAILED_PRECONDITION)
 
+    def test_a_stop_redis_did_not_take_is_503_named_in_the_log_and_applied_again(self):
+        """Redis down: the STOP is answered 503 (never 200 for an opt-out not
+        kept), the log names the message so an operator can find it in
+        Twilio's console, and Twilio's retry of it, once Redis is back,
+        opts the number out."""
+        sid = "SM" + "5" * 32
+        self.stack.redis.stop()
+        status, _, text = self.inbound("+14155550118", "STOP", sid=sid)
+        self.assertEqual(status, 503, text)
+        lines = [json.loads(l) for l in self.stack.daemon.output().splitlines()
+                 if '"webhook_not_applied"' in l]
+        self.assertEqual([(l["route"], l["sid"], l["keyword"]) for l in lines],
+                         [("messages_inbound", sid, "stop")], lines)
+        if self.CLUSTER:  # a stopped cluster is made anew by the next test
+            return
+        self.stack.redis = harness.start_redis(self.stack.redis.port)
+        self.stack.wait_serving(1)
+        self.assertEqual(self.inbound("+14155550118", "STOP", sid=sid)[0], 200)
+        self.assertEqual(self.redis("EXISTS", "cg:{+14155550118}:optout"), "1")
+
     def test_simulator_inbound_is_signed_and_applied(self):
         harness.http_json("POST", self.stack.sim.url + "/__sim/inbound",
                           {"url": self.stack.public_url + INBOUND, "from": "+14155550112",

@@ -1,7 +1,7 @@
 /* handlers.c: what each webhook changes (and the key a keyed send's callback
  * resolves), against a real redis-server and the
  * real record modules; only the HTTP side (webhook_param, webhook_reply,
- * webhook_metrics of server.c) is faked here, so each test sees the code
+ * webhook_metrics, webhook_not_applied_log of server.c) is faked here, so each test sees the code
  * Twilio would get and reads Redis to see what was applied. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -14,6 +14,7 @@
 
 #include "app.h"
 #include "core/config.h"
+#include "core/log.h"
 #include "loop/loop.h"
 #include "redis/idempotency.h"
 #include "redis/policy.h"
@@ -57,6 +58,12 @@ void webhook_reply(struct webhook_req *w, int status, const char *content_type, 
 struct webhook_metrics *webhook_metrics(struct webhook_ctx *w)
 {
     return &metrics;
+}
+
+struct log_limit *webhook_not_applied_log(struct webhook_ctx *w)
+{
+    static struct log_limit limit;
+    return &limit;
 }
 
 /* --- a real Redis --- */
@@ -236,13 +243,16 @@ static void test_call_status_once(void **state)
     assert_int_equal(stream_len(), 1);
 }
 
-static void test_redis_down_is_503_so_twilio_retries(void **state)
+static void test_redis_down_is_503_for_each_route(void **state)
 {
     test_redis_stop(rs.pid);
     test_run_until(rs.base, &rs.up, 0, 3000);
     assert_int_equal(status("sent"), 503);
     const char *kv[] = {"MessageSid", "SM6", "From", "+14155550100", "Body", "STOP"};
     assert_int_equal(hook(handlers_inbound, "messages_inbound", kv, N(kv)), 503);
+    const char *call[] = {"CallSid", "CA0123456789abcdef0123456789abcdef", "CallStatus",
+                          "completed"};
+    assert_int_equal(hook(handlers_call_status, "calls_status", call, N(call)), 503);
     /* Back up: the same events apply. */
     rs.pid = test_redis_start(rs.port, NULL);
     test_run_until(rs.base, &rs.up, 1, 5000);
@@ -264,7 +274,7 @@ int main(void)
         T(test_inbound_opt_out_type_wins),
         T(test_inbound_malformed),
         T(test_call_status_once),
-        T(test_redis_down_is_503_so_twilio_retries),
+        T(test_redis_down_is_503_for_each_route),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
