@@ -90,6 +90,38 @@ static void pump(void)
     event_base_loop(base, EVLOOP_NONBLOCK);
 }
 
+static long read_long(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    long v = -1;
+    if (f) {
+        if (fscanf(f, "%ld", &v) != 1)
+            v = -1;
+        fclose(f);
+    }
+    return v;
+}
+
+/* Each exchange leaves a TIME_WAIT, which the kernel's connection tracking
+ * (when it is on) keeps for two minutes: thousands a second for a minute
+ * would fill its table, and then every new connection on the machine is
+ * dropped, not only ours. So past half the table, the next 1000 wait up to
+ * 5 s (within libFuzzer's -timeout for one input): 200 a second at most,
+ * well under what the table drains. */
+static void leave_conntrack_room(void)
+{
+    static unsigned calls;
+    if (calls++ % 1000)
+        return;
+    long max = read_long("/proc/sys/net/netfilter/nf_conntrack_max");
+    for (int i = 0; i < 50 && max > 0 &&
+                    read_long("/proc/sys/net/netfilter/nf_conntrack_count") > max / 2;
+         i++) {
+        pump();
+        usleep(100000);
+    }
+}
+
 /* Sends the request, closes our side, and reads until the server closes
  * (every path ends there: an answer and close, a refusal, or EOF seen). */
 static void exchange(const char *req, size_t len)
@@ -100,6 +132,7 @@ static void exchange(const char *req, size_t len)
      * each exchange leaves a TIME_WAIT: thousands a second would use up one
      * address's ports. Spread over 127.0.0.2-251, all of them loopback. */
     static unsigned exchanges;
+    leave_conntrack_room();
     struct sockaddr_in from = {.sin_family = AF_INET,
                                .sin_addr.s_addr = htonl(0x7f000002u + exchanges++ % 250)};
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
@@ -120,8 +153,11 @@ static void exchange(const char *req, size_t len)
     socklen_t sl = sizeof(soerr);
     getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl);
     if (!pfd.revents || soerr) {
-        fprintf(stderr, "fuzz_webhook: connect: %s after %d rounds\n",
-                soerr ? strerror(soerr) : "no answer", waited);
+        /* Thousands of exchanges a second for minutes can fill the
+         * kernel's connection tracking table, which then drops every SYN. */
+        fprintf(stderr, "fuzz_webhook: connect: %s after %d rounds%s\n",
+                soerr ? strerror(soerr) : "no answer", waited,
+                soerr ? "" : " (a full /proc/sys/net/netfilter/nf_conntrack_count?)");
         abort();
     }
     size_t sent = 0;
