@@ -52,20 +52,26 @@ static const char *event_sid(const struct webhook_req *w)
     return sid ? sid : "";
 }
 
-/* Twilio is told 503. It sends the event again only when the webhook URL
- * asks it to (#rc=...), so each opt-out or opt-in is logged, at ERROR; other
- * events a few a second, then counted, so that an outage does not become a
- * flood of lines. */
-static void fail_503(struct webhook_req *w, const char *why)
+/* Twilio is told 503, and one line, `event`, says so. Twilio sends the
+ * event again only when the webhook URL asks it to (#rc=...), so each
+ * opt-out or opt-in is logged, at ERROR; other events a few a second, then
+ * counted, so that an outage or a lagging replica does not become a flood
+ * of lines. */
+static void answer_503(struct webhook_req *w, const char *event, const char *why)
 {
     unsigned long suppressed = 0;
     int optout = w->keyword == INBOUND_STOP || w->keyword == INBOUND_START;
     if (optout || log_limit_allow(webhook_not_applied_log(w->ctx), 10, &suppressed))
-        log_event(optout ? LOG_LEVEL_ERROR : LOG_LEVEL_WARN, "webhook_not_applied",
+        log_event(optout ? LOG_LEVEL_ERROR : LOG_LEVEL_WARN, event,
                   json_pack("{s:s, s:s, s:s, s:s, s:I}", "route", w->route, "sid",
                             event_sid(w), "keyword", inbound_keyword_name(w->keyword),
                             "reason", why, "more_since_last", (json_int_t)suppressed));
     webhook_reply(w, 503, "text/plain", why);
+}
+
+static void fail_503(struct webhook_req *w, const char *why)
+{
+    answer_503(w, "webhook_not_applied", why);
 }
 
 static int is_inbound(const struct webhook_req *w)
@@ -95,10 +101,8 @@ static void on_durable(struct redis_waiter *d, int ok)
         reply_done(w);
         return;
     }
-    log_event(LOG_LEVEL_ERROR, "webhook_unconfirmed",
-              json_pack("{s:s, s:s, s:s}", "route", w->route, "sid", event_sid(w), "keyword",
-                        inbound_keyword_name(w->keyword)));
-    fail_503(w, "not yet on COMMSGATE_REDIS_WAIT_REPLICAS replicas; send it again");
+    answer_503(w, "webhook_unconfirmed",
+               "not yet on COMMSGATE_REDIS_WAIT_REPLICAS replicas; send it again");
 }
 
 /* After the event is in the stream: answer Twilio. */

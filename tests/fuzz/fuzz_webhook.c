@@ -56,7 +56,7 @@ static int free_port(void)
 
 static void start(void)
 {
-    char err[256];
+    char err[256] = "policy_init failed";
     struct redis_opts ropts = {.server = &redis_server, .ping_interval_ms = 1000,
                                .timeout_ms = 1000};
 

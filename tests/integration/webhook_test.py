@@ -219,6 +219,24 @@ class KeywordTest(Base):
                  if '"webhook_not_applied"' in l]
         self.assertEqual([(l["route"], l["sid"], l["keyword"]) for l in lines],
                          [("messages_inbound", sid, "stop")], lines)
+        # A burst: other events' lines are limited to ten a second (40 posts
+        # in under 3 s make at most 30), while each opt-out among them, one
+        # after every fifth, still has its own.
+        t0 = time.monotonic()
+        stops = []
+        for i in range(40):
+            st = self.post(STATUS, {"MessageSid": "SM%032x" % i, "MessageStatus": "sent",
+                                    "AccountSid": harness.SIM_ACCOUNT_SID})[0]
+            self.assertEqual(st, 503)
+            if i % 5 == 4:
+                stops.append("SM%032x" % (100 + i))
+                self.assertEqual(self.inbound("+14155550119", "STOP", sid=stops[-1])[0], 503)
+        self.assertLess(time.monotonic() - t0, 3)
+        lines = [json.loads(l) for l in self.stack.daemon.output().splitlines()
+                 if '"webhook_not_applied"' in l]
+        statuses = [l for l in lines if l["route"] == "messages_status"]
+        self.assertTrue(1 <= len(statuses) < 40, len(statuses))
+        self.assertEqual([l["sid"] for l in lines if l["keyword"] == "stop"], [sid] + stops)
         if self.CLUSTER:  # a stopped cluster is made anew by the next test
             return
         self.stack.redis = harness.start_redis(self.stack.redis.port)

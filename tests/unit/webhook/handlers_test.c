@@ -1,8 +1,9 @@
 /* handlers.c: what each webhook changes (and the key a keyed send's callback
  * resolves), against a real redis-server and the
  * real record modules; only the HTTP side (webhook_param, webhook_reply,
- * webhook_metrics, webhook_not_applied_log of server.c) is faked here, so each test sees the code
- * Twilio would get and reads Redis to see what was applied. */
+ * webhook_metrics, webhook_not_applied_log of server.c) is faked here, so
+ * each test sees the code Twilio would get and reads Redis to see what was
+ * applied. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
